@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine:  `make demo` (the main job)  and  `make test` (the tests).
+# Both bootstrap idempotently: a .venv with the pinned stack (uv, reusing ~/.cache/uv) and the Delta jars
+# (Maven Central, cached in ~/.cache/ubp/jars), so a fresh clone does not download gigabytes again.
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.ubp-bootstrap
+DEMO_RAW  ?= demo_raw
+LAKEHOUSE ?= lakehouse
+DEMO_USERS ?= 3000
+DEMO_DAYS  ?= 60
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap demo test lint bench clean
+
+bootstrap: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17 is needed (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install -q uv
+	@test -x $(BIN)/python || $(PY) -m uv venv -q -p $(PY) $(VENV)
+	$(PY) -m uv pip install -q -p $(BIN)/python -e ".[dev]"
+	$(BIN)/python -m ubp.jars >/dev/null
+	@touch $@
+
+demo: bootstrap
+	$(BIN)/ubp demo-data --out $(DEMO_RAW) --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed 7
+	$(BIN)/ubp --lakehouse $(LAKEHOUSE) run --raw $(DEMO_RAW)
+	$(BIN)/ubp --lakehouse $(LAKEHOUSE) demo-readback
+
+test: bootstrap
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(BIN)/ruff check .
+
+bench: bootstrap
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(LAKEHOUSE) $(DEMO_RAW) reports .pytest_cache

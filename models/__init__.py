@@ -1,0 +1,1 @@
+"""PyTorch only: datasets, models, training loops, inference. No Spark or Feast imports here."""
