@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Universal Be
 
 # Stage command modules, in pipeline order. A module exposes `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = (
+    "ubp.commands.demo",
     "ubp.commands.ingest",
     "ubp.commands.sequences",
     "ubp.commands.user_model",

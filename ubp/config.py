@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_LAKEHOUSE = "./lakehouse"
@@ -20,6 +20,7 @@ class Settings:
     lakehouse: Path = field(default_factory=lambda: Path(os.environ.get("UBP_LAKEHOUSE", DEFAULT_LAKEHOUSE)))
     master: str | None = None
     spark_conf: tuple[tuple[str, str], ...] = ()
+    namespace: str = ""  # non-empty: derived tables and models go to <lakehouse>/<namespace>/ (bronze is shared)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lakehouse", Path(self.lakehouse).expanduser().resolve())
@@ -29,11 +30,22 @@ class Settings:
         from ubp.tables import TABLES
 
         table = TABLES[name]
-        return self.lakehouse / table.layer / table.name
+        if table.layer in ("bronze", "ops"):
+            return self.lakehouse / table.layer / table.name
+        return self.root / table.layer / table.name
+
+    @property
+    def root(self) -> Path:
+        """Where derived tables and models live: the lakehouse, or a namespace inside it (e.g. an evaluation)."""
+        return self.lakehouse / self.namespace if self.namespace else self.lakehouse
+
+    def with_namespace(self, namespace: str) -> Settings:
+        """Same lakehouse and Spark options; derived tables and models in their own namespace, bronze shared."""
+        return replace(self, namespace=namespace)
 
     @property
     def models_dir(self) -> Path:
-        return self.lakehouse / "_models"
+        return self.root / "_models"
 
     @property
     def feast_dir(self) -> Path:
@@ -45,7 +57,7 @@ class Settings:
 
     @property
     def cache_dir(self) -> Path:
-        return self.lakehouse / "_cache"
+        return self.root / "_cache"
 
 
 def parse_conf(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
