@@ -27,6 +27,8 @@ demo: bootstrap
 	$(BIN)/ubp demo-data --out $(DEMO_RAW) --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed 7
 	$(BIN)/ubp --lakehouse $(LAKEHOUSE) run --raw $(DEMO_RAW)
 	$(BIN)/ubp --lakehouse $(LAKEHOUSE) demo-readback
+	@echo "results: Delta tables in $(LAKEHOUSE)/{bronze,silver,gold}, models in $(LAKEHOUSE)/_models," \
+	  "Feast online store in $(LAKEHOUSE)/_feast, log in $(LAKEHOUSE)/_logs/ubp.log"
 
 test: bootstrap
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

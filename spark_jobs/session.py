@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -42,6 +43,9 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
         builder = builder.master(master)
     elif not submitted:
         builder = builder.master("local[2]")
+    if not submitted and (master is None or master.startswith("local")):
+        # Python workers must run the driver's interpreter (the venv), not whatever `python3` is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = dict(LOCAL_DEFAULTS) if not submitted else {}
     conf.update(
         {

@@ -247,6 +247,18 @@ USER_PROFILES_ENSEMBLE = _t(
     list((c.name, c.type, c.nullable, c.doc) for c in USER_PROFILES.columns),
     doc="Ensemble profile: normalised members concatenated (<= 2048 columns).",
 )
+USER_FACTORS = _t(
+    "user_factors", "gold", "ensemble",
+    [
+        ("client_id", "bigint", False, "user id"),
+        ("embedding", "array<float>", False, "[user x category factors | user x url factors]"),
+        ("model_version", "string", False, "<method>-<hash of parameters and as_of>"),
+        ("as_of", "timestamp", False, "factors use events strictly before this"),
+        ("n_events", "bigint", False, "interactions (weighted rows) the user had in the two matrices"),
+        ("created_at", "timestamp", False, "when the row was written"),
+    ],
+    doc="Factorisation ensemble member (user x category, user x url), written by the ensemble stage.",
+)
 ITEM_CONTENT = _t(
     "item_content", "silver", "item-content",
     [
@@ -277,7 +289,7 @@ TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         EVENTS, PRODUCTS, PRODUCT_TEXT, QUARANTINE, INGEST_RUNS, VOCABULARIES, USER_SEQUENCES,
-        USER_AGGREGATES, USER_PROFILES, USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
+        USER_AGGREGATES, USER_FACTORS, USER_PROFILES, USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
     )
 }
 # Profile tables that `ubp export` / `ubp publish` / `ubp evaluate` accept.

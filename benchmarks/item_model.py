@@ -1,0 +1,95 @@
+"""Benchmark the item model: content encoding, training sequences/s per variant, the paper-style evaluation table
+(every variant, one temporal split) and gold item vectors, on the default demo data.
+
+    flock /tmp/ubp-bench.lock .venv/bin/python benchmarks/item_model.py [--work DIR] [--max-epochs 40]
+
+Steps: `generate_demo_data` (default arguments) -> ingest -> sequences -> item_content -> evaluate_item_model
+(history_avg, id_only, content_finetune, frozen, delta) -> item_vectors. Results: stdout and `<work>/results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/ubp-bench-item"))
+    ap.add_argument("--max-epochs", type=int, default=40, help="cap per variant (early stopping, patience 5)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse the lakehouse of a previous run if present")
+    args = ap.parse_args()
+    os.environ.setdefault("UBP_NO_PROGRESS", "1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("UBP_TORCH_THREADS", "1")  # the 2 shared cores are oversubscribed: 1 thread is faster
+
+    import shutil
+
+    import torch
+
+    from ubp.config import Settings
+    from ubp.demo_data import generate_demo_data
+    from ubp.stages.ingest import ingest
+    from ubp.stages.items import evaluate_item_model, item_content, item_vectors
+    from ubp.stages.sequences import sequences
+
+    raw, lake = args.work / "raw", args.work / "lakehouse"
+    settings = Settings(lakehouse=lake)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    if not (args.reuse and (lake / "silver" / "user_sequences").exists()):
+        shutil.rmtree(args.work, ignore_errors=True)
+        demo = generate_demo_data(raw)
+        timings["demo_data"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ingest(settings, raw)
+        timings["ingest"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sequences(settings)
+        timings["sequences"] = time.perf_counter() - t
+    else:
+        demo = json.loads((raw / "_truth" / "meta.json").read_text())
+    t = time.perf_counter()
+    content = item_content(settings)
+    timings["item_content"] = time.perf_counter() - t
+    t = time.perf_counter()
+    content_again = item_content(settings)
+    timings["item_content_rerun"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ev = evaluate_item_model(settings, max_epochs=args.max_epochs, seed=args.seed)
+    timings["evaluate_all_variants"] = time.perf_counter() - t
+    t = time.perf_counter()
+    vec = item_vectors(settings)
+    timings["item_vectors"] = time.perf_counter() - t
+
+    result = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} torch threads",
+        "load_avg_at_end": os.getloadavg(),
+        "demo": {k: demo.get(k) for k in ("users", "skus", "new_skus", "rows")},
+        "item_content": {k: content.get(k) for k in ("catalog_items", "encoded", "encoded_text",
+                                                     "encoded_name_codes", "items_per_s")},
+        "item_content_rerun_encoded": content_again["encoded"],
+        "runs": ev["runs"], "results": ev["results"], "table": ev["table"],
+        "item_vectors": {k: vec[k] for k in ("rows", "cold", "warm")},
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2, default=str))
+    print(ev["table"])
+
+
+if __name__ == "__main__":
+    main()

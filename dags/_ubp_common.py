@@ -1,0 +1,333 @@
+"""Light helpers shared by the ubp DAG files: configuration, table assets, the stage-task wrapper.
+
+Parsing must stay cheap (all DAG files < 2 s, no torch / pyspark / feast): this module imports only the standard
+library, `airflow.sdk` and the stdlib-only core of ubp (`ubp.config`, `ubp.tables`). Stage code is imported inside
+the tasks. It is listed in `.airflowignore`, so the DAG processor does not parse it as a DAG file.
+
+Configuration, highest precedence first:
+  runtime knobs  - the run's Param (trigger form / `dag_run.conf`) -> Airflow Variable `ubp_<name>` ->
+                   environment variable `UBP_<NAME>` -> the default in `RUNTIME_DEFAULTS`
+  parse-time     - environment only (they shape the graph or the asset URIs): see `PARSE_DEFAULTS`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset, Param
+
+from ubp.config import DEFAULT_LAKEHOUSE, Settings
+from ubp.tables import TABLES
+
+# ---------------------------------------------------------------------------------------------------------------
+# parse-time configuration (environment of the DAG processor and the workers)
+# ---------------------------------------------------------------------------------------------------------------
+PARSE_DEFAULTS: dict[str, str] = {
+    "UBP_LAKEHOUSE": DEFAULT_LAKEHOUSE,  # lakehouse root: asset URIs and the runtime default
+    "UBP_SPARK_MODE": "local",  # local: Spark stages run in the task process; submit: SparkSubmitOperator
+    "UBP_SPARK_CONN_ID": "spark_default",  # Airflow connection used by spark-submit (master, deploy mode...)
+    "UBP_TRAIN_QUEUE": "default",  # executor queue of training tasks (e.g. a GPU worker queue)
+    "UBP_TRAIN_POOL": "default_pool",  # pool of training tasks (limit concurrent GPU jobs)
+    "UBP_AIRFLOW_RETRIES": "3",  # retries of every task
+    "UBP_AIRFLOW_RETRY_DELAY_S": "300",  # first retry delay; doubles each retry (exponential backoff), max 1 h
+}
+
+
+def parse_env(name: str) -> str:
+    return os.environ.get(name) or PARSE_DEFAULTS[name]
+
+
+SPARK_MODE = parse_env("UBP_SPARK_MODE").strip().lower()
+if SPARK_MODE not in ("local", "submit"):
+    raise ValueError(f"UBP_SPARK_MODE must be 'local' or 'submit', got {SPARK_MODE!r}")
+TRAIN_QUEUE = parse_env("UBP_TRAIN_QUEUE")
+TRAIN_POOL = parse_env("UBP_TRAIN_POOL")
+# The spark-submit application: the stage runner in ubp/stages/pipeline.py, found without importing it.
+SPARK_ENTRY = str(Path(__import__("ubp").__file__).parent / "stages" / "pipeline.py")
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "ubp",
+    "retries": int(parse_env("UBP_AIRFLOW_RETRIES")),
+    "retry_delay": timedelta(seconds=float(parse_env("UBP_AIRFLOW_RETRY_DELAY_S"))),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(hours=1),
+}
+START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
+
+# ---------------------------------------------------------------------------------------------------------------
+# assets: one per Delta table (file://<lakehouse>/<layer>/<table>) and one per model kind (its registry folder)
+# ---------------------------------------------------------------------------------------------------------------
+ASSET_SETTINGS = Settings(lakehouse=parse_env("UBP_LAKEHOUSE"))
+
+
+def table_asset(name: str) -> Asset:
+    """The Asset of a lakehouse table, by its contract name in `ubp.tables`."""
+    table = TABLES[name]
+    return Asset(uri=f"file://{ASSET_SETTINGS.table_path(name)}", name=f"ubp.{table.layer}.{name}", group="ubp")
+
+
+def model_asset(kind: str) -> Asset:
+    """Updated when a model of `kind` ("user" | "item") is promoted to CURRENT."""
+    return Asset(uri=f"file://{ASSET_SETTINGS.models_dir / kind}", name=f"ubp.model.{kind}", group="ubp")
+
+
+def assets(*names: str) -> list[Asset]:
+    return [table_asset(n) for n in names]
+
+
+# Which tables each stage writes (the task's outlets).
+STAGE_OUTLETS: dict[str, tuple[str, ...]] = {
+    "ingest": ("events", "products", "product_text", "quarantine", "ingest_runs"),
+    "sequences": ("user_sequences", "vocabularies"),
+    "aggregates": ("user_aggregates",),
+    "embed_users": ("user_profiles",),
+    "ensemble": ("user_profiles_ensemble",),
+    "item_content": ("item_content",),
+    "item_vectors": ("item_vectors",),
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# runtime configuration: Param -> Variable ubp_<name> -> env UBP_<NAME> -> default
+# ---------------------------------------------------------------------------------------------------------------
+RUNTIME_DEFAULTS: dict[str, Any] = {
+    "lakehouse": DEFAULT_LAKEHOUSE,  # lakehouse root
+    "raw_dir": None,  # raw drop folder ingested daily; None: <lakehouse>/_landing
+    "feast_online": None,  # Feast online store: sqlite | redis; None: sqlite (UBP_REDIS_URL for redis)
+    "spark_master": None,  # None: local[2] (or the master spark-submit sets)
+    "user_preset": "small",  # GRU-AE preset for weekly training: small | paper
+    "user_max_epochs": None,  # None: the preset's
+    "item_variant": "delta",  # item model variant
+    "item_max_epochs": None,
+    "promote_threshold": 0.01,  # relative validation-metric degradation still accepted at promotion
+    "as_of": None,  # override the as-of (ISO datetime); None: the run's data interval end
+}
+_CASTS: dict[str, Any] = {"user_max_epochs": int, "item_max_epochs": int, "promote_threshold": float}
+
+
+def params(*names: str) -> dict[str, Param]:
+    """Params (trigger-form fields) for the given knobs; null means 'Variable, env or default'."""
+    docs = {
+        "lakehouse": "Lakehouse root. Empty: Variable ubp_lakehouse, env UBP_LAKEHOUSE, ./lakehouse.",
+        "raw_dir": "Raw drop folder. Empty: Variable ubp_raw_dir, env UBP_RAW_DIR, <lakehouse>/_landing.",
+        "feast_online": "Online store sqlite|redis. Empty: Variable ubp_feast_online, env UBP_FEAST_ONLINE, sqlite.",
+        "spark_master": "Spark master. Empty: Variable ubp_spark_master, env UBP_SPARK_MASTER, local[2].",
+        "user_preset": "GRU-AE preset. Empty: Variable ubp_user_preset, env UBP_USER_PRESET, small.",
+        "user_max_epochs": "Epoch cap. Empty: Variable ubp_user_max_epochs, env, the preset's.",
+        "item_variant": "Item model variant. Empty: Variable ubp_item_variant, env UBP_ITEM_VARIANT, delta.",
+        "item_max_epochs": "Epoch cap. Empty: Variable ubp_item_max_epochs, env, the trainer's.",
+        "promote_threshold": "Accepted relative degradation. Empty: Variable ubp_promote_threshold, env, 0.01.",
+        "as_of": "ISO datetime. Empty: the run's data interval end (idempotent re-runs and backfills).",
+    }
+    return {n: Param(None, type=["null", "string", "number"], description=docs[n]) for n in names}
+
+
+def conf(params_: dict | None, name: str) -> Any:
+    """Resolve one runtime knob (see the module docstring). Called inside tasks and templates only."""
+    value = (params_ or {}).get(name)
+    if value in (None, ""):
+        from airflow.sdk import Variable
+
+        value = Variable.get(f"ubp_{name}", default=None)
+    if value in (None, ""):
+        value = os.environ.get(f"UBP_{name.upper()}")
+    if value in (None, ""):
+        value = RUNTIME_DEFAULTS[name]
+        if name == "raw_dir":
+            value = str(Path(conf(params_, "lakehouse")) / "_landing")
+    if value is not None and name in _CASTS:
+        value = _CASTS[name](value)
+    return value
+
+
+def settings_of(context: dict) -> Settings:
+    p = context.get("params")
+    return Settings(lakehouse=conf(p, "lakehouse"), master=conf(p, "spark_master"))
+
+
+def as_of_of(context: dict) -> datetime:
+    """The run's as-of: the `as_of` knob, else the data interval end (scheduled runs and backfills), else the
+    logical date, else (asset-triggered runs) the start of the run's day, so any re-run of a day is idempotent."""
+    explicit = conf(context.get("params"), "as_of")
+    if explicit:
+        from ubp.stages.pipeline import parse_as_of
+
+        return parse_as_of(explicit)
+    value = context.get("data_interval_end") or context.get("logical_date")
+    if value is None:
+        run_after = context["dag_run"].run_after
+        value = datetime(run_after.year, run_after.month, run_after.day, tzinfo=UTC)
+    return datetime.fromtimestamp(value.timestamp(), tz=UTC)
+
+
+def as_of_template(params_: dict | None, data_interval_end: Any, logical_date: Any, dag_run: Any) -> str:
+    """Jinja macro for spark-submit arguments: the same as-of as `as_of_of`."""
+    ctx = {"params": params_, "data_interval_end": data_interval_end, "logical_date": logical_date,
+           "dag_run": dag_run}
+    return as_of_of(ctx).isoformat()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stage options per stage, and the task wrapper
+# ---------------------------------------------------------------------------------------------------------------
+AS_OF_STAGES = ("sequences", "aggregates", "ensemble")
+
+
+def stage_kwargs(stage: str, params_: dict | None) -> dict[str, Any]:
+    """Stage options that come from configuration (the as-of is added separately)."""
+    if stage == "ingest":
+        return {"raw_dir": conf(params_, "raw_dir")}
+    if stage == "train_user_model":
+        return {"preset": conf(params_, "user_preset"), "max_epochs": conf(params_, "user_max_epochs"),
+                "promote": "never"}
+    if stage == "train_item_model":
+        return {"variant": conf(params_, "item_variant"), "max_epochs": conf(params_, "item_max_epochs"),
+                "promote": "never"}
+    return {}
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by `run_stage_task` when UBP_INJECT_FAILURE asks for it (failure tests)."""
+
+
+def _injection(task_id: str, try_number: int) -> str | None:
+    """UBP_INJECT_FAILURE="task_id[:before|after],...": fail that task's FIRST try before the stage runs or after
+    it committed (default after: the retry must then find the work done and change nothing)."""
+    if try_number != 1:
+        return None
+    for item in filter(None, (s.strip() for s in os.environ.get("UBP_INJECT_FAILURE", "").split(","))):
+        name, _, when = item.partition(":")
+        if name == task_id:
+            return when or "after"
+    return None
+
+
+def run_stage_task(stage: str, context: dict, **extra: Any) -> dict:
+    """Body of every stage task: resolve settings and options, run the stage function, return its summary."""
+    from ubp.stages.pipeline import _jsonable, run_stage
+
+    ti = context["ti"]
+    settings = settings_of(context)
+    kwargs = {**stage_kwargs(stage, context.get("params")), **extra}
+    if stage in AS_OF_STAGES:
+        kwargs["as_of"] = as_of_of(context)
+    if stage == "ingest" and not Path(kwargs["raw_dir"]).is_dir():
+        from ubp.errors import UbpError
+
+        raise UbpError(f"raw folder {kwargs['raw_dir']} does not exist: set the raw_dir Param or Variable ubp_raw_dir")
+    injected = _injection(ti.task_id, ti.try_number)
+    if injected == "before":
+        raise InjectedFailure(f"injected failure before {stage} (try {ti.try_number})")
+    result = run_stage(settings, stage, **kwargs)
+    if injected == "after":
+        raise InjectedFailure(f"injected failure after {stage} committed (try {ti.try_number})")
+    return _jsonable(result)
+
+
+def submit_args(stage: str, task_id: str) -> list[str]:
+    """spark-submit application arguments (templated) for a stage; mirrors `run_stage_task`."""
+    lake = "{{ ubp_conf(params, 'lakehouse') }}"
+    args = ["--stage", stage, "--lakehouse", lake,
+            "--kwargs", "{{ ubp_stage_kwargs('" + stage + "', params) }}",
+            "--result", lake + "/_logs/airflow/{{ dag.dag_id }}/{{ run_id }}/" + task_id + ".json"]
+    if stage in AS_OF_STAGES:
+        args += ["--as-of", "{{ ubp_as_of(params, data_interval_end, logical_date, dag_run) }}"]
+    return args
+
+
+USER_MACROS: dict[str, Any] = {
+    "ubp_conf": conf,
+    "ubp_as_of": as_of_template,
+    "ubp_stage_kwargs": lambda stage, p: json.dumps(stage_kwargs(stage, p)),
+}
+
+
+def spark_stage(stage: str, task_id: str | None = None):
+    """A task running a Spark stage: in the task process (default) or via SparkSubmitOperator
+    (UBP_SPARK_MODE=submit, connection UBP_SPARK_CONN_ID). Outlets are the tables the stage writes."""
+    from airflow.sdk import task
+
+    task_id = task_id or stage
+    outlets = assets(*STAGE_OUTLETS.get(stage, ()))
+    if SPARK_MODE == "submit":
+        from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+        return SparkSubmitOperator(
+            task_id=task_id, application=SPARK_ENTRY, conn_id=parse_env("UBP_SPARK_CONN_ID"),
+            name=f"ubp-{task_id}", application_args=submit_args(stage, task_id), outlets=outlets,
+        )
+
+    @task(task_id=task_id, outlets=outlets)
+    def _stage(**context: Any) -> dict:
+        return run_stage_task(stage, context)
+
+    return _stage()
+
+
+def python_stage(stage: str, task_id: str | None = None, **task_kwargs: Any):
+    """A task running a non-Spark stage (training, publishing) in the task process."""
+    from airflow.sdk import task
+
+    @task(task_id=task_id or stage, outlets=assets(*STAGE_OUTLETS.get(stage, ())), **task_kwargs)
+    def _stage(**context: Any) -> dict:
+        return run_stage_task(stage, context)
+
+    return _stage()
+
+
+# Publish options per DAG: which feature views a DAG pushes to the online store (the user side or the item side).
+PUBLISH_KWARGS: dict[str, dict[str, Any]] = {
+    "user": {"views": ["user_profile", "user_aggregates"]},
+    "item": {"views": ["item_vector"]},
+}
+
+
+def publish_stage(which: str, task_id: str = "publish"):
+    """Publish the committed gold tables of one side ("user" | "item") to Feast's online store."""
+    from airflow.sdk import task
+
+    @task(task_id=task_id)
+    def _publish(**context: Any) -> dict:
+        extra = {**PUBLISH_KWARGS[which], "online": conf(context.get("params"), "feast_online")}
+        return run_stage_task("publish", context, **extra)
+
+    return _publish()
+
+
+def training_chain(kind: str, stage: str):
+    """train (queue/pool for GPUs) -> evaluate (candidate vs serving) -> promote (short-circuit: stops here when
+    the candidate is worse) -> model_promoted (updates the model asset). Returns the train task."""
+    from airflow.sdk import task
+
+    @task(task_id=stage, queue=TRAIN_QUEUE, pool=TRAIN_POOL)
+    def train(**context: Any) -> dict:
+        return run_stage_task(stage, context)
+
+    @task(task_id="evaluate")
+    def evaluate(result: dict, **context: Any) -> dict:
+        from ubp.stages.pipeline import _jsonable, compare_models
+
+        threshold = conf(context.get("params"), "promote_threshold")
+        return _jsonable(compare_models(settings_of(context), kind, result["version"], threshold=threshold))
+
+    @task.short_circuit(task_id="promote")
+    def promote(result: dict, **context: Any) -> bool:
+        from ubp.stages.pipeline import promote_if_not_worse
+
+        threshold = conf(context.get("params"), "promote_threshold")
+        decision = promote_if_not_worse(settings_of(context), kind, result["version"], threshold=threshold)
+        print(f"{kind} model {result['version']}: promoted={decision['promoted']} ({decision['reason']})")
+        return bool(decision["promoted"])
+
+    @task(task_id="model_promoted", outlets=[model_asset(kind)])
+    def model_promoted(result: dict) -> str:
+        return result["version"]
+
+    trained = train()
+    evaluated = evaluate(trained)
+    decided = promote(trained)
+    evaluated >> decided >> model_promoted(trained)
+    return trained

@@ -1,0 +1,57 @@
+"""Weekly (or on demand) model training with guarded promotion.
+
+`user_model_training`: train a GRU-AE candidate on the current sequences -> evaluate it against the serving model
+-> promote it only if its validation metric is not worse than the current one by more than `promote_threshold`
+(the decision and its reason go to `<lakehouse>/_models/user/promotions.jsonl`; otherwise the current model keeps
+serving) -> mark the `ubp.model.user` asset, which triggers `user_profiles` to re-embed.
+`item_model_training`: the same for the item model (SASRec with frozen content + bounded delta).
+
+Training tasks go to the queue `UBP_TRAIN_QUEUE` and pool `UBP_TRAIN_POOL` (e.g. a GPU worker pool).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from airflow.sdk import CronTriggerTimetable, dag
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _ubp_common as c  # noqa: E402
+
+
+@dag(
+    dag_id="user_model_training",
+    schedule=CronTriggerTimetable("0 3 * * 0", timezone="UTC"),
+    start_date=c.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=c.DEFAULT_ARGS,
+    params=c.params("lakehouse", "spark_master", "user_preset", "user_max_epochs", "promote_threshold"),
+    user_defined_macros=c.USER_MACROS,
+    tags=["ubp", "training"],
+    doc_md=__doc__,
+)
+def user_model_training():
+    c.training_chain("user", "train_user_model")
+
+
+@dag(
+    dag_id="item_model_training",
+    schedule=CronTriggerTimetable("0 4 * * 0", timezone="UTC"),
+    start_date=c.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=c.DEFAULT_ARGS,
+    params=c.params("lakehouse", "spark_master", "item_variant", "item_max_epochs", "promote_threshold"),
+    user_defined_macros=c.USER_MACROS,
+    tags=["ubp", "training"],
+    doc_md=__doc__,
+)
+def item_model_training():
+    content = c.spark_stage("item_content")
+    content >> c.training_chain("item", "train_item_model")
+
+
+user_model_training()
+item_model_training()

@@ -1,0 +1,47 @@
+"""Daily user profiles: ingest the raw drop -> sequences + aggregates -> embed users with the CURRENT model ->
+ensemble -> publish to Feast. Never trains (see `ubp_user_model_training`).
+
+Runs at 00:00 UTC for the day that just ended (as-of = data interval end, so a re-run or backfill of a day is
+idempotent) and also right after a new user model is promoted (asset `ubp.model.user`) to re-embed everybody.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared helper next to this file
+import _ubp_common as c  # noqa: E402
+
+
+@dag(
+    dag_id="user_profiles",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
+        assets=[c.model_asset("user")],
+    ),
+    start_date=c.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=c.DEFAULT_ARGS,
+    params=c.params("lakehouse", "raw_dir", "feast_online", "spark_master", "as_of"),
+    user_defined_macros=c.USER_MACROS,
+    tags=["ubp"],
+    doc_md=__doc__,
+)
+def user_profiles():
+    ingest = c.spark_stage("ingest")
+    sequences = c.spark_stage("sequences")
+    aggregates = c.spark_stage("aggregates")
+    embed = c.spark_stage("embed_users")
+    ensemble = c.spark_stage("ensemble")
+    publish = c.publish_stage("user")  # after the gold tables committed (all_success)
+    ingest >> [sequences, aggregates]
+    sequences >> embed
+    [embed, aggregates] >> ensemble >> publish
+
+
+user_profiles()

@@ -1,0 +1,79 @@
+"""Feature views over the gold tables.
+
+`ttl=timedelta(0)` means "no expiry": a profile stays valid until a newer as-of replaces it, which is also what the
+point-in-time join of `get_historical_features` uses (the latest row with `as_of <= event_timestamp`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+from feast.types import Array, Bool, Float32, Int64, String, UnixTimestamp
+
+if __package__:  # imported as `feature_repo.features` (ubp)
+    from feature_repo.data_sources import item_vector_source, user_aggregates_source, user_profile_source
+    from feature_repo.entities import item, user
+else:  # loaded by the Feast CLI from inside the repo folder (`feast -c feature_repo ...`)
+    from data_sources import item_vector_source, user_aggregates_source, user_profile_source
+    from entities import item, user
+
+NO_EXPIRY = timedelta(0)
+
+
+def make_feature_views(sources: dict[str, SparkSource]) -> dict[str, FeatureView]:
+    """The three feature views for a set of sources (see `data_sources.make_sources`)."""
+    return {
+        "user_profile": FeatureView(
+            name="user_profile",
+            entities=[user],
+            ttl=NO_EXPIRY,
+            schema=[
+                Field(name="embedding", dtype=Array(Float32), description="the user's profile vector"),
+                Field(name="model_version", dtype=String, description="model that produced it"),
+                Field(name="as_of", dtype=UnixTimestamp, description="built from events strictly before this"),
+                Field(name="n_events", dtype=Int64, description="events before as_of"),
+            ],
+            source=sources["user_profile"],
+            online=True,
+            description="Universal behavioral profile of a user (one fixed-size vector).",
+            tags={"owner": "ubp", "table": sources["user_profile"].path.rsplit("/", 1)[-1]},
+        ),
+        "user_aggregates": FeatureView(
+            name="user_aggregates",
+            entities=[user],
+            ttl=NO_EXPIRY,
+            schema=[
+                Field(name="features", dtype=Array(Float32), description="aggregate count features"),
+                Field(name="feature_names_version", dtype=String, description="hash of the ordered names"),
+                Field(name="n_events", dtype=Int64, description="events before as_of"),
+            ],
+            source=sources["user_aggregates"],
+            online=True,
+            description="Hand-made aggregate features (the baseline the profiles are compared with).",
+            tags={"owner": "ubp", "table": "user_aggregates"},
+        ),
+        "item_vector": FeatureView(
+            name="item_vector",
+            entities=[item],
+            ttl=NO_EXPIRY,
+            schema=[
+                Field(name="vector", dtype=Array(Float32), description="content vector + bounded delta"),
+                Field(name="is_cold", dtype=Bool, description="no training interactions (delta = 0)"),
+                Field(name="model_version", dtype=String, description="item model version"),
+            ],
+            source=sources["item_vector"],
+            online=True,
+            description="Item vectors, cold-start items included.",
+            tags={"owner": "ubp", "table": "item_vectors"},
+        ),
+    }
+
+
+_VIEWS = make_feature_views(
+    {"user_profile": user_profile_source, "user_aggregates": user_aggregates_source, "item_vector": item_vector_source}
+)
+user_profile = _VIEWS["user_profile"]
+user_aggregates = _VIEWS["user_aggregates"]
+item_vector = _VIEWS["item_vector"]

@@ -1,0 +1,207 @@
+"""GRU autoencoder over a user's event sequence; its latent is the user's profile (RecSys Challenge 2025, 2nd place).
+
+One event = the sum of its field embeddings (event type, sku, category, price, url, the mean of its 16 query codes,
+a time token). A GRU encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent. A GRU
+decoder, started from the encoder's hidden state and with the latent added to every input, rebuilds `e1 .. en EOS`
+from `BOS e1 .. en` (teacher forcing). Loss = sum over fields of the cross-entropy on non-pad targets.
+
+Unlike the seed code, both GRUs run on packed sequences, so pad steps never touch a hidden state and a user's
+latent does not depend on who else is in the batch; and the output heads run only on the packed (non-pad)
+positions whose target is not PAD, which gives the same loss as a masked cross-entropy over the padded grid at a
+fraction of the cost (the heads dominate the step).
+
+A batch is a dict: one int64 tensor [B, T] per token field, "query" [B, T, 16], "lengths" [B] (tokens incl.
+BOS/EOS). See `models.user_data.collate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from ubp.tables import OOV_ID, PAD_ID
+
+TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "day", "week")
+ALL_FIELDS: tuple[str, ...] = (*TOKEN_FIELDS, "query")
+
+
+@dataclass
+class GRUAEConfig:
+    vocab_sizes: dict[str, int] = field(default_factory=dict)  # field -> size incl. the 4 reserved ids
+    input_fields: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "query", "day")
+    target_fields: tuple[str, ...] = ("event_type", "sku", "category", "price", "url")
+    emb_dim: int = 64
+    hidden: int = 128
+    n_layers: int = 2
+    dropout: float = 0.5
+    max_len: int = 128  # incl. BOS/EOS
+    lr: float = 1e-3
+    batch_size: int = 256
+    max_epochs: int = 30
+    patience: int = 5
+
+    @classmethod
+    def preset(cls, name: str, vocab_sizes: dict[str, int], **overrides) -> GRUAEConfig:
+        """`small` (CPU, tests) or `paper` (the seed's large config)."""
+        presets = {
+            "small": dict(emb_dim=64, hidden=128, n_layers=2, dropout=0.5, max_epochs=30, patience=5),
+            "paper": dict(emb_dim=512, hidden=512, n_layers=3, dropout=0.1, max_epochs=10, patience=3),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+        cfg = cls(vocab_sizes=dict(vocab_sizes), **presets[name])
+        return replace(cfg, **overrides) if overrides else cfg
+
+    def __post_init__(self) -> None:
+        self.input_fields = tuple(self.input_fields)
+        self.target_fields = tuple(self.target_fields)
+        unknown = [f for f in (*self.input_fields, *self.target_fields) if f not in ALL_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}; known: {ALL_FIELDS}")
+        if "query" in self.target_fields:
+            raise ValueError("query codes are an input only (16 codes per event), not a target")
+        missing = [f for f in {*self.input_fields, *self.target_fields} if f not in self.vocab_sizes]
+        if self.vocab_sizes and missing:
+            raise ValueError(f"vocab_sizes lacks {sorted(missing)}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_fields"], d["target_fields"] = list(self.input_fields), list(self.target_fields)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GRUAEConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class EventEmbedding(nn.Module):
+    """Sum of per-field embeddings -> one vector per event. Ids beyond a table's size (e.g. a day index newer than
+    the training data) map to OOV; PAD embeds to zero."""
+
+    def __init__(self, config: GRUAEConfig) -> None:
+        super().__init__()
+        self.token_fields = [f for f in config.input_fields if f != "query"]
+        self.tables = nn.ModuleDict(
+            {f: nn.Embedding(config.vocab_sizes[f], config.emb_dim, padding_idx=PAD_ID) for f in self.token_fields}
+        )
+        self.query = (
+            nn.EmbeddingBag(config.vocab_sizes["query"], config.emb_dim, mode="mean", padding_idx=PAD_ID)
+            if "query" in config.input_fields
+            else None
+        )
+        self.sizes = {f: config.vocab_sizes[f] for f in config.input_fields}
+
+    def _ids(self, x: torch.Tensor, f: str) -> torch.Tensor:
+        return torch.where(x < self.sizes[f], x, torch.full_like(x, OOV_ID))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = None
+        for f in self.token_fields:
+            e = self.tables[f](self._ids(batch[f], f))  # [B, T, E]
+            out = e if out is None else out + e
+        if self.query is not None:
+            q = batch["query"]  # [B, T, 16]
+            B, T, K = q.shape
+            e = self.query(self._ids(q, "query").reshape(B * T, K)).reshape(B, T, -1)  # [B*T, E] -> [B, T, E]
+            out = e if out is None else out + e
+        return out
+
+
+class GRUAutoencoder(nn.Module):
+    def __init__(self, config: GRUAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = EventEmbedding(c)
+        self.drop = nn.Dropout(c.dropout)
+        gru_dropout = c.dropout if c.n_layers > 1 else 0.0
+        self.encoder = nn.GRU(c.emb_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
+        self.decoder = nn.GRU(c.emb_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
+        self.latent_to_input = nn.Linear(c.hidden, c.emb_dim)
+        self.heads = nn.ModuleDict({f: nn.Linear(c.hidden, c.vocab_sizes[f]) for f in c.target_fields})
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _sorted(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The batch reordered by decreasing length (packing wants it) and the order to undo it."""
+        lengths = batch["lengths"].to("cpu", torch.int64)
+        lengths, order = torch.sort(lengths, descending=True, stable=True)
+        dev_order = order.to(batch["event_type"].device)
+        out = {k: v.index_select(0, dev_order) for k, v in batch.items() if k != "lengths"}
+        return out, lengths, order
+
+    def _encode_sorted(self, b: dict[str, torch.Tensor], lengths: torch.Tensor):
+        emb = self.drop(self.embed(b))  # [B, T, E]
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=True)
+        _, h = self.encoder(packed)  # h: [L, B, H], the state after each row's last real token
+        return emb, h
+
+    # -- public API ----------------------------------------------------------------------------------------
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Latent profile [B, H] = the encoder's top-layer final hidden state (in the batch's row order)."""
+        b, lengths, order = self._sorted(batch)
+        _, h = self._encode_sorted(b, lengths)
+        latent = h[-1]  # [B, H] sorted order
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
+        return latent.index_select(0, inverse.to(latent.device))
+
+    def _decode(self, batch: dict[str, torch.Tensor]):
+        """Run encoder + teacher-forced decoder; return the decoder's packed outputs [N, H], the packed targets per
+        field [N] (N = non-pad decoder positions) and the batch order."""
+        b, lengths, order = self._sorted(batch)
+        emb, h = self._encode_sorted(b, lengths)
+        latent = h[-1]  # [B, H]
+        dec_in = emb[:, :-1] + self.latent_to_input(latent)[:, None, :]  # [B, T-1, E]: BOS e1 .. en
+        dec_len = lengths - 1
+        packed = pack_padded_sequence(dec_in, dec_len, batch_first=True, enforce_sorted=True)
+        out, _ = self.decoder(packed, h)  # out.data: [N, H]
+        B, T1 = dec_in.shape[:2]
+        # flat index of every packed position, in packed order, to gather the targets e1 .. en EOS
+        flat = torch.arange(B * T1, device=dec_in.device).reshape(B, T1)  # [B, T-1]
+        flat_packed = pack_padded_sequence(flat, dec_len, batch_first=True, enforce_sorted=True).data  # [N]
+        targets = {}
+        for f in self.config.target_fields:
+            t = b[f][:, 1:].reshape(-1).index_select(0, flat_packed)  # [N]
+            targets[f] = torch.where(t < self.config.vocab_sizes[f], t, torch.full_like(t, OOV_ID))
+        return out.data, targets, (b, lengths, order, flat_packed, B, T1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+        """Training loss (sum over fields of the mean CE on non-pad targets) and per-field stats
+        {field: {"loss", "correct", "count"}} for accuracy."""
+        hidden, targets, _ = self._decode(batch)
+        total = hidden.new_zeros(())
+        stats: dict[str, dict[str, torch.Tensor]] = {}
+        for f, tgt in targets.items():
+            mask = tgt != PAD_ID
+            n = int(mask.sum())
+            if n == 0:
+                continue
+            logits = self.heads[f](hidden[mask])  # [n, V_f]: heads only where there is something to predict
+            y = tgt[mask]
+            loss = F.cross_entropy(logits.float(), y)
+            total = total + loss
+            stats[f] = {"loss": loss.detach(), "correct": (logits.argmax(-1) == y).sum().detach(), "count": n}
+        return total, stats
+
+    @torch.no_grad()
+    def reconstruct(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Teacher-forced reconstruction: predicted ids [B, T-1] per target field for positions 1..T-1 (the targets
+        of `forward`), PAD where the target is PAD, in the batch's row order."""
+        hidden, targets, (b, lengths, order, flat_packed, B, T1) = self._decode(batch)
+        out = {}
+        for f, tgt in targets.items():
+            pred = torch.full((B * T1,), PAD_ID, dtype=torch.long, device=hidden.device)
+            mask = tgt != PAD_ID
+            if mask.any():
+                pred[flat_packed[mask]] = self.heads[f](hidden[mask]).argmax(-1)
+            pred = pred.reshape(B, T1)  # sorted order
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel())
+            out[f] = pred.index_select(0, inverse.to(pred.device))
+        return out

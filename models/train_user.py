@@ -1,0 +1,272 @@
+"""Training loop of the GRU autoencoder, streaming one pinned version of the silver `user_sequences` table.
+
+`train(job)` runs in a work directory that is a pure function of (config, seed, table version, vocabulary), so
+running the same command again after a kill finds the same directory and resumes from its last checkpoint
+(one per epoch: weights, optimizer, early-stopping state, metric history). Under `torchrun` (env WORLD_SIZE > 1)
+the same code runs DistributedDataParallel, each rank taking every world_size-th batch.
+
+Entry point (single process or torchrun):
+    python -m models.train_user --lakehouse ./lakehouse --preset small --epochs 10
+    torchrun --nproc_per_node 4 -m models.train_user --lakehouse ./lakehouse --preset paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.common import (
+    CheckpointManager,
+    EarlyStopping,
+    MetricsWriter,
+    all_reduce_sum,
+    autocast_context,
+    barrier,
+    init_distributed,
+    pick_device,
+    plot_loss_curve,
+    progress,
+    save_weights,
+    seed_everything,
+    unwrap,
+)
+from models.gru_ae import GRUAEConfig, GRUAutoencoder
+from models.user_data import Batch, columns_for, prefetch, stream_batches
+from ubp.log import get_logger
+
+log = get_logger("ubp.train_user")
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run depends on (the work dir is derived from it by the caller)."""
+
+    config: GRUAEConfig
+    sequences_path: str
+    table_version: int
+    vocab_version: str
+    work_dir: Path
+    seed: int = 0
+    val_fraction: float = 0.1  # 0 = validate on the training users (tiny data, overfit checks)
+    grad_clip: float = 1.0
+    max_batches: int | None = None  # per epoch (benchmarks)
+    throttle_s: float = 0.0  # sleep per batch: makes kill/resume tests observable; 0 in real runs
+    show_progress: bool = True
+    init_weights: str | None = None  # warm start from these safetensors (same vocabulary)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """Tensors to the device; "lengths" stays on CPU (packing wants it there)."""
+    return {k: (v if k == "lengths" else v.to(device, non_blocking=True)) for k, v in batch.items() if k != "client_id"}
+
+
+def _reader(job: TrainJob):
+    from ubp.reader import iter_batches
+
+    cols = columns_for(job.config.input_fields + job.config.target_fields)
+
+    def read():
+        return iter_batches(job.sequences_path, version=job.table_version, columns=cols, batch_size=4096)
+
+    return read
+
+
+def evaluate(model: torch.nn.Module, batches, device: torch.device) -> dict[str, float]:
+    """Validation loss (sum over fields of the token-weighted mean CE, as in training) and per-field accuracy."""
+    model.eval()
+    fields = list(unwrap(model).config.target_fields)
+    sums = {f: [0.0, 0.0, 0.0] for f in fields}  # loss*count, correct, count
+    with torch.no_grad():
+        for batch in batches:
+            with autocast_context(device):
+                _, stats = unwrap(model)(to_device(batch, device))
+            for f, s in stats.items():
+                sums[f][0] += float(s["loss"]) * s["count"]
+                sums[f][1] += float(s["correct"])
+                sums[f][2] += s["count"]
+    flat = all_reduce_sum([x for f in fields for x in sums[f]], device)
+    out: dict[str, float] = {}
+    total = 0.0
+    for i, f in enumerate(fields):
+        loss_sum, correct, count = flat[3 * i: 3 * i + 3]
+        if count:
+            out[f"val_loss_{f}"] = loss_sum / count
+            out[f"val_acc_{f}"] = correct / count
+            total += loss_sum / count
+    out["val_loss"] = total if any(flat[3 * i + 2] for i in range(len(fields))) else math.nan
+    return out
+
+
+def train(job: TrainJob) -> dict[str, Any]:
+    """Train (or resume) and return {"best_epoch", "val_loss", "history", "best_weights", ...}."""
+    from ubp.reader import check_vocab_version
+
+    device = pick_device()
+    dist = init_distributed(device)
+    if os.environ.get("UBP_TORCH_THREADS"):  # on a shared CPU box, fewer threads than cores avoids spin-waits
+        torch.set_num_threads(int(os.environ["UBP_TORCH_THREADS"]))
+    seed_everything(job.seed)
+    job.work_dir.mkdir(parents=True, exist_ok=True)
+    run_file = job.work_dir / "run.json"
+    run_meta = {"sequences_path": job.sequences_path, "table_version": job.table_version,
+                "vocab_version": job.vocab_version, "seed": job.seed, "config": job.config.to_dict()}
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        check_vocab_version(previous["vocab_version"], job.vocab_version)
+    elif dist.is_main:
+        run_file.write_text(json.dumps(run_meta, indent=2))
+
+    model = GRUAutoencoder(job.config).to(device)
+    if job.init_weights:
+        from models.common import load_weights
+
+        load_weights(model, job.init_weights, device=device)
+    opt = torch.optim.Adam(model.parameters(), lr=job.config.lr)
+    ckpt = CheckpointManager(job.work_dir / "checkpoints")
+    early = EarlyStopping(patience=job.config.patience)
+    metrics = MetricsWriter(job.work_dir / "metrics.jsonl")
+    history: list[dict[str, Any]] = []
+    start_epoch, step, resumed_from = 0, 0, None
+    state = ckpt.load_latest(model, opt, device=device)
+    if state is not None:
+        start_epoch, step, resumed_from = state.epoch + 1, state.step, state.epoch
+        early.load_state_dict(state.extra.get("early", {}))
+        history = list(state.extra.get("history", []))
+        if dist.is_main:  # drop records of a half-finished epoch: the history is the checkpoint's
+            metrics.path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        log.info("resuming from checkpoint epoch %d (step %d) in %s", state.epoch, state.step, job.work_dir)
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    read = _reader(job)
+    cfg = job.config
+    val_split = "val" if job.val_fraction > 0 else "train"
+
+    def batches(split: str, epoch: int, shuffle: bool):
+        it = stream_batches(read, cfg.input_fields, batch_size=cfg.batch_size, max_len=cfg.max_len, split=split,
+                            val_fraction=job.val_fraction, seed=job.seed * 100_003 + epoch, rank=dist.rank,
+                            world_size=dist.world_size, shuffle=shuffle)
+        return prefetch(it)
+
+    stopped_early = early.should_stop
+    for epoch in range(start_epoch, cfg.max_epochs):
+        if stopped_early:
+            break
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, tokens, n_batches = 0.0, 0, 0
+        bar = progress(desc=f"epoch {epoch}", disable=not (job.show_progress and dist.is_main))
+        join = model.join() if dist.enabled else _null()
+        with join:
+            for batch in batches("train", epoch, shuffle=True):
+                if job.max_batches is not None and n_batches >= job.max_batches:
+                    break
+                b = to_device(batch, device)
+                with autocast_context(device):
+                    loss, _ = model(b)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if job.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), job.grad_clip)
+                opt.step()
+                n_tok = int(batch["lengths"].sum())
+                loss_sum += float(loss.detach()) * n_tok
+                tokens += n_tok
+                n_batches += 1
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                if job.throttle_s:
+                    time.sleep(job.throttle_s)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        loss_sum, tokens_all = all_reduce_sum([loss_sum, float(tokens)], device)
+        val = evaluate(model, batches(val_split, epoch, shuffle=False), device)
+        record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(tokens_all, 1.0), **val,
+                  "train_tokens": int(tokens_all), "train_seconds": round(train_seconds, 3),
+                  "tokens_per_s": round(tokens_all / max(train_seconds, 1e-9), 1), "lr": cfg.lr}
+        if resumed_from is not None and epoch == start_epoch:
+            record["resumed_from"] = resumed_from
+        improved = early.step(val["val_loss"] if math.isfinite(val["val_loss"]) else record["train_loss"], epoch)
+        record["best"] = improved
+        history.append({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()})
+        if dist.is_main:
+            if improved:
+                save_weights(model, job.work_dir / "best.safetensors")
+            ckpt.save(model, opt, epoch, step, extra={"early": early.state_dict(), "history": history})
+            metrics.write(history[-1])
+            if train_seconds > 30:  # long epochs: keep the curve current for whoever watches the run
+                plot_loss_curve(history, job.work_dir / "loss.png", title="GRU-AE loss")
+            log.info("epoch %d: train %.4f val %.4f (%s tok/s)%s", epoch, record["train_loss"], val["val_loss"],
+                     record["tokens_per_s"], " *" if improved else "")
+        barrier()
+        stopped_early = early.should_stop
+    if dist.is_main:
+        if not (job.work_dir / "best.safetensors").exists():
+            save_weights(model, job.work_dir / "best.safetensors")
+        plot_loss_curve(history, job.work_dir / "loss.png", title=f"GRU-AE loss (vocab {job.vocab_version[:12]})")
+    return {"best_epoch": early.best_epoch, "val_loss": early.best, "history": history, "rank": dist.rank,
+            "stopped_early": early.should_stop, "epochs_run": len(history), "resumed_from": resumed_from,
+            "best_weights": str(job.work_dir / "best.safetensors"), "work_dir": str(job.work_dir)}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m models.train_user` / `torchrun -m models.train_user`: the same stage function as the CLI."""
+    from ubp.config import Settings
+    from ubp.log import setup_logging
+    from ubp.stages.user_model import train_user_model
+
+    p = argparse.ArgumentParser(prog="models.train_user", description=__doc__.split("\n\n")[0])
+    p.add_argument("--lakehouse", default=None)
+    p.add_argument("--namespace", default="")
+    p.add_argument("--preset", default="small", choices=["small", "paper"])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--promote", default="if_none", choices=["if_none", "always", "never"])
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--set", action="append", default=[], help="config override key=value (e.g. batch_size=64)")
+    p.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    settings = Settings(lakehouse=a.lakehouse) if a.lakehouse else Settings()
+    if a.namespace:
+        settings = settings.with_namespace(a.namespace)
+    setup_logging(settings.logs_dir)
+    result = train_user_model(settings, preset=a.preset, max_epochs=a.epochs, seed=a.seed, promote=a.promote,
+                              overrides=_parse_set(a.set), val_fraction=a.val_fraction, throttle_s=a.throttle_s,
+                              show_progress=not a.no_progress)
+    if result.get("version"):
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}, default=str))
+
+
+if __name__ == "__main__":
+    main()

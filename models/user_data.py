@@ -1,0 +1,259 @@
+"""User sequences as model batches, streamed from Arrow record batches (the silver `user_sequences` table).
+
+A `SequenceChunk` holds a few thousand users as flat Arrow buffers (values + offsets per field, never one Python
+object per event). `SequenceChunk.collate(idx)` builds a fresh padded batch `BOS e1 .. en EOS` for the chosen
+users with vectorised numpy (nothing is mutated, so a dataset item is the same however often it is read).
+`stream_batches` reads a table chunk by chunk, keeps one side of the user-level train/val split (stable hash of
+client_id), and groups users of similar length into a batch (length bucketing: little padding, and the GRUs run
+packed anyway), so memory is bounded by the chunk size, not by the number of users.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ubp.tables import BOS_ID, EOS_ID, QUERY_CODES
+
+TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "day", "week")
+Batch = dict[str, torch.Tensor]
+
+
+def columns_for(fields: Iterable[str]) -> list[str]:
+    """Table columns needed to build batches with these fields."""
+    return ["client_id", "n_events", *[f for f in TOKEN_FIELDS if f in set(fields)],
+            *(["query"] if "query" in set(fields) else [])]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train/val split
+# ---------------------------------------------------------------------------------------------------------------
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def is_val_user(client_ids: np.ndarray, val_fraction: float, salt: int = 0) -> np.ndarray:
+    """Stable user-level split: a user is in validation iff hash(client_id, salt) falls below `val_fraction`.
+    The same user is always on the same side, whatever the chunking, ordering or number of workers."""
+    h = _splitmix64(np.asarray(client_ids, dtype=np.int64).view(np.uint64) ^ np.uint64(salt))
+    return (h % np.uint64(1_000_000)).astype(np.int64) < int(round(val_fraction * 1_000_000))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# chunks and collation
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SequenceChunk:
+    """Users of one Arrow batch. `values[f]` is the flat token array of field f, `offsets[f]` its list offsets
+    (per event; for "query" the values are 16 per event). Rows with no events are dropped on construction."""
+
+    client_id: np.ndarray  # [U] int64
+    n_events: np.ndarray  # [U] int64
+    lengths: np.ndarray  # [U] kept events (after truncation to max_len - 2), > 0
+    starts: np.ndarray  # [U] first kept event index into the per-event arrays
+    values: dict[str, np.ndarray]
+
+    @classmethod
+    def from_arrow(cls, batch: pa.RecordBatch | pa.Table, fields: Iterable[str], max_len: int = 128) -> SequenceChunk:
+        fields = [f for f in (*TOKEN_FIELDS, "query") if f in set(fields)]
+        if isinstance(batch, pa.Table):
+            batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
+        if batch is None or batch.num_rows == 0:
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, empty, empty, {f: np.zeros(0, np.int64) for f in fields})
+        client_id = batch.column("client_id").to_numpy(zero_copy_only=False).astype(np.int64)
+        n_events = (batch.column("n_events").to_numpy(zero_copy_only=False).astype(np.int64)
+                    if "n_events" in batch.schema.names else np.zeros(len(client_id), np.int64))
+        ref = batch.column("event_type")
+        offsets = ref.offsets.to_numpy().astype(np.int64)  # [U+1]
+        full_len = np.diff(offsets)
+        keep_len = np.minimum(full_len, max_len - 2)  # keep the newest events
+        starts = offsets[:-1] + (full_len - keep_len)
+        values: dict[str, np.ndarray] = {}
+        for f in fields:
+            col = batch.column(f)
+            base = col.offsets.to_numpy().astype(np.int64)
+            vals = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
+            if not np.array_equal(base, offsets * (QUERY_CODES if f == "query" else 1)):
+                raise ValueError(f"user_sequences column {f!r} does not line up with event_type "
+                                 f"({'16 codes' if f == 'query' else 'one token'} per event expected)")
+            values[f] = vals
+        nonempty = keep_len > 0
+        return cls(client_id[nonempty], n_events[nonempty], keep_len[nonempty], starts[nonempty], values)
+
+    def __len__(self) -> int:
+        return len(self.client_id)
+
+    def collate(self, idx: np.ndarray | list[int]) -> Batch:
+        """A padded batch for users `idx`: each field [B, T] (T = longest + 2) with BOS at 0 and EOS after the last
+        event (event_type only; other fields PAD there), "query" [B, T, 16], "lengths" [B], "client_id" [B]."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lens = self.lengths[idx]
+        B, T = len(idx), int(lens.max()) + 2 if len(idx) else 2
+        total = int(lens.sum())
+        rows = np.repeat(np.arange(B), lens)  # [total]
+        within = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)  # [total] 0..len-1 per user
+        src = np.repeat(self.starts[idx], lens) + within  # [total] index into per-event arrays
+        cols = within + 1  # after BOS
+        out: Batch = {}
+        for f, vals in self.values.items():
+            if f == "query":
+                grid = np.zeros((B, T, QUERY_CODES), dtype=np.int64)
+                grid[rows, cols] = vals.reshape(-1, QUERY_CODES)[src]  # [total, 16]
+            else:
+                grid = np.zeros((B, T), dtype=np.int64)
+                grid[rows, cols] = vals[src]
+                if f == "event_type":
+                    grid[:, 0] = BOS_ID
+                    grid[np.arange(B), lens + 1] = EOS_ID
+            out[f] = torch.from_numpy(grid)
+        out["lengths"] = torch.from_numpy(lens + 2)
+        out["client_id"] = torch.from_numpy(self.client_id[idx].copy())
+        return out
+
+    def select(self, mask: np.ndarray) -> SequenceChunk:
+        return SequenceChunk(self.client_id[mask], self.n_events[mask], self.lengths[mask], self.starts[mask],
+                             self.values)
+
+
+class UserSequenceDataset(torch.utils.data.Dataset):
+    """Map-style view of one chunk: item i is user i's own batch of one (fresh tensors; nothing is mutated)."""
+
+    def __init__(self, chunk: SequenceChunk) -> None:
+        self.chunk = chunk
+
+    def __len__(self) -> int:
+        return len(self.chunk)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.chunk.collate([i])
+
+
+def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                   max_tokens: int | None = None) -> list[np.ndarray]:
+    """Group indices of similar length: sort by length (random tie-break), cut into batches of `batch_size` users
+    (fewer if `max_tokens` padded tokens would be exceeded), shuffle the batch order."""
+    n = len(lengths)
+    if n == 0:
+        return []
+    tie = rng.random(n) if rng is not None else np.arange(n)
+    order = np.lexsort((tie, lengths))
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < n:
+        end = min(start + batch_size, n)
+        if max_tokens:
+            while end - start > 1 and int(lengths[order[end - 1]] + 2) * (end - start) > max_tokens:
+                end -= 1
+        batches.append(order[start:end])
+        start = end
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def stream_batches(
+    read: Callable[[], Iterator[pa.RecordBatch]],
+    fields: Iterable[str],
+    batch_size: int = 256,
+    max_len: int = 128,
+    split: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    max_tokens: int | None = None,
+    buffer_users: int = 16384,
+) -> Iterator[Batch]:
+    """Batches over one pass of `read()` (a fresh Arrow batch iterator), bucketed by length within a buffer of
+    `buffer_users`. `split`: "train" / "val" / None (all). Under DDP each rank takes every world_size-th batch."""
+    rng = np.random.default_rng(seed) if shuffle else None
+    fields = list(fields)
+    pending: list[SequenceChunk] = []
+    n_pending = 0
+    k = 0
+
+    def flush(chunks: list[SequenceChunk]) -> Iterator[Batch]:
+        nonlocal k
+        for chunk in chunks:
+            for idx in bucket_batches(chunk.lengths, batch_size, rng, max_tokens):
+                if k % world_size == rank:
+                    yield chunk.collate(idx)
+                k += 1
+
+    for rb in read():
+        chunk = SequenceChunk.from_arrow(rb, fields, max_len)
+        if split is not None and len(chunk):
+            val = is_val_user(chunk.client_id, val_fraction, salt=0)
+            chunk = chunk.select(val if split == "val" else ~val)
+        if not len(chunk):
+            continue
+        pending.append(chunk)
+        n_pending += len(chunk)
+        if n_pending >= buffer_users:
+            yield from flush([_concat(pending)])
+            pending, n_pending = [], 0
+    if pending:
+        yield from flush([_concat(pending)])
+
+
+def _concat(chunks: list[SequenceChunk]) -> SequenceChunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    starts, values = [], {f: [] for f in chunks[0].values}
+    offset = 0
+    for c in chunks:
+        starts.append(c.starts + offset)
+        n_ev = len(c.values["event_type"])
+        for f, v in c.values.items():
+            values[f].append(v)
+        offset += n_ev
+    return SequenceChunk(
+        np.concatenate([c.client_id for c in chunks]), np.concatenate([c.n_events for c in chunks]),
+        np.concatenate([c.lengths for c in chunks]), np.concatenate(starts),
+        {f: np.concatenate(v) for f, v in values.items()},
+    )
+
+
+def prefetch(it: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Build the next batches in a background thread while the model steps (numpy/arrow release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in it:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as exc:  # surfaced in the consumer
+            q.put(exc)
+            return
+        q.put(done)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:  # consumer stopped early (max_batches, error): unblock the producer so it sees `stop` and exits
+        stop.set()
+        while not q.empty():
+            q.get_nowait()

@@ -1,0 +1,537 @@
+"""Raw RecSys-2025 layout -> validated bronze Delta tables (events, products, product_text, quarantine, ingest_runs).
+
+Pure `DataFrame -> DataFrame` functions (`parse_events`, `parse_products`, `parse_product_text`, `dedup_events`,
+`latest_per_sku`, `quarantine_rows`) plus thin I/O (`discover`, `read_raw`, `merge_*`). The stage function
+`ubp.stages.ingest.ingest` wires them together and does the reconciliation.
+
+Validation never drops a row silently: every row read is either accepted (written), quarantined (with a reason),
+or a duplicate (already present in the table or earlier in the same batch). A row gets the FIRST failing reason in
+the order of the checks below.
+
+Decision on unknown columns: a raw file with columns outside the contract is not an error; every row of that file
+is quarantined with reason `unknown_columns: <names>` (the raw JSON keeps the extra values), so the rest of the
+run still lands and nobody loses data to a silently ignored column. A missing or wrongly typed contract column
+(e.g. `sku` as string) IS an error: the run stops before writing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import reduce
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ubp.errors import UbpError
+from ubp.tables import (
+    EVENT_TYPES,
+    EVENTS,
+    INGEST_RUNS,
+    PRICE_BUCKETS,
+    PRODUCT_EVENTS,
+    PRODUCT_TEXT,
+    PRODUCTS,
+    QUARANTINE,
+    QUERY_CODES,
+    RAW_EVENT_COLUMNS,
+    RAW_PRODUCT_COLUMNS,
+    RAW_PRODUCT_FILE,
+    RAW_PRODUCT_TEXT_COLUMNS,
+    RAW_PRODUCT_TEXT_FILE,
+    TIMESTAMP_FORMAT,
+    Table,
+)
+
+# Reason codes written to `quarantine.reason` as "<code>: <detail>", in the order they are checked.
+REASONS: dict[str, str] = {
+    "unknown_columns": "the raw file has columns outside the contract (every row of that file is quarantined)",
+    "null_id": "client_id, sku or url is null",
+    "negative_id": "client_id, sku or url is negative",
+    "bad_timestamp": f"timestamp is null or not a `{TIMESTAMP_FORMAT}` string / timestamp value",
+    "future_timestamp": "timestamp is after the start of the ingest run",
+    "bad_codes": f"query / name is not a string of {QUERY_CODES} integers 0..255 like \"[11 2 3 ...]\"",
+    "bad_category": "category is null or negative",
+    "bad_price": f"price is null or outside 0..{PRICE_BUCKETS - 1}",
+    "null_text": "product_text.text is null or blank",
+}
+
+# Raw file stem -> (target table, required columns).
+SOURCES: dict[str, tuple[Table, tuple[str, ...]]] = {
+    **{stem: (EVENTS, RAW_EVENT_COLUMNS[stem]) for stem in EVENT_TYPES},
+    RAW_PRODUCT_FILE: (PRODUCTS, RAW_PRODUCT_COLUMNS),
+    RAW_PRODUCT_TEXT_FILE: (PRODUCT_TEXT, RAW_PRODUCT_TEXT_COLUMNS),
+}
+# Accepted Spark type kinds per raw column.
+EXPECTED_KINDS: dict[str, tuple[str, ...]] = {
+    "client_id": ("integer",),
+    "sku": ("integer",),
+    "url": ("integer",),
+    "category": ("integer",),
+    "price": ("integer",),
+    "timestamp": ("string", "timestamp"),
+    "query": ("string", "integer array"),
+    "name": ("string", "integer array"),
+    "text": ("string",),
+}
+CODES_PATTERN = r"^\s*\[\s*\d{1,3}(?:[\s,]+\d{1,3}){" + str(QUERY_CODES - 1) + r"}\s*\]\s*$"
+EVENT_KEY = ("event_id", "event_type", "client_id", "timestamp", "sku", "url", "query")
+
+_INT_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """One raw input: a `<stem>.parquet` file or a `<stem>/` directory of parts."""
+
+    stem: str
+    path: Path  # what the user has on disk (file or directory); recorded as `source_file`
+    files: tuple[Path, ...]  # non-empty parquet files to read (empty tuple: the input holds no data)
+
+    @property
+    def table(self) -> Table:
+        return SOURCES[self.stem][0]
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return SOURCES[self.stem][1]
+
+    @property
+    def source_file(self) -> str:
+        return str(self.path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# discovery and reading (thin I/O)
+# ---------------------------------------------------------------------------------------------------------------
+def discover(raw_dir: str | Path) -> list[RawSource]:
+    """Find the raw inputs of a directory. Missing inputs are allowed; a missing directory is not."""
+    raw = Path(raw_dir).expanduser()
+    if not raw.exists():
+        raise UbpError(f"raw directory not found: {raw}")
+    if not raw.is_dir():
+        raise UbpError(f"raw path is not a directory: {raw}")
+    raw = raw.resolve()
+    out: list[RawSource] = []
+    for stem in SOURCES:
+        found = [p for p in (raw / f"{stem}.parquet", raw / stem) if p.exists()]
+        if len(found) > 1:
+            raise UbpError(f"both {found[0]} and {found[1]} exist; keep one of them")
+        if not found:
+            continue
+        path = found[0]
+        if path.is_dir():
+            files = tuple(
+                sorted(
+                    p for p in path.rglob("*")
+                    if p.is_file() and not p.name.startswith(("_", ".")) and p.stat().st_size > 0
+                    and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts[:-1])
+                )
+            )
+        else:
+            files = (path,) if path.stat().st_size > 0 else ()
+        out.append(RawSource(stem, path, files))
+    if not out:
+        expected = ", ".join(f"{s}.parquet" for s in SOURCES)
+        raise UbpError(f"no raw files in {raw} (expected some of: {expected})")
+    return out
+
+
+def first_line(exc: BaseException) -> str:
+    """The informative first line of a (Spark, py4j, arrow) error, for a one-line user message."""
+    text = str(getattr(exc, "desc", None) or exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("An error occurred while calling"):  # py4j: the Java line is next
+        lines = lines[1:]
+    line = lines[0].lstrip(": ") if lines else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def raw_schema(source: RawSource) -> T.StructType:
+    """The input's Spark schema from its parquet footers (pyarrow, no Spark job); every part must agree.
+
+    Timestamp columns map to TIMESTAMP (naive ones are read as UTC). A corrupt or non-parquet part fails here,
+    with its name, before anything is written.
+    """
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    first = None
+    for path in source.files:
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # ArrowInvalid, OSError...: the file is not readable parquet
+            raise UbpError(f"cannot read {path}: {first_line(exc)}") from None
+        schema = schema.remove_metadata()
+        if first is None:
+            first = (path, schema)
+        elif not schema.equals(first[1]):
+            raise UbpError(
+                f"{source.path}: parts have different schemas ({first[0].name}: {_arrow_fields(first[1])}; "
+                f"{path.name}: {_arrow_fields(schema)})"
+            )
+    try:
+        return from_arrow_schema(first[1], prefer_timestamp_ntz=False)
+    except Exception as exc:  # an arrow type Spark cannot represent
+        raise UbpError(f"{source.path}: unsupported column type ({first_line(exc)})") from None
+
+
+def _arrow_fields(schema) -> str:
+    return ", ".join(f"{f.name} {f.type}" for f in schema)
+
+
+def read_raw(spark: SparkSession, source: RawSource) -> DataFrame | None:
+    """Read one raw input with the schema from its footers, or None when it holds no data.
+
+    The row position columns `_part` / `_row` locate a rejected row in its part file.
+    """
+    if not source.files:
+        return None
+    schema = raw_schema(source)
+    reader = spark.read.schema(schema)
+    if source.path.is_dir():
+        reader = reader.option("basePath", str(source.path))
+    try:
+        df = reader.parquet(*[str(p) for p in source.files])
+    except Exception as exc:  # Spark raises many types (AnalysisException, Py4JJavaError, SparkException)
+        raise UbpError(f"cannot read {source.path}: {first_line(exc)}") from None
+    return df.select("*", F.col("_metadata.file_name").alias("_part"), F.col("_metadata.row_index").alias("_row"))
+
+
+def _kind(dt: T.DataType) -> str:
+    if isinstance(dt, _INT_TYPES):
+        return "integer"
+    if isinstance(dt, T.StringType):
+        return "string"
+    if isinstance(dt, T.TimestampType | T.TimestampNTZType):
+        return "timestamp"
+    if isinstance(dt, T.NullType):
+        return "null"
+    if isinstance(dt, T.ArrayType) and isinstance(dt.elementType, _INT_TYPES):
+        return "integer array"
+    return dt.simpleString()
+
+
+def check_columns(source: RawSource, schema: T.StructType) -> list[str]:
+    """Raise a one-line UbpError for a missing or wrongly typed column; return the unknown (extra) columns."""
+    fields = {f.name: f.dataType for f in schema.fields if f.name not in ("_part", "_row")}
+    missing = [c for c in source.required if c not in fields]
+    if missing:
+        raise UbpError(
+            f"{source.path}: missing column(s) {', '.join(missing)} (found: {', '.join(fields) or 'none'})"
+        )
+    for col in source.required:
+        kind = _kind(fields[col])
+        if kind != "null" and kind not in EXPECTED_KINDS[col]:
+            raise UbpError(
+                f"{source.path}: column {col} has type {fields[col].simpleString()}, "
+                f"expected {' or '.join(EXPECTED_KINDS[col])}"
+            )
+    return [c for c in fields if c not in source.required]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pure parsing / validation
+# ---------------------------------------------------------------------------------------------------------------
+def parse_timestamp(col: Column, dtype: T.DataType) -> Column:
+    """`yyyy-MM-dd HH:mm:ss` strings or timestamp columns -> timestamp (null when unparseable)."""
+    if isinstance(dtype, T.StringType):
+        return F.try_to_timestamp(col, F.lit(TIMESTAMP_FORMAT))
+    if isinstance(dtype, T.NullType):
+        return F.lit(None).cast("timestamp")
+    return col.cast("timestamp")
+
+
+def parse_codes(col: Column, dtype: T.DataType) -> tuple[Column, Column]:
+    """A "[11 2 3 ...]" string (or an integer array) -> (array<int> of QUERY_CODES codes, is-valid flag).
+
+    The flag is null when the input is null, so callers decide whether null is allowed.
+    """
+    if isinstance(dtype, T.NullType):
+        return F.lit(None).cast("array<int>"), F.lit(None).cast("boolean")
+    if isinstance(dtype, T.ArrayType):
+        arr = col.cast("array<int>")
+        ok = (F.size(arr) == QUERY_CODES) & F.forall(arr, lambda x: x.isNotNull() & (x >= 0) & (x <= 255))
+        return F.when(ok, arr), F.when(col.isNotNull(), ok)
+    values = F.transform(F.regexp_extract_all(col, F.lit(r"(\d+)"), F.lit(1)), lambda x: x.try_cast("int"))
+    ok = col.rlike(CODES_PATTERN) & F.forall(values, lambda x: x.isNotNull() & (x <= 255))
+    return F.when(ok, values), F.when(col.isNotNull(), F.coalesce(ok, F.lit(False)))
+
+
+def _id_checks(name: str) -> list[tuple[Column, str]]:
+    c = F.col(name)
+    return [(c.isNull(), f"null_id: {name}"), (c < 0, f"negative_id: {name}")]
+
+
+def _first_reason(checks: list[tuple[Column, str]]) -> Column:
+    expr = None
+    for cond, reason in checks:
+        cond = F.coalesce(cond, F.lit(False))
+        expr = F.when(cond, F.lit(reason)) if expr is None else expr.when(cond, F.lit(reason))
+    return expr.otherwise(F.lit(None).cast("string")) if expr is not None else F.lit(None).cast("string")
+
+
+def _raw_json(df: DataFrame) -> Column:
+    # The raw row as JSON: the file's own columns (as read), plus _part/_row locating it in the part file.
+    return F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns]), {"ignoreNullFields": "false"})
+
+
+def parse_events(df: DataFrame, source: RawSource, extra: list[str], now: datetime) -> DataFrame:
+    """Raw event rows -> typed contract columns + `reason` (null = valid) + `raw` (JSON) + `source_file`."""
+    stem = source.stem
+    types = {f.name: f.dataType for f in df.schema.fields}
+    ts = parse_timestamp(F.col("timestamp"), types["timestamp"])
+    out = df.select(
+        _raw_json(df).alias("raw"),
+        F.lit(stem).alias("event_type"),
+        F.col("client_id").cast("bigint").alias("client_id"),
+        ts.alias("timestamp"),
+        (F.col("sku").cast("bigint") if stem in PRODUCT_EVENTS else F.lit(None).cast("bigint")).alias("sku"),
+        (F.col("url").cast("bigint") if stem == "page_visit" else F.lit(None).cast("bigint")).alias("url"),
+        *(
+            [*_codes_pair(F.col("query"), types["query"], "query")]
+            if stem == "search_query"
+            else [F.lit(None).cast("array<int>").alias("query"), F.lit(True).alias("_codes_ok")]
+        ),
+    )
+    checks: list[tuple[Column, str]] = []
+    if extra:
+        checks.append((F.lit(True), f"unknown_columns: {', '.join(extra)}"))
+    checks += _id_checks("client_id")
+    checks.append((F.col("timestamp").isNull(), "bad_timestamp: timestamp"))
+    checks.append((F.col("timestamp") > F.lit(now), "future_timestamp: timestamp"))
+    if stem in PRODUCT_EVENTS:
+        checks += _id_checks("sku")
+    elif stem == "page_visit":
+        checks += _id_checks("url")
+    else:
+        checks.append((~F.coalesce(F.col("_codes_ok"), F.lit(False)), "bad_codes: query"))
+    return (
+        out.withColumn("reason", _first_reason(checks))
+        .withColumn("source_file", F.lit(source.source_file))
+        .withColumn("target_table", F.lit(EVENTS.name))
+        .withColumn("event_date", F.to_date("timestamp"))
+        .withColumn(
+            "event_id",
+            F.xxhash64("event_type", "client_id", "timestamp", "sku", "url", "query"),
+        )
+        .drop("_codes_ok")
+    )
+
+
+def _codes_pair(col: Column, dtype: T.DataType, name: str) -> tuple[Column, Column]:
+    arr, ok = parse_codes(col, dtype)
+    return arr.alias(name), ok.alias("_codes_ok")
+
+
+def parse_products(df: DataFrame, source: RawSource, extra: list[str]) -> DataFrame:
+    """Raw product_properties rows -> typed contract columns + `reason` + `raw` + order keys `_part`/`_row`."""
+    types = {f.name: f.dataType for f in df.schema.fields}
+    out = df.select(
+        _raw_json(df).alias("raw"),
+        "_part",
+        "_row",
+        F.col("sku").cast("bigint").alias("sku"),
+        F.col("category").cast("bigint").alias("category"),
+        F.col("price").cast("int").alias("price"),
+        *_codes_pair(F.col("name"), types["name"], "name"),
+    )
+    checks: list[tuple[Column, str]] = []
+    if extra:
+        checks.append((F.lit(True), f"unknown_columns: {', '.join(extra)}"))
+    checks += _id_checks("sku")
+    checks.append((F.col("category").isNull() | (F.col("category") < 0), "bad_category: category"))
+    checks.append(
+        (F.col("price").isNull() | (F.col("price") < 0) | (F.col("price") >= PRICE_BUCKETS), "bad_price: price")
+    )
+    checks.append((F.col("_codes_ok") == F.lit(False), "bad_codes: name"))  # a null name is allowed
+    return (
+        out.withColumn("reason", _first_reason(checks))
+        .withColumn("source_file", F.lit(source.source_file))
+        .withColumn("target_table", F.lit(PRODUCTS.name))
+        .drop("_codes_ok")
+    )
+
+
+def parse_product_text(df: DataFrame, source: RawSource, extra: list[str]) -> DataFrame:
+    """Raw product_text rows -> typed contract columns + `reason` + `raw` + order keys `_part`/`_row`."""
+    out = df.select(
+        _raw_json(df).alias("raw"),
+        "_part",
+        "_row",
+        F.col("sku").cast("bigint").alias("sku"),
+        F.col("text").cast("string").alias("text"),
+    )
+    checks: list[tuple[Column, str]] = []
+    if extra:
+        checks.append((F.lit(True), f"unknown_columns: {', '.join(extra)}"))
+    checks += _id_checks("sku")
+    checks.append((F.col("text").isNull() | (F.trim(F.col("text")) == ""), "null_text: text"))
+    return (
+        out.withColumn("reason", _first_reason(checks))
+        .withColumn("source_file", F.lit(source.source_file))
+        .withColumn("target_table", F.lit(PRODUCT_TEXT.name))
+    )
+
+
+def reason_counts(parsed: list[DataFrame]) -> DataFrame:
+    """Per (source_file, reason code): row count and the set of valid event dates. One job for all inputs."""
+    frames = [
+        df.select(
+            "source_file",
+            F.split(F.col("reason"), ":").getItem(0).alias("code"),
+            (F.when(F.col("reason").isNull(), F.col("event_date")) if "event_date" in df.columns
+             else F.lit(None).cast("date")).alias("valid_date"),
+        )
+        for df in parsed
+    ]
+    union = reduce(lambda a, b: a.unionByName(b), frames)
+    return union.groupBy("source_file", "code").agg(
+        F.count(F.lit(1)).alias("n"), F.collect_set("valid_date").alias("dates")
+    )
+
+
+def quarantine_rows(parsed: DataFrame, run_id: str, at: datetime) -> DataFrame:
+    """Rejected rows in the `quarantine` contract."""
+    return parsed.where(F.col("reason").isNotNull()).select(
+        F.lit(run_id).alias("run_id"),
+        "source_file",
+        "target_table",
+        "raw",
+        "reason",
+        F.lit(at).cast("timestamp").alias("quarantined_at"),
+    )
+
+
+def dedup_events(valid: DataFrame, ingested_at: datetime) -> DataFrame:
+    """Valid parsed events -> `events` contract rows, exact duplicates within the batch dropped."""
+    return (
+        valid.dropDuplicates(list(EVENT_KEY))
+        .withColumn("ingested_at", F.lit(ingested_at).cast("timestamp"))
+        .select(*EVENTS.column_names)
+    )
+
+
+def latest_per_sku(valid: DataFrame, columns: list[str], ingested_at: datetime) -> DataFrame:
+    """One row per sku: the last row (by part file, then row position) wins; earlier ones are superseded."""
+    w = Window.partitionBy("sku").orderBy(F.col("_part").desc(), F.col("_row").desc())
+    return (
+        valid.withColumn("_rank", F.row_number().over(w))
+        .where(F.col("_rank") == 1)
+        .withColumn("ingested_at", F.lit(ingested_at).cast("timestamp"))
+        .select(*columns)
+    )
+
+
+def _conform(df: DataFrame, table: Table) -> DataFrame:
+    """Select and cast to the contract's columns (nullability is enforced by Delta on write)."""
+    return df.select(*[F.col(c.name).cast(c.type).alias(c.name) for c in table.columns])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Delta writes (thin I/O)
+# ---------------------------------------------------------------------------------------------------------------
+def ensure_table(spark: SparkSession, table: Table, path: Path):
+    """Create the Delta table with the contract schema if it does not exist yet; return the DeltaTable."""
+    from delta.tables import DeltaTable
+
+    if (path / "_delta_log").is_dir():
+        return DeltaTable.forPath(spark, str(path))
+    builder = DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(table.spark_schema())
+    if table.partition_by:
+        builder = builder.partitionedBy(*table.partition_by)
+    if table.doc:
+        builder = builder.comment(table.doc)
+    return builder.execute()
+
+
+def merge_events(spark: SparkSession, path: Path, batch: DataFrame, dates: list[date]) -> None:
+    """Insert events that are not in the table yet (MERGE insert-only, scoped to the batch's partitions)."""
+    if not dates:
+        return
+    target = ensure_table(spark, EVENTS, path)
+    in_dates = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(dates))
+    cond = (
+        f"t.event_date IN ({in_dates}) AND t.event_date = s.event_date AND t.event_id = s.event_id "
+        "AND t.event_type = s.event_type AND t.client_id = s.client_id AND t.timestamp = s.timestamp "
+        "AND t.sku <=> s.sku AND t.url <=> s.url AND t.query <=> s.query"
+    )
+    (
+        target.alias("t").merge(_conform(batch, EVENTS).alias("s"), cond)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def merge_by_sku(spark: SparkSession, table: Table, path: Path, batch: DataFrame, value_cols: list[str]) -> None:
+    """Latest properties win: insert new skus, update skus whose values changed, leave identical rows alone.
+
+    Unchanged rows are removed before the MERGE (and no MERGE runs when nothing changed), so a re-run commits
+    nothing and rewrites no file.
+    """
+    target = ensure_table(spark, table, path)
+    current = spark.read.format("delta").load(str(path)).select("sku", *value_cols)
+    same = F.col("s.sku") == F.col("t.sku")
+    for c in value_cols:
+        same = same & F.col(f"s.{c}").eqNullSafe(F.col(f"t.{c}"))
+    changed = _conform(batch, table).alias("s").join(current.alias("t"), same, "left_anti")
+    if changed.isEmpty():
+        return
+    (
+        target.alias("t").merge(changed.alias("s"), "t.sku = s.sku")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def merge_quarantine(spark: SparkSession, path: Path, rows: DataFrame) -> None:
+    """Insert rejected rows not quarantined before (same file, table, raw row and reason): re-runs add nothing."""
+    target = ensure_table(spark, QUARANTINE, path)
+    cond = (
+        "t.source_file = s.source_file AND t.target_table = s.target_table AND t.reason = s.reason "
+        "AND t.raw = s.raw"
+    )
+    target.alias("t").merge(_conform(rows, QUARANTINE).alias("s"), cond).whenNotMatchedInsertAll().execute()
+
+
+def count_accepted(spark: SparkSession, paths: list[Path], ingested_at: datetime) -> dict[str, int]:
+    """Rows this run wrote (inserted or updated), per source file, read back from the tables themselves.
+
+    `ingested_at` is the run's timestamp; Delta's per-file min/max stats skip every older data file.
+    """
+    frames = [
+        spark.read.format("delta").load(str(p)).select("source_file", "ingested_at")
+        for p in paths if (p / "_delta_log").is_dir()
+    ]
+    if not frames:
+        return {}
+    rows = (
+        reduce(lambda a, b: a.unionByName(b), frames)
+        .where(F.col("ingested_at") == F.lit(ingested_at).cast("timestamp"))
+        .groupBy("source_file").count()
+        .collect()
+    )
+    return {r["source_file"]: int(r["count"]) for r in rows}
+
+
+def table_sizes(spark: SparkSession, paths: dict[str, Path]) -> dict[str, int]:
+    """Row count of each existing Delta table, in one job."""
+    frames = [
+        spark.read.format("delta").load(str(p)).select(F.lit(name).alias("t"))
+        for name, p in paths.items() if (p / "_delta_log").is_dir()
+    ]
+    counts = {name: 0 for name in paths}
+    if frames:
+        for r in reduce(lambda a, b: a.unionByName(b), frames).groupBy("t").count().collect():
+            counts[r["t"]] = int(r["count"])
+    return counts
+
+
+def append_runs(spark: SparkSession, path: Path, rows: list[dict]) -> None:
+    """Append the run's reconciliation rows to `ingest_runs` (the audit log grows by one row per file per run)."""
+    ensure_table(spark, INGEST_RUNS, path)
+    df = spark.createDataFrame(rows, schema=INGEST_RUNS.spark_schema())
+    df.write.format("delta").mode("append").save(str(path))

@@ -1,0 +1,126 @@
+"""Helpers for the Feast / publish tests: tiny gold Delta tables in the contract schemas and a real Redis server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+AS_OF_1 = datetime(2024, 1, 1, tzinfo=UTC)
+AS_OF_2 = datetime(2024, 2, 1, tzinfo=UTC)
+CREATED = datetime(2024, 2, 2, 12, 0, 0, tzinfo=UTC)
+DIM = 8
+
+
+def profile_rows(clients, as_of, model_version="gru-v1", dim=DIM, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        (int(c), [float(x) for x in rng.normal(size=dim).astype(np.float32)], model_version, as_of,
+         int(10 * c + as_of.month), CREATED)
+        for c in clients
+    ]
+
+
+def write_table(spark, settings, name, rows, mode="overwrite"):
+    from ubp.tables import TABLES
+
+    df = spark.createDataFrame(rows, TABLES[name].spark_schema())
+    df.write.format("delta").mode(mode).save(str(settings.table_path(name)))
+
+
+def make_gold(spark, settings, clients=range(1, 7), skus=range(100, 110), dim=DIM):
+    """user_profiles (two as-of versions), user_aggregates, item_vectors (some cold)."""
+    rows = profile_rows(clients, AS_OF_1, seed=1) + profile_rows(clients, AS_OF_2, seed=2)
+    write_table(spark, settings, "user_profiles", rows)
+    agg = [(int(c), AS_OF_2, int(c) * 3, [float(c), 1.0, 2.0], "names-v1") for c in clients]
+    write_table(spark, settings, "user_aggregates", agg)
+    rng = np.random.default_rng(3)
+    items = [
+        (int(s), [float(x) for x in rng.normal(size=dim).astype(np.float32)], i % 3 == 0, "sasrec-v1", "minilm",
+         AS_OF_2, CREATED)
+        for i, s in enumerate(skus)
+    ]
+    write_table(spark, settings, "item_vectors", items)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """UBP_REDIS_URL when set (CI), else a private redis-server on a free port, stopped afterwards."""
+    url = os.environ.get("UBP_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    if binary is None:
+        pytest.skip("no redis-server binary")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def online_dump(store) -> dict:
+    """Everything the online store holds for project `ubp`: SQLite rows per table, or Redis hashes per key."""
+    cfg = store.config.online_store
+    if cfg.type == "sqlite":
+        import sqlite3
+
+        con = sqlite3.connect(cfg.path)
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        out = {t: sorted(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables}
+        con.close()
+        return out
+    from ubp.publish import redis_client
+
+    client = redis_client(cfg.connection_string)
+    return {k: client.hgetall(k) for k in client.scan_iter(match=b"*ubp")}
+
+
+def clear_online(store) -> None:
+    cfg = store.config.online_store
+    if cfg.type == "sqlite":
+        import sqlite3
+
+        con = sqlite3.connect(cfg.path)
+        for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            con.execute(f'DELETE FROM "{t}"')
+        con.commit()
+        con.close()
+    else:
+        from ubp.publish import redis_client
+
+        redis_client(cfg.connection_string).flushdb()
+
+
+def latest_rows_pandas(path, view):
+    """The rows Feast serves (latest as_of, then created_at, per key), straight from Delta, as pandas."""
+    from deltalake import DeltaTable
+
+    df = DeltaTable(str(path)).to_pandas()
+    order = [view.join_key, view.timestamp_field] + ([view.created_field] if view.created_field else [])
+    return df.sort_values(order).groupby(view.join_key, as_index=False).tail(1).reset_index(drop=True)

@@ -1,0 +1,213 @@
+"""Item model (issue 5), no Spark: delta bound, cold vectors, warm-only content transform, planted cold start,
+evaluation protocol, resume, and the offline sentence encoder."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from models.content_prep import ContentTransform
+from models.item_eval import metrics_from_ranks, product_sequence, ranks, temporal_split
+from models.sasrec import SASRecConfig
+from models.train_item import evaluate, item_offsets, prepare_content, train_sasrec
+
+RAW_DIM = 24
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train faster on one thread, and the CI machine's cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(seed: int = 0, n_clusters: int = 5, warm_per: int = 16, cold_per: int = 2, users: int = 240):
+    """Items in content clusters; each user shops in one cluster; after the split (t >= 1500) most users move on to
+    one of their cluster's cold items (never seen before the split), the rest to an unseen warm item."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_clusters, RAW_DIM)) * 2
+    skus, raw, cluster, cold = [], [], [], []
+    for c in range(n_clusters):
+        for j in range(warm_per + cold_per):
+            skus.append(1000 + 7 * len(skus))
+            raw.append(centers[c] + 0.5 * rng.standard_normal(RAW_DIM))
+            cluster.append(c)
+            cold.append(j >= warm_per)
+    skus, cluster, cold = np.array(skus), np.array(cluster), np.array(cold)
+    raw = np.array(raw, dtype=np.float32)
+    seqs = []
+    for u in range(users):
+        c = rng.integers(n_clusters)
+        warm_items = skus[(cluster == c) & ~cold]
+        n = int(rng.integers(5, 10))
+        items = rng.choice(warm_items, n, replace=False)
+        ts = np.sort(rng.integers(0, 1000, n))
+        if rng.random() < 0.6:
+            target = rng.choice(skus[(cluster == c) & cold])
+        else:
+            target = rng.choice(np.setdiff1d(warm_items, items))
+        seqs.append((np.r_[items, target], np.r_[ts, 2000 + u]))
+    return skus, raw, seqs, cold
+
+
+@pytest.fixture(scope="module")
+def data():
+    skus, raw, seqs, cold = planted()
+    split = temporal_split(seqs, catalog=skus, split_ts=1500)
+    return skus, raw, split, cold
+
+
+def _config(split, variant: str, **kw) -> SASRecConfig:
+    return SASRecConfig(n_items=split.index.n_items, n_warm=split.index.n_warm, d_model=16, max_len=12,
+                        variant=variant, batch_size=32, **kw)
+
+
+def test_split_protocol(data):
+    skus, _, split, cold = data
+    # warm = seen before the split; the planted cold items never are
+    assert split.index.n_warm == int((~cold).sum())
+    cold_skus = set(skus[cold].tolist())
+    assert set(split.index.skus[split.index.n_warm + 1 :].tolist()) == cold_skus
+    assert all(c.cold == (int(split.index.skus[c.target]) in cold_skus) for c in split.test)
+    assert sum(c.cold for c in split.test) > 50
+    # test histories are the pre-split items (prepended), never containing the target
+    assert all(len(c.history) >= 5 and c.target not in set(c.history.tolist()) for c in split.test)
+    # consecutive repeats collapse and non-product events (-1) are dropped
+    s, t = product_sequence([5, -1, 5, 5, 7, 5], [1, 2, 3, 4, 5, 6])
+    assert s.tolist() == [5, 7, 5] and t.tolist() == [1, 5, 6]
+
+
+def test_ranking_removes_seen_and_never_counts_minus_inf():
+    from models.item_eval import Case
+
+    scores = torch.tensor([[float("-inf"), 9.0, 5.0, 1.0, float("-inf")]])
+    assert ranks(scores, [Case(np.array([1]), 2, False)])[0] == 0  # item 1 was seen: item 2 is first
+    assert ranks(scores, [Case(np.array([2]), 3, False)])[0] == 1
+    assert np.isinf(ranks(scores, [Case(np.array([1]), 4, True)])[0])
+    m = metrics_from_ranks(np.array([0.0, np.inf]), np.array([False, True]))
+    assert m["ndcg@10_warm"] == 1.0 and m["ndcg@10_cold"] == 0.0 and m["recall@10_total"] == 0.5
+
+
+def test_transform_fitted_on_warm_items_only(data):
+    skus, raw, split, cold = data
+    t1, c1, _ = prepare_content(split.index, skus, raw, 8)
+    changed = raw.copy()
+    changed[cold] = np.random.default_rng(1).standard_normal((int(cold.sum()), RAW_DIM)) * 50
+    t2, c2, _ = prepare_content(split.index, skus, changed, 8)
+    for name in ("mean", "scale", "pca_mean", "components"):
+        np.testing.assert_array_equal(getattr(t1, name), getattr(t2, name))
+    assert t1.n_fit == split.index.n_warm
+    # ... but a warm item's content does move it
+    changed[np.flatnonzero(~cold)[0]] += 10
+    t3, _, _ = prepare_content(split.index, skus, changed, 8)
+    assert not np.allclose(t1.mean, t3.mean)
+    # rows are unit vectors; the cold rows changed only because their own input changed
+    np.testing.assert_allclose(np.linalg.norm(c1[1:], axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(c1[split.index.n_warm + 1 :], c2[split.index.n_warm + 1 :])
+
+
+def test_transform_save_load_roundtrip(tmp_path):
+    x = np.random.default_rng(0).standard_normal((30, 12)).astype(np.float32)
+    t = ContentTransform.fit(x, 16)  # more dims than rank: zero-padded
+    t.save(tmp_path)
+    assert not list(tmp_path.glob("*.pkl"))
+    u = ContentTransform.load(tmp_path)
+    np.testing.assert_array_equal(t.transform(x), u.transform(x))
+    assert u.dim == 16
+
+
+def test_delta_norm_bound_and_cold_vectors(data, tmp_path):
+    skus, raw, split, _ = data
+    bound = 0.01  # small, so that three epochs push against it
+    cfg = _config(split, "delta", delta_max=bound)
+    _, content, _ = prepare_content(split.index, skus, raw, cfg.d_model)
+    model, summary = train_sasrec(split, content, cfg, tmp_path, max_epochs=3, patience=5, show_progress=False)
+    norms = model.items.delta.detach().norm(dim=1)
+    assert float(norms.max()) <= bound + 1e-6
+    assert float(norms[1 : split.index.n_warm + 1].max()) > 0.9 * bound  # the bound was active
+    from models.common import read_metrics
+
+    assert all(r["delta_max_norm"] <= bound + 1e-6 for r in read_metrics(tmp_path / "metrics.jsonl"))
+    vectors = model.item_vectors().numpy()
+    n_warm = split.index.n_warm
+    np.testing.assert_array_equal(vectors[n_warm + 1 :], content[n_warm + 1 :])  # cold: exactly the content
+    assert np.abs(vectors[1 : n_warm + 1] - content[1 : n_warm + 1]).max() > 0
+    off = item_offsets(model, split.index, content)
+    assert off.shape == (n_warm, cfg.d_model)
+    assert np.linalg.norm(off, axis=1).max() <= bound + 1e-5
+
+
+def test_planted_cold_start_delta_beats_id_only(data, tmp_path):
+    skus, raw, split, _ = data
+    out = {}
+    for variant in ("delta", "id_only"):
+        cfg = _config(split, variant)
+        _, content, _ = prepare_content(split.index, skus, raw, cfg.d_model)
+        model, _ = train_sasrec(split, content, cfg, tmp_path / variant, max_epochs=8, patience=3, seed=0,
+                                show_progress=False)
+        cold_cases = [c for c in split.test if c.cold]
+        with torch.no_grad():
+            from models.item_eval import compute_ranks
+
+            out[variant] = compute_ranks(model.score, cold_cases, cfg.max_len)
+        out[variant + "_metrics"] = evaluate(model, split.test, cfg.max_len)
+    # ID-only cannot rank an item it never saw; the delta model puts the right cold item near the top
+    assert np.isinf(out["id_only"]).all()
+    assert out["id_only_metrics"]["ndcg@10_cold"] == 0.0
+    assert np.isfinite(out["delta"]).all()
+    assert np.median(out["delta"]) < 5  # among ~90 items, most of them unseen by the user
+    assert out["delta_metrics"]["recall@10_cold"] > 0.8
+    assert out["delta_metrics"]["ndcg@10_total"] > out["id_only_metrics"]["ndcg@10_total"]
+
+
+def test_training_resumes_from_checkpoint(data, tmp_path):
+    skus, raw, split, _ = data
+    cfg = _config(split, "delta")
+    _, content, _ = prepare_content(split.index, skus, raw, cfg.d_model)
+    train_sasrec(split, content, cfg, tmp_path, max_epochs=2, patience=50, show_progress=False)
+    _, summary = train_sasrec(split, content, cfg, tmp_path, max_epochs=3, patience=50, show_progress=False)
+    from models.common import read_metrics
+
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
+    assert summary["epochs_run"] == 3 and (tmp_path / "loss.png").exists()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from models.content_encoder import TextEncoder
+
+    return TextEncoder(batch_size=8)
+
+
+def test_encoder_offline_similar_texts(encoder, monkeypatch):
+    """The bundled weights load with the hub offline and every socket connect refused."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    v = encoder.encode(["Trail running shoes, waterproof, red", "Red waterproof trail running shoes",
+                        "Stainless steel kitchen knife set"])
+    assert v.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-4)
+    assert v[0] @ v[1] > 0.8 > v[0] @ v[2] + 0.3
+
+
+def test_name_code_fallback_is_deterministic_and_similarity_preserving():
+    from models.content_encoder import encode_name_codes
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, 16)
+    near = np.clip(a + rng.integers(-5, 6, 16), 0, 255)
+    far = rng.integers(0, 256, 16)
+    v = encode_name_codes([a.tolist(), near.tolist(), far.tolist(), None])
+    assert v.shape == (4, 384) and np.isfinite(v).all()
+    np.testing.assert_array_equal(v, encode_name_codes([a.tolist(), near.tolist(), far.tolist(), None]))
+    assert v[0] @ v[1] > 0.95 and v[0] @ v[1] > v[0] @ v[2]
+

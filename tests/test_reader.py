@@ -1,0 +1,68 @@
+"""The log-aware reader: deleted rows stay deleted, versions pin snapshots, vocab helpers size embeddings."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+
+from ubp import reader
+from ubp.errors import UbpError
+
+
+def _rows(path, **kw) -> list[int]:
+    return sorted(v for b in reader.iter_batches(path, **kw) for v in b.column("id").to_pylist())
+
+
+@pytest.mark.parametrize("deletion_vectors", [False, True])
+def test_reader_respects_delta_log(spark, tmp_path, deletion_vectors):
+    path = str(tmp_path / f"t_dv{int(deletion_vectors)}")
+    df = spark.range(0, 50).selectExpr("id", "id % 5 AS part", "cast(id * 2 AS int) AS v").repartition(3)
+    (df.write.format("delta").partitionBy("part")
+     .option("delta.enableDeletionVectors", str(deletion_vectors).lower()).save(path))
+    v0 = reader.table_version(path)
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE id IN (7, 42)")
+    v1 = reader.table_version(path)
+    assert v1 == v0 + 1
+    assert _rows(path) == [i for i in range(50) if i not in (7, 42)]
+    assert reader.count_rows(path) == 48
+    # version pinning: the snapshot before the delete still has them
+    assert _rows(path, version=v0) == list(range(50))
+    with pytest.raises(UbpError, match="no version 99"):
+        _rows(path, version=99)
+    # an overwrite removes every old file from the log; a glob over the folder would double the rows
+    spark.range(100, 103).selectExpr("id", "id % 5 AS part", "cast(id AS int) AS v").write.format(
+        "delta").mode("overwrite").option("partitionOverwriteMode", "static").save(path)
+    assert _rows(path) == [100, 101, 102]
+    # projection, filter and batch size
+    batches = list(reader.iter_batches(path, version=v1, columns=["id"], batch_size=4, filter=pc.field("v") > 80))
+    assert all(b.num_rows <= 4 for b in batches)
+    assert all(b.schema.names == ["id"] for b in batches)
+    assert sorted(x for b in batches for x in b.column(0).to_pylist()) == [41, 43, 44, 45, 46, 47, 48, 49]
+
+
+def test_reader_missing_table_is_a_clear_error(tmp_path):
+    with pytest.raises(UbpError, match="no Delta table"):
+        reader.table_version(tmp_path / "nope")
+
+
+def test_vocab_helpers(spark, tmp_path):
+    from ubp.tables import VOCABULARIES
+
+    path = str(tmp_path / "vocab")
+    rows = [
+        ("a", "sku", 10, 4, 5), ("a", "sku", 11, 5, 3), ("a", "event_type", 0, 4, 9),
+        ("b", "sku", 10, 4, 5),
+    ]
+    import datetime as dt
+
+    ts = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    df = spark.createDataFrame([(v, f, r, t, n, ts) for v, f, r, t, n in rows], VOCABULARIES.spark_schema())
+    df.write.format("delta").partitionBy("version").save(path)
+    assert reader.read_vocab(path, "a") == {"sku": {10: 4, 11: 5}, "event_type": {0: 4}}
+    assert reader.vocab_sizes(path, "a") == {"sku": 6, "event_type": 5}
+    assert reader.vocab_sizes(path, "b") == {"sku": 5}
+    with pytest.raises(UbpError, match="not found"):
+        reader.vocab_sizes(path, "zzz")
+    reader.check_vocab_version("a", "a")
+    with pytest.raises(UbpError, match="model trained on vocabulary a, table uses b"):
+        reader.check_vocab_version("a", "b")

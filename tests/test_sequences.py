@@ -1,0 +1,141 @@
+"""user_sequences + vocabularies on tiny hand-made bronze tables."""
+
+from __future__ import annotations
+
+import pytest
+from sequences_fixtures import event, read_table, ts, write_bronze
+
+from ubp import reader
+from ubp.tables import FIRST_TOKEN_ID, OOV_ID, PAD_ID
+
+Q = list(range(16))
+EVENTS = [
+    # user 1: all five types, inserted out of order; the visit and the add share a timestamp (tie -> type code)
+    event("product_buy", 1, "2024-01-03 12:00:00", sku=10),
+    event("page_visit", 1, "2024-01-01 10:00:00", url=100),
+    event("search_query", 1, "2024-01-02 08:00:00", query=Q),
+    event("add_to_cart", 1, "2024-01-01 10:00:00", sku=10),
+    event("remove_from_cart", 1, "2024-01-02 09:00:00", sku=11),
+    # user 2: five visits -> truncation keeps the newest max_len
+    *[event("page_visit", 2, f"2024-01-0{d} 10:00:00", url=100 + d) for d in range(1, 6)],
+    # user 3: sku 12 is not in the catalog; the buy on 01-20 is after the as-of
+    event("add_to_cart", 3, "2024-01-04 10:00:00", sku=12),
+    event("product_buy", 3, "2024-01-20 10:00:00", sku=10),
+    # user 4: only events after the as-of -> no row
+    event("page_visit", 4, "2024-01-21 10:00:00", url=101),
+]
+PRODUCTS = [(10, 500, 7), (11, 501, 8)]
+AS_OF = ts("2024-01-10 00:00:00")
+
+
+def test_sequence_ordering_truncation_asof_and_oov(spark, settings):
+    from ubp.stages.sequences import sequences
+
+    write_bronze(spark, settings, EVENTS, PRODUCTS)
+    res = sequences(settings, as_of=AS_OF, max_len=3, top_k={"sku": 1, "url": 2})
+    assert res["rows"]["user_sequences"] == 3
+    rows = read_table(spark, settings, "user_sequences")
+    assert set(rows) == {1, 2, 3}  # user 4 only has events after the as-of
+
+    vocab = reader.read_vocab(settings, res["vocab_version"])
+    et = vocab["event_type"]
+    assert et == {c: c + FIRST_TOKEN_ID for c in range(5)}
+    # sku 10 (3 product events before as-of) beats 11 and 12 (1 each); top_k=1 -> 11, 12 are OOV
+    assert vocab["sku"] == {10: FIRST_TOKEN_ID}
+    sku10 = vocab["sku"][10]
+
+    u1 = rows[1]
+    assert u1["n_events"] == 5 and u1["seq_len"] == 3
+    # chronological: add(0) before visit(3) at the same second, then search, remove, buy -> newest 3 kept
+    assert u1["event_type"] == [et[4], et[1], et[2]]
+    assert u1["sku"] == [PAD_ID, OOV_ID, sku10]
+    assert u1["sku_raw"] == [-1, 11, 10]
+    assert u1["url"] == [PAD_ID, PAD_ID, PAD_ID]
+    assert u1["query"][:16] == [vocab["query"][q] for q in Q] and u1["query"][16:] == [PAD_ID] * 32
+    assert len(u1["query"]) == 3 * 16
+    assert u1["category"] == [PAD_ID, vocab["category"][501], vocab["category"][500]]
+    assert u1["price"] == [PAD_ID, vocab["price"][8], vocab["price"][7]]
+    assert u1["ts"] == [int(ts(s).timestamp()) for s in ("2024-01-02 08:00:00", "2024-01-02 09:00:00",
+                                                         "2024-01-03 12:00:00")]
+    # day index since the first date in the data (2024-01-01)
+    assert u1["day"] == [FIRST_TOKEN_ID + 1, FIRST_TOKEN_ID + 1, FIRST_TOKEN_ID + 2]
+    assert u1["week"] == [FIRST_TOKEN_ID] * 3
+    assert u1["first_ts"].replace(tzinfo=None) == ts("2024-01-01 10:00:00").replace(tzinfo=None)
+    assert u1["last_ts"].replace(tzinfo=None) == ts("2024-01-03 12:00:00").replace(tzinfo=None)
+
+    u2 = rows[2]
+    assert u2["n_events"] == 5 and u2["seq_len"] == 3
+    assert [r for r in u2["sku_raw"]] == [-1, -1, -1]
+    assert u2["day"] == [FIRST_TOKEN_ID + 2, FIRST_TOKEN_ID + 3, FIRST_TOKEN_ID + 4]  # the newest three days
+    # url top_k=2 over visits before as-of: 101 (u2) and 100 (u1) tie with 102..105 at 1 visit -> smallest raw wins
+    assert vocab["url"] == {100: FIRST_TOKEN_ID, 101: FIRST_TOKEN_ID + 1}
+    assert u2["url"] == [OOV_ID] * 3
+
+    u3 = rows[3]
+    assert u3["n_events"] == 1  # the 01-20 buy is after the as-of
+    assert u3["sku"] == [OOV_ID] and u3["category"] == [OOV_ID] and u3["price"] == [OOV_ID]
+    assert u3["sku_raw"] == [12]
+
+    # same as-of -> identical table; the vocabulary (and its version) is reused and recorded
+    sequences(settings, as_of=AS_OF, max_len=3, top_k={"sku": 1, "url": 2})
+    assert read_table(spark, settings, "user_sequences") == rows
+    assert reader.sequences_vocab_version(settings) == res["vocab_version"]
+    assert reader.table_properties(settings.table_path("user_sequences"))["ubp.as_of"] == AS_OF.isoformat()
+    sizes = reader.vocab_sizes(settings, res["vocab_version"])
+    assert sizes["sku"] == FIRST_TOKEN_ID + 1 and sizes["event_type"] == FIRST_TOKEN_ID + 5
+    assert sizes["day"] == FIRST_TOKEN_ID + 5  # 2024-01-01 .. 2024-01-05, the days before the as-of
+
+
+@pytest.mark.slow
+def test_default_as_of_incremental_and_vocab_check(spark, settings):
+    from ubp.errors import UbpError
+    from ubp.stages.sequences import sequences
+
+    first = [e for e in EVENTS if e[3] < AS_OF]
+    write_bronze(spark, settings, first, PRODUCTS)
+    full = sequences(settings)  # default as-of: latest event + 1 s
+    assert full["as_of"] == "2024-01-05T10:00:01+00:00"
+    before = read_table(spark, settings, "user_sequences")
+    assert set(before) == {1, 2, 3}
+
+    # later events for users 3 and 4 arrive
+    later = [e for e in EVENTS if e[3] >= AS_OF]
+    write_bronze(spark, settings, later, None, mode="append")
+    inc = sequences(settings, incremental=True)
+    assert inc["incremental"] and inc["vocab_version"] == full["vocab_version"]
+    assert inc["merge"]["numTargetRowsUpdated"] == 1 and inc["merge"]["numTargetRowsInserted"] == 1
+    after = read_table(spark, settings, "user_sequences")
+    assert set(after) == {1, 2, 3, 4}
+    for cid in (1, 2):  # untouched users: identical rows, old as-of included
+        assert after[cid] == before[cid]
+    assert after[3]["n_events"] == 2 and after[3]["sku_raw"] == [12, 10]
+    assert after[3]["as_of"] != before[3]["as_of"]
+    # days after the vocabulary's last day are OOV until the vocabulary is refreshed
+    assert after[3]["day"][-1] == OOV_ID and after[4]["day"] == [OOV_ID]
+
+    # a full rebuild with the same vocabulary gives the same rows for the rebuilt users
+    sequences(settings)
+    rebuilt = read_table(spark, settings, "user_sequences")
+    assert rebuilt[3] == after[3] and rebuilt[4] == after[4]
+
+    # a refreshed vocabulary gets a new version; a model trained on the old one is refused
+    fresh = sequences(settings, refresh_vocab=True)
+    assert fresh["vocab_version"] != full["vocab_version"]
+    table_version = reader.sequences_vocab_version(settings)
+    assert table_version == fresh["vocab_version"]
+    with pytest.raises(UbpError, match=f"model trained on vocabulary {full['vocab_version']}, table uses "
+                                       f"{fresh['vocab_version']}"):
+        reader.check_vocab_version(full["vocab_version"], table_version)
+    assert read_table(spark, settings, "user_sequences")[4]["day"] != [OOV_ID]
+    with pytest.raises(UbpError, match="as-of"):
+        sequences(settings, as_of=ts("2024-01-02 00:00:00"), incremental=True)
+
+
+def test_missing_bronze_is_a_clear_error(settings):
+    from ubp.errors import UbpError
+    from ubp.stages.sequences import aggregates, sequences
+
+    with pytest.raises(UbpError, match="no events table"):
+        sequences(settings)
+    with pytest.raises(UbpError, match="no events table"):
+        aggregates(settings)

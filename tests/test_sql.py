@@ -1,0 +1,90 @@
+"""`ubp sql`: every lakehouse table by name, Delta time travel, CSV/Parquet output, one-line errors; the
+generated docs/tables.md is up to date."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_ingest_cli import assert_one_line_error, run_cli
+from ubp.config import Settings
+from ubp.tables import EVENTS, PRODUCTS
+
+
+def _event(i: int, day: int) -> dict:
+    ts = datetime(2024, 3, day, 10, i, tzinfo=UTC)
+    return {"event_id": i, "event_type": "search_query", "client_id": i, "timestamp": ts, "sku": None, "url": None,
+            "query": list(range(16)), "source_file": "raw/search_query.parquet", "ingested_at": ts,
+            "event_date": date(2024, 3, day)}
+
+
+@pytest.fixture(scope="module")
+def lakehouse(spark, tmp_path_factory) -> Path:
+    """A tiny lakehouse: events with two versions (2 rows, then 3), products with one."""
+    root = tmp_path_factory.mktemp("sql") / "lakehouse"
+    settings = Settings(lakehouse=root)
+    events = str(settings.table_path("events"))
+    spark.createDataFrame([_event(1, 1), _event(2, 1)], EVENTS.spark_schema()).write.format("delta") \
+        .partitionBy("event_date").save(events)
+    spark.createDataFrame([_event(3, 2)], EVENTS.spark_schema()).write.format("delta").mode("append").save(events)
+    spark.createDataFrame(
+        [{"sku": 7, "category": 3, "price": 9, "name": None, "source_file": "p", "ingested_at": datetime.now(UTC)}],
+        PRODUCTS.spark_schema(),
+    ).write.format("delta").save(str(settings.table_path("products")))
+    return root
+
+
+def test_register_tables_by_name(spark, lakehouse):
+    from spark_jobs.catalog import register_tables
+
+    names = register_tables(spark, Settings(lakehouse=lakehouse))
+    assert names == ["events", "products"]  # only tables that exist
+    assert spark.table("events").count() == 3
+    assert spark.sql("SELECT count(*) FROM events VERSION AS OF 0").first()[0] == 2
+
+
+def test_sql_prints_a_table_and_time_travels(spark, lakehouse, monkeypatch, capsys, tmp_path):
+    code, out, _ = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql",
+                           "SELECT client_id, query FROM events ORDER BY client_id", "--limit", "2")
+    assert code == 0
+    assert "client_id" in out and "2 row(s) (more rows exist" in out
+    assert "[0, 1, 2, 3, 4, 5, …] (16)" in out  # arrays are shortened
+
+    csv_out = tmp_path / "v0.csv"
+    code, _, _ = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql",
+                         "SELECT client_id, query FROM events VERSION AS OF 0 ORDER BY client_id", "--out",
+                         str(csv_out))
+    assert code == 0 and csv_out.is_file()
+    rows = list(csv.DictReader(csv_out.open()))
+    assert [r["client_id"] for r in rows] == ["1", "2"]  # version 0 had two events
+    assert rows[0]["query"] == "[" + ",".join(str(i) for i in range(16)) + "]"  # arrays as JSON in CSV
+
+    pq_out = tmp_path / "now.parquet"
+    code, _, _ = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql",
+                         "SELECT e.client_id, p.category FROM events e CROSS JOIN products p", "--out", str(pq_out))
+    assert code == 0
+    assert sorted(pq.read_table(pq_out).column("client_id").to_pylist()) == [1, 2, 3]
+
+
+def test_sql_errors_are_one_line(spark, lakehouse, monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", "SELECT * FROM nope")
+    assert_one_line_error(code, err, "TABLE_OR_VIEW_NOT_FOUND", "registered tables: events, products")
+    code, _, err = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", "SELECT 1",
+                           "--out", str(tmp_path / "x.txt"))
+    assert_one_line_error(code, err, ".csv or .parquet")
+
+
+def test_tables_doc_is_up_to_date():
+    from ubp.tables import TABLES
+    from ubp.tables_doc import DEFAULT_PATH, render
+
+    text = render()
+    assert DEFAULT_PATH.read_text() == text, "docs/tables.md is stale: run `ubp tables-doc`"
+    for name, table in TABLES.items():
+        assert f"## {name}\n" in text
+        for col in table.columns:
+            assert f"| `{col.name}` | `{col.type}` |" in text

@@ -1,0 +1,190 @@
+"""CLI: `ubp ingest --raw DIR`, `ubp sql "SELECT ..."`, `ubp tables-doc`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import typer
+
+from ubp.errors import UbpError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest_cmd)
+    app.command("sql")(sql_cmd)
+    app.command("tables-doc")(tables_doc_cmd)
+
+
+def quiet_pyspark_error_logs() -> None:
+    """PySpark logs every SQL analysis error as a JSON blob on stderr; the CLI prints its own one-line error."""
+    import logging
+
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def ingest_cmd(
+    ctx: typer.Context,
+    raw: Path = typer.Option(..., "--raw", help="Raw directory in the RecSys 2025 layout (parquet files)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+) -> None:
+    """Validate raw parquet files and load them into the bronze Delta tables (idempotent, incremental)."""
+    from ubp.cli import settings_of
+    from ubp.stages.ingest import ingest
+
+    quiet_pyspark_error_logs()
+    result = ingest(settings_of(ctx), raw)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        print_summary(result)
+
+
+def print_summary(result: dict, console=None) -> None:
+    """The reconciliation as a rich table: per raw file, read = accepted + quarantined + duplicates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ingest run {result['run_id']}", title_justify="left")
+    for col, justify in (("raw file", "left"), ("table", "left"), ("read", "right"), ("accepted", "right"),
+                         ("quarantined", "right"), ("duplicates", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    table.add_column("reasons", overflow="fold")
+    for f in result["files"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(f["reasons"].items()))
+        table.add_row(Path(f["source_file"]).name, f["target_table"], f"{f['rows_read']:,}", f"{f['accepted']:,}",
+                      f"{f['quarantined']:,}", f"{f['duplicates']:,}", reasons)
+    t = result["totals"]
+    table.add_section()
+    table.add_row("total", "", f"{t['rows_read']:,}", f"{t['accepted']:,}", f"{t['quarantined']:,}",
+                  f"{t['duplicates']:,}", "")
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped / logged: do not squeeze the table into 80 columns
+            console = Console(width=160)
+    console.print(table)
+    if result["missing"]:
+        console.print(f"not present (skipped): {', '.join(result['missing'])}")
+    console.print("table rows: " + ", ".join(f"{k} {v:,}" for k, v in result["rows"].items()))
+
+
+def sql_cmd(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="Spark SQL; every lakehouse table is registered under its name."),
+    limit: int = typer.Option(50, "--limit", help="Rows to print (ignored with --out)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the whole result to a .csv or .parquet file."),
+    fmt: str | None = typer.Option(None, "--format", help="csv or parquet (default: from --out's suffix)."),
+) -> None:
+    """Query the lakehouse with Spark SQL (time travel too: `SELECT * FROM events VERSION AS OF 0`)."""
+    from ubp.cli import settings_of
+
+    run_sql(settings_of(ctx), query, limit=limit, out=out, fmt=fmt)
+
+
+def run_sql(settings, query: str, *, limit: int = 50, out: Path | None = None, fmt: str | None = None) -> int:
+    """Run one query; print up to `limit` rows, or write all of them to `out`. Returns the rows printed/written."""
+    from pyspark.errors import PySparkException
+
+    from spark_jobs.catalog import register_tables
+    from spark_jobs.ingest import first_line
+    from spark_jobs.session import get_spark
+
+    quiet_pyspark_error_logs()
+    spark = get_spark(settings)
+    names = register_tables(spark, settings)
+    try:
+        df = spark.sql(query)
+        if out is not None:
+            return _write(df, out, fmt)
+        rows = df.limit(limit + 1).collect()
+    except PySparkException as exc:
+        hint = f" (registered tables: {', '.join(names) or 'none; run `ubp ingest` first'})"
+        raise UbpError(first_line(exc) + hint) from None
+    _print_rows(df.columns, rows, limit)
+    return min(len(rows), limit)
+
+
+def _short(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list | tuple):
+        head = ", ".join(_short(v) for v in value[:6])
+        return f"[{head}{', …' if len(value) > 6 else ''}]" + (f" ({len(value)})" if len(value) > 6 else "")
+    return str(value)
+
+
+def _print_rows(columns: list[str], rows: list, limit: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for c in columns:
+        table.add_column(c)
+    for r in rows[:limit]:
+        table.add_row(*[_short(v) for v in r])
+    console = Console()
+    console.print(table)
+    more = " (more rows exist; raise --limit or use --out)" if len(rows) > limit else ""
+    console.print(f"{min(len(rows), limit)} row(s){more}")
+
+
+def _write(df, out: Path, fmt: str | None) -> int:
+    """Write the result as ONE file: Spark writes a single part into a scratch folder that is then moved."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    fmt = (fmt or out.suffix.lstrip(".")).lower()
+    if fmt not in ("csv", "parquet"):
+        raise UbpError(f"--out must end in .csv or .parquet (or pass --format), got {out}")
+    out = out.expanduser().resolve()
+    if out.is_dir():
+        raise UbpError(f"--out {out} is a directory; give a file name")
+    if fmt == "csv":  # CSV has no nested types: arrays/structs/maps become JSON strings
+        df = df.select(
+            *[F.to_json(F.col(f"`{f.name}`")).alias(f.name)
+              if isinstance(f.dataType, T.ArrayType | T.StructType | T.MapType) else F.col(f"`{f.name}`")
+              for f in df.schema.fields]
+        )
+    scratch = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = df.repartition(1).write.mode("overwrite")
+        if fmt == "csv":
+            writer.option("header", "true").csv(str(scratch))
+        else:
+            writer.parquet(str(scratch))
+        parts = sorted(p for p in scratch.iterdir() if p.name.startswith("part-"))
+        shutil.move(str(parts[0]), str(out))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    reader = df.sparkSession.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.option("header", "true").option("multiLine", "true")
+    n = reader.load(str(out)).count()
+    typer.echo(f"wrote {n:,} row(s) to {out}")
+    return n
+
+
+def tables_doc_cmd(
+    out: Path | None = typer.Option(None, "--out", help="Where to write (default: docs/tables.md of the repo)."),
+    check: bool = typer.Option(False, "--check", help="Only check that the file is up to date (exit 1 if not)."),
+) -> None:
+    """Generate docs/tables.md from the table contracts in ubp/tables.py."""
+    from ubp.tables_doc import DEFAULT_PATH, render
+
+    path = out or DEFAULT_PATH
+    text = render()
+    if check:
+        if not path.exists() or path.read_text() != text:
+            typer.echo(f"{path} is out of date: run `ubp tables-doc`")
+            raise typer.Exit(1)
+        typer.echo(f"{path} is up to date")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,176 @@
+"""The Feast feature store of a lakehouse: render its config, build the `FeatureStore`, apply the definitions.
+
+Design: `feature_repo/feature_store.yaml` is a template. The effective config needs two things only known at run
+time (absolute lakehouse paths and the Delta jars from `ubp.jars.ensure_delta_jars()`, which Feast's Spark offline
+store must put on its session), so `render_config` writes it to `<lakehouse>/_feast/feature_store.yaml` (SQLite
+online store, the default) or `<lakehouse>/_feast/feature_store.redis.yaml` (Redis). Each online store gets its own
+registry file (`registry.db`, `registry.redis.db`), because the registry also records what was materialized where.
+
+Switch to Redis with `online="redis"` (CLI: `ubp publish --online redis`) or env `UBP_FEAST_ONLINE=redis`; the
+address comes from `UBP_REDIS_URL` (Feast's connection string, `host:port[,db=N,password=...]`, default
+`127.0.0.1:6379`). The rendered yaml also works with Feast's own CLI:
+`feast -c feature_repo -f <lakehouse>/_feast/feature_store.yaml apply` (with `UBP_LAKEHOUSE` set).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from ubp.config import Settings
+from ubp.errors import UbpError
+from ubp.log import get_logger
+
+log = get_logger(__name__)
+
+
+def _quiet_feast() -> None:
+    """Feast's Spark source/offline store warn "experimental" on every object (and their module resets the
+    RuntimeWarning filter to "once" on import, so ours goes in after it); its registry logs every cache refresh."""
+    import feast.infra.offline_stores.contrib.spark_offline_store.spark  # noqa: F401
+
+    warnings.filterwarnings("ignore", message=r"The spark (data source API|offline store) is an experimental")
+    logging.getLogger("feast").setLevel(logging.WARNING)
+
+REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+ONLINE_KINDS = ("sqlite", "redis")
+
+
+def online_kind(online: str | None = None) -> str:
+    kind = (online or os.environ.get("UBP_FEAST_ONLINE") or "sqlite").lower()
+    if kind not in ONLINE_KINDS:
+        raise UbpError(f"online store must be one of {', '.join(ONLINE_KINDS)}, got {kind!r}")
+    return kind
+
+
+def redis_url() -> str:
+    return os.environ.get("UBP_REDIS_URL", "127.0.0.1:6379")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:400] if text else type(exc).__name__
+
+
+def render_config(settings: Settings, online: str | None = None, template: Path | None = None) -> Path:
+    """Write the effective feature_store.yaml for this lakehouse and online store; return its path."""
+    from ubp.jars import ensure_delta_jars
+
+    kind = online_kind(online)
+    template = template or REPO_DIR / "feature_store.yaml"
+    feast_dir = settings.feast_dir
+    feast_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "sqlite":
+        block = f"  type: sqlite\n  path: {feast_dir / 'online.db'}"
+        name, registry = "feature_store.yaml", "registry.db"
+    else:
+        block = f"  type: redis\n  connection_string: \"{redis_url()}\""
+        name, registry = "feature_store.redis.yaml", "registry.redis.db"
+    try:
+        text = Template(template.read_text()).substitute(
+            feast_dir=str(feast_dir), online_store=block, delta_jars=",".join(ensure_delta_jars())
+        )
+    except (KeyError, ValueError, OSError) as exc:
+        raise UbpError(f"bad feature_store.yaml template {template}: {_one_line(exc)}") from exc
+    text = text.replace(f"{feast_dir}/registry.db", f"{feast_dir}/{registry}")
+    out = feast_dir / name
+    out.write_text(text)
+    return out
+
+
+def get_store(settings: Settings, online: str | None = None, template: Path | None = None) -> Any:
+    """A `FeatureStore` for this lakehouse (config rendered first). Feast config errors become one-line UbpErrors."""
+    from feast import FeatureStore
+
+    _quiet_feast()
+    yaml_path = render_config(settings, online, template)
+    try:
+        return FeatureStore(repo_path=str(settings.feast_dir), fs_yaml_file=yaml_path)
+    except Exception as exc:
+        raise UbpError(f"bad Feast config {yaml_path}: {_one_line(exc)}") from exc
+
+
+def definitions(settings: Settings, profile_table: str | None = None) -> dict[str, dict[str, Any]]:
+    """Entities, sources, feature views and services of `feature_repo/`, built for this lakehouse."""
+    _quiet_feast()
+    from feature_repo.data_sources import make_sources
+    from feature_repo.entities import item, user
+    from feature_repo.feature_services import make_feature_services
+    from feature_repo.features import make_feature_views
+
+    sources = make_sources(settings, profile_table)
+    views = make_feature_views(sources)
+    return {
+        "entities": {"user": user, "item": item},
+        "sources": sources,
+        "views": views,
+        "services": make_feature_services(views),
+    }
+
+
+def load_repo(repo_dir: Path) -> list[Any]:
+    """Parse a Feast repo folder like `feast apply` does (all its .py files); errors as one-line UbpErrors."""
+    from feast.repo_operations import parse_repo
+
+    repo_dir = Path(repo_dir)
+    if not repo_dir.is_dir():
+        raise UbpError(f"feature repo {repo_dir} does not exist")
+    try:
+        contents = parse_repo(repo_dir)
+    except Exception as exc:
+        raise UbpError(f"bad feature repo {repo_dir}: {_one_line(exc)}") from exc
+    objs: list[Any] = []
+    for group in (contents.entities, contents.data_sources, contents.feature_views, contents.feature_services):
+        objs.extend(group)
+    return objs
+
+
+def check_view_columns(views: list[Any]) -> None:
+    """Every feature view's columns must exist in its Delta table; say which one is missing, in one line."""
+    from deltalake import DeltaTable
+
+    for fv in views:
+        path = getattr(fv.batch_source, "path", None)
+        if not path:
+            continue
+        if not (Path(path) / "_delta_log").is_dir():
+            continue  # not built yet: publish skips it; apply still registers the view
+        have = {f.name for f in DeltaTable(path).schema().fields}
+        src = fv.batch_source
+        want = [*fv.join_keys, src.timestamp_field, *(f.name for f in fv.features)]
+        if src.created_timestamp_column:
+            want.append(src.created_timestamp_column)
+        missing = [c for c in want if c not in have]
+        if missing:
+            raise UbpError(f"feature view {fv.name!r} needs column(s) {missing} that Delta table {path} lacks")
+
+
+def apply(
+    settings: Settings,
+    online: str | None = None,
+    profile_table: str | None = None,
+    repo_dir: Path | None = None,
+) -> Any:
+    """`feast apply` for this lakehouse: register the definitions and create the online tables. Returns the store."""
+    store = get_store(settings, online)
+    if repo_dir is not None:
+        objs = load_repo(repo_dir)
+        views = [o for o in objs if type(o).__name__ == "FeatureView"]
+    else:
+        defs = definitions(settings, profile_table)
+        views = list(defs["views"].values())
+        objs = [*defs["entities"].values(), *defs["sources"].values(), *views, *defs["services"].values()]
+    check_view_columns(views)
+    try:
+        # our own column check above replaces Feast's validation, which starts a Spark query per view
+        store.apply(objs, partial=False, skip_feature_view_validation=True)
+    except UbpError:
+        raise
+    except Exception as exc:
+        raise UbpError(f"feast apply failed: {_one_line(exc)}") from exc
+    log.info("feast apply: %d objects into %s", len(objs), store.config.registry.path)
+    return store

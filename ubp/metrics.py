@@ -1,0 +1,117 @@
+"""The RecSys Challenge 2025 metrics, in numpy only (no torch/sklearn), so any stage or notebook can score a probe.
+
+Definitions follow the organizers' evaluation code (Synerise/recsys2025, `training_pipeline/`):
+- AUROC: binary for churn/conversion; macro over labels for the multilabel propensity tasks (labels whose test
+  column has a single class are skipped: their AUROC is undefined).
+- Diversity: sigmoid of the predictions, L1-normalised per user, entropy in bits / log2(n_targets), averaged.
+- Novelty: popularity normalised by the sum of the k largest popularities; per user the sigmoid-weighted sum of
+  the normalised popularity of its top-k predicted targets; averaged over users; novelty = (1 - mean) ** 100.
+- Propensity score = 0.8 * AUROC + 0.1 * novelty + 0.1 * diversity; churn-type score = AUROC.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-9
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # numerically stable for large |x|
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their mean rank (what Mann-Whitney needs)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    n = len(x)
+    # boundaries of runs of equal values
+    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
+    ends = np.r_[starts[1:], n]
+    mean_rank = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Binary AUROC (probability a random positive outranks a random negative; ties count 1/2).
+
+    Returns NaN when y_true has a single class.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"shape mismatch: {y.shape} vs {s.shape}")
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def multilabel_auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Macro AUROC over labels, skipping labels with one class in y_true. NaN if no label is scorable."""
+    y = np.asarray(y_true)
+    s = np.asarray(y_score)
+    if y.ndim != 2 or y.shape != s.shape:
+        raise ValueError(f"expected two equal 2-D arrays, got {y.shape} and {s.shape}")
+    values = [auroc(y[:, j], s[:, j]) for j in range(y.shape[1])]
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def scorable_labels(y_true: np.ndarray) -> int:
+    """How many label columns have both classes (the ones macro AUROC averages over)."""
+    y = np.asarray(y_true).astype(bool)
+    pos = y.sum(axis=0)
+    return int(((pos > 0) & (pos < y.shape[0])).sum())
+
+
+def diversity(logits: np.ndarray) -> float:
+    """Mean normalised entropy of each user's L1-normalised sigmoid predictions (1 = uniform)."""
+    p = sigmoid(np.asarray(logits, dtype=np.float64))
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError("diversity needs a 2-D array with at least 2 targets")
+    p = p / p.sum(axis=1, keepdims=True)
+    entropy = -(p * np.log2(p + EPS)).sum(axis=1)
+    return float(entropy.mean() / np.log2(p.shape[1]))
+
+
+def novelty(logits: np.ndarray, popularity: np.ndarray, k: int = 10) -> float:
+    """(1 - mean over users of the sigmoid-weighted normalised popularity of the top-k predictions) ** 100.
+
+    `popularity[j]` is how often target j was bought in the input (training) data. Predicting only unpopular
+    targets gives novelty near 1; predicting the k most popular ones with certainty gives 0.
+    """
+    p = sigmoid(np.asarray(logits, dtype=np.float64))
+    pop = np.asarray(popularity, dtype=np.float64).ravel()
+    if p.ndim != 2 or p.shape[1] != len(pop):
+        raise ValueError(f"predictions {p.shape} do not match popularity of length {len(pop)}")
+    k = min(k, len(pop))
+    top_pop = np.sort(pop)[-k:].sum()
+    norm_pop = pop / top_pop if top_pop > 0 else np.zeros_like(pop)
+    idx = np.argpartition(-p, k - 1, axis=1)[:, :k]  # the k largest predictions per user (order irrelevant)
+    weighted = (np.take_along_axis(p, idx, axis=1) * norm_pop[idx]).sum(axis=1)
+    return float((1.0 - weighted.mean()) ** 100)
+
+
+def propensity_score(auroc_value: float, novelty_value: float, diversity_value: float) -> float:
+    return 0.8 * auroc_value + 0.1 * novelty_value + 0.1 * diversity_value
+
+
+def score_task(kind: str, y_true: np.ndarray, logits: np.ndarray, popularity: np.ndarray | None = None) -> dict:
+    """All metrics of one task: kind "binary" (churn, conversion) or "multilabel" (propensity tasks)."""
+    if kind == "binary":
+        a = auroc(np.asarray(y_true).ravel(), np.asarray(logits).ravel())
+        return {"auroc": a, "novelty": None, "diversity": None, "score": a}
+    if kind != "multilabel":
+        raise ValueError(f"unknown task kind {kind!r}")
+    if popularity is None:
+        raise ValueError("multilabel tasks need the targets' popularity for novelty")
+    a = multilabel_auroc(y_true, logits)
+    n = novelty(logits, popularity)
+    d = diversity(logits)
+    return {"auroc": a, "novelty": n, "diversity": d, "score": propensity_score(a, n, d)}

@@ -1,0 +1,185 @@
+"""Log-aware Delta readers for PyTorch and other single-process consumers (no Spark, no torch).
+
+Why not a directory glob: a Delta table's folder holds every parquet file ever written, including files that a
+DELETE, MERGE or overwrite removed from the log. Reading the folder resurrects deleted rows. Everything here reads
+only the files the Delta log lists for one table version (via the `deltalake` package), and streams Arrow record
+batches so memory stays bounded by the batch size, not the table size.
+
+Tables with deletion vectors or column mapping cannot be read as a pyarrow dataset; for those we fall back to
+`DeltaTable.scan()` (delta-rs' DataFusion engine), which applies deletion vectors and also streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from ubp.errors import UbpError
+from ubp.tables import FIRST_TOKEN_ID
+
+if TYPE_CHECKING:
+    import pyarrow.compute as pc
+
+    from ubp.config import Settings
+
+# Reader features that pyarrow datasets over the raw files cannot honour.
+_SCAN_ONLY_FEATURES = {"deletionVectors", "columnMapping"}
+
+
+def _open(path: str | Path, version: int | None = None):
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    path = str(path)
+    try:
+        return DeltaTable(path, version=version)
+    except TableNotFoundError as exc:
+        raise UbpError(f"no Delta table at {path}: build it first") from exc
+    except Exception as exc:  # deltalake raises a plain exception for a missing version
+        if version is not None and "version" in str(exc).lower():
+            raise UbpError(f"Delta table {path} has no version {version}: {exc}") from exc
+        raise
+
+
+def table_version(path: str | Path) -> int:
+    """The latest committed version of the Delta table at `path` (pin it to read a consistent snapshot)."""
+    return int(_open(path).version())
+
+
+def table_properties(path: str | Path, version: int | None = None) -> dict[str, str]:
+    """The table's configuration (TBLPROPERTIES) at `version`; stages record build info here (e.g. ubp.as_of)."""
+    return dict(_open(path, version).metadata().configuration or {})
+
+
+def count_rows(path: str | Path, version: int | None = None) -> int:
+    """Row count of one table version, deleted rows excluded (reads only the smallest column)."""
+    first = _open(path, version).schema().fields[0].name
+    return sum(b.num_rows for b in iter_batches(path, version=version, columns=[first], batch_size=65536))
+
+
+def iter_batches(
+    path: str | Path,
+    version: int | None = None,
+    columns: Sequence[str] | None = None,
+    batch_size: int = 4096,
+    filter: pc.Expression | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the rows of one Delta table version as Arrow record batches.
+
+    `version=None` reads the latest version; pass `table_version(path)` once and reuse it to get a consistent
+    snapshot across several passes (epochs). Only the data files listed in the Delta log for that version are
+    read. `filter` is a pyarrow compute expression (e.g. `pc.field("n_events") > 5`); partition filters prune files.
+    Memory is bounded: at most a couple of batches per file are in flight.
+    """
+    dt = _open(path, version)
+    protocol = dt.protocol()
+    features = set(protocol.reader_features or ())
+    cols = list(columns) if columns is not None else None
+    if features & _SCAN_ONLY_FEATURES:
+        yield from _iter_scan(dt, cols, batch_size, filter)
+        return
+    dataset = dt.to_pyarrow_dataset()
+    scanner = dataset.scanner(
+        columns=cols, filter=filter, batch_size=batch_size, batch_readahead=2, fragment_readahead=1
+    )
+    for batch in scanner.to_batches():
+        if batch.num_rows:
+            yield batch
+
+
+def _iter_scan(dt: Any, cols: list[str] | None, batch_size: int, filter: pc.Expression | None):
+    """Deletion-vector aware path: delta-rs' engine streams batches; we apply the filter and re-chunk."""
+    need = cols
+    if filter is not None and cols is not None:
+        # the filter may reference columns the caller did not ask for: read them, project afterwards
+        need = None
+    reader = dt.scan(columns=need)
+    for raw in reader:
+        batch = pa.record_batch(raw)  # arro3 batch -> pyarrow via the Arrow C data interface
+        if filter is not None:
+            batch = batch.filter(filter)
+        if cols is not None and need is None:
+            batch = batch.select(cols)
+        for start in range(0, batch.num_rows, batch_size):
+            yield batch.slice(start, batch_size)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# vocabularies
+# ------------------------------------------------------------------------------------------------------------
+def _vocab_path(settings_or_path: Settings | str | Path) -> Path:
+    from ubp.config import Settings
+
+    if isinstance(settings_or_path, Settings):
+        return settings_or_path.table_path("vocabularies")
+    return Path(settings_or_path)
+
+
+def read_vocab(settings_or_path: Settings | str | Path, version: str) -> dict[str, dict[int, int]]:
+    """The vocabulary `version` as `{field: {raw_value: token_id}}`.
+
+    Fields are `ubp.tables.VOCAB_FIELDS` plus the time fields `day` (raw = days since 1970-01-01) and `week`
+    (raw = week index since the vocabulary's first day). Values not in a field's mapping are OOV_ID.
+    """
+    import pyarrow.compute as pc
+
+    path = _vocab_path(settings_or_path)
+    out: dict[str, dict[int, int]] = {}
+    for batch in iter_batches(
+        path, columns=["field", "raw_value", "token_id"], batch_size=65536, filter=pc.field("version") == version
+    ):
+        fields = batch.column(0).to_pylist()
+        raws = batch.column(1).to_pylist()
+        toks = batch.column(2).to_pylist()
+        for f, r, t in zip(fields, raws, toks, strict=True):
+            out.setdefault(f, {})[int(r)] = int(t)
+    if not out:
+        raise UbpError(f"vocabulary version {version!r} not found in {path}")
+    return out
+
+
+def vocab_sizes(settings_or_path: Settings | str | Path, version: str) -> dict[str, int]:
+    """Embedding-table size per field (max token id + 1; at least FIRST_TOKEN_ID) for vocabulary `version`."""
+    import pyarrow.compute as pc
+
+    path = _vocab_path(settings_or_path)
+    sizes: dict[str, int] = {}
+    for batch in iter_batches(
+        path, columns=["field", "token_id"], batch_size=65536, filter=pc.field("version") == version
+    ):
+        table = pa.Table.from_batches([batch]).group_by("field").aggregate([("token_id", "max")])
+        for f, m in zip(table.column("field").to_pylist(), table.column("token_id_max").to_pylist(), strict=True):
+            sizes[f] = max(sizes.get(f, FIRST_TOKEN_ID), int(m) + 1)
+    if not sizes:
+        raise UbpError(f"vocabulary version {version!r} not found in {path}")
+    return sizes
+
+
+def check_vocab_version(expected: str, actual: str) -> None:
+    """Refuse to run a model on sequences tokenised with a different vocabulary (token ids would be garbage)."""
+    if expected != actual:
+        raise UbpError(
+            f"model trained on vocabulary {expected}, table uses {actual}: retrain the model on this table "
+            f"or rebuild the sequences with vocabulary {expected}"
+        )
+
+
+def sequences_vocab_version(settings_or_path: Settings | str | Path, version: int | None = None) -> str:
+    """The vocabulary version the `user_sequences` table (at Delta `version`) was tokenised with."""
+    from ubp.config import Settings
+
+    path = (
+        settings_or_path.table_path("user_sequences")
+        if isinstance(settings_or_path, Settings)
+        else Path(settings_or_path)
+    )
+    # the rows are authoritative (the table property is set in the commit after the data)
+    for batch in iter_batches(path, version=version, columns=["vocab_version"], batch_size=1):
+        return str(batch.column(0)[0].as_py())
+    props = table_properties(path, version)
+    if "ubp.vocab_version" in props:
+        return props["ubp.vocab_version"]
+    raise UbpError(f"{path} is empty: no vocabulary version recorded")

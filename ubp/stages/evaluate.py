@@ -1,0 +1,478 @@
+"""Stages `factorize`, `ensemble` and `evaluate`: the ensemble profile and the RecSys Challenge 2025 protocol.
+
+`evaluate` proves (or disproves) that profiles are universal: it rebuilds every profile at an earlier as-of in an
+evaluation namespace (`<lakehouse>/_eval/<as_of>/`, so serving tables are untouched and nothing after the as-of
+leaks in), takes targets from the 14 days after it, trains the challenge's downstream probes per task on a user
+split, several seeds, and writes a report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ubp.config import Settings
+from ubp.errors import UbpError
+from ubp.log import get_logger
+
+log = get_logger(__name__)
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _spark_ts(ts: datetime) -> datetime:
+    """Spark literals want naive UTC datetimes (the session time zone is UTC)."""
+    return _utc(ts).replace(tzinfo=None)
+
+
+def _read_bronze(settings: Settings):
+    from spark_jobs.session import get_spark
+
+    spark = get_spark(settings)
+    for name in ("events", "products"):
+        if not (settings.table_path(name) / "_delta_log").is_dir():
+            raise UbpError(f"no bronze {name} table at {settings.table_path(name)}: run `ubp ingest` first")
+    events = spark.read.format("delta").load(str(settings.table_path("events")))
+    products = spark.read.format("delta").load(str(settings.table_path("products")))
+    return spark, events, products
+
+
+# ------------------------------------------------------------------------------------------------------------
+# factorisation member
+# ------------------------------------------------------------------------------------------------------------
+def factorize(settings: Settings, as_of: datetime | None = None, method: str = "svd", rank: int = 64,
+              max_iter: int = 10) -> dict:
+    """Factorisation member (user x category, user x url) at `as_of` (None: the latest event) -> `user_factors`.
+
+    method "svd" (truncated SVD in the driver, default) or "als" (Spark MLlib implicit ALS, distributed).
+    Idempotent: if the table already holds this (parameters, as_of) version, nothing is recomputed.
+    """
+    from pyspark.sql import functions as F
+
+    from spark_jobs.ensemble import _exists, _versions, factors_path
+    from spark_jobs.factorization import (
+        ALSConfig,
+        model_version,
+        user_factors,
+        user_factors_svd,
+    )
+    from ubp.tables import USER_FACTORS
+
+    if method not in ("svd", "als"):
+        raise UbpError(f"unknown factorisation method {method!r}: use svd or als")
+    spark, events, products = _read_bronze(settings)
+    if as_of is None:
+        last = events.agg(F.max("timestamp")).first()[0]
+        if last is None:
+            raise UbpError("the events table is empty")
+        as_of = last
+    as_of = _utc(as_of)
+    config = ALSConfig(method=method, rank=rank, max_iter=max_iter)
+    version = model_version(config, as_of)
+    path = factors_path(settings)
+    if _exists(path) and any(v == version for v, _ in _versions(path)):
+        n = spark.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
+        log.info("factorize: %s already built (%d users)", version, n)
+        return {"stage": "factorize", "rows": {"user_factors": n}, "version": version, "as_of": as_of.isoformat(),
+                "skipped": True}
+    t0 = time.time()
+    at = _spark_ts(as_of)
+    if method == "als":
+        ckpt = settings.cache_dir / "als_checkpoints"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        spark.sparkContext.setCheckpointDir(str(ckpt))
+        df = user_factors(events, products, at, config).withColumn("model_version", F.lit(version))
+        df = df.withColumn("created_at", F.current_timestamp())
+    else:
+        ids, x, n_inter = user_factors_svd(events, products, at, config)
+        df = _frame(spark, USER_FACTORS, ids, x, version, as_of, n_inter)
+    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(str(path))
+    n = spark.read.format("delta").load(str(path)).count()
+    log.info("factorize (%s): %d users, %s, %.1fs", method, n, version, time.time() - t0)
+    return {"stage": "factorize", "rows": {"user_factors": n}, "version": version, "as_of": as_of.isoformat(),
+            "seconds": round(time.time() - t0, 1)}
+
+
+def _frame(spark, table, client_ids, x, version: str, as_of: datetime, n_events):
+    """A Spark DataFrame in a profile-like schema (client_id, embedding, model_version, as_of, n_events,
+    created_at) from numpy, through Arrow (driver-built: demo / mid scale)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n, d = x.shape
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).ravel(), type=pa.float32())
+    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), flat)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    data = pa.table(
+        {
+            "client_id": pa.array(np.asarray(client_ids, dtype=np.int64)),
+            "embedding": emb,
+            "model_version": pa.array([version] * n, pa.string()),
+            "as_of": pa.array([_spark_ts(as_of)] * n, pa.timestamp("us")),
+            "n_events": pa.array(np.asarray(n_events, dtype=np.int64)),
+            "created_at": pa.array([now] * n, pa.timestamp("us")),
+        }
+    )
+    return spark.createDataFrame(data.to_pandas(), schema=table.spark_schema())
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ensemble
+# ------------------------------------------------------------------------------------------------------------
+def _default_as_of(settings: Settings) -> datetime | None:
+    """The as-of of the served GRU profiles (current model), else of the aggregates."""
+    from spark_jobs.ensemble import _exists, _versions
+    from ubp.registry import current_version
+
+    path = settings.table_path("user_profiles")
+    if _exists(path):
+        pairs = _versions(path)
+        cur = current_version(settings, "user")
+        mine = [p for p in pairs if p[0] == cur] or pairs
+        if mine:
+            return mine[-1][1]
+    path = settings.table_path("user_aggregates")
+    if _exists(path):
+        from spark_jobs.ensemble import load_aggregates_member
+
+        return load_aggregates_member(settings, fit_rows=1000).as_of
+    return None
+
+
+def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: datetime, n_events) -> int:
+    """Write the ensemble rows for one as-of (replacing that as-of's rows only) and return the row count."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.session import get_spark
+    from ubp.tables import USER_PROFILES_ENSEMBLE
+
+    spark = get_spark(settings)
+    df = _frame(spark, USER_PROFILES_ENSEMBLE, client_ids, x16, version, as_of, n_events)
+    path = settings.table_path("user_profiles_ensemble")
+    writer = df.write.format("delta").mode("overwrite")
+    if (path / "_delta_log").is_dir():
+        ts = _spark_ts(as_of).strftime("%Y-%m-%d %H:%M:%S.%f")
+        writer = writer.option("replaceWhere", f"as_of = timestamp'{ts}'")
+    writer.save(str(path))
+    return spark.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
+
+
+def ensemble(
+    settings: Settings,
+    as_of: datetime | None = None,
+    members: tuple[str, ...] | None = None,
+    pca: dict[str, int] | None = None,
+    factors: bool = True,
+    factor_method: str = "svd",
+    fit_rows: int = 100_000,
+) -> dict:
+    """Build gold `user_profiles_ensemble` from every available member at `as_of`.
+
+    as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation member is computed
+    for that as-of when missing. Members whose table is absent or has no rows for the as-of are skipped (warning).
+    """
+    import numpy as np
+
+    from spark_jobs.ensemble import MEMBERS, combine, ensemble_version, load_members
+
+    t0 = time.time()
+    as_of = _utc(as_of) or _default_as_of(settings)
+    if as_of is None:
+        raise UbpError("no user_profiles or user_aggregates table yet: run `ubp embed-users` / `ubp aggregates`")
+    names = tuple(members or MEMBERS)
+    factor_info = None
+    if factors and "factors" in names:
+        factor_info = factorize(settings, as_of=as_of, method=factor_method)
+    loaded = load_members(settings, as_of=as_of, names=names, fit_rows=fit_rows)
+    if not loaded:
+        raise UbpError(f"no ensemble member has rows for as_of {as_of.isoformat()}")
+    params = {"pca": pca or {}, "as_of": as_of.isoformat()}
+    ids, x16, layout = combine(loaded, pca=pca, fit_rows=fit_rows)
+    version = ensemble_version(loaded, params)
+    n_events = np.zeros(len(ids), dtype=np.int64)
+    for m in reversed(loaded):  # the first member with counts wins (GRU, then aggregates, ...)
+        if m.n_events is not None:
+            pos = np.clip(np.searchsorted(m.client_ids, ids), 0, len(m.client_ids) - 1)
+            hit = m.client_ids[pos] == ids
+            n_events[hit] = m.n_events[pos[hit]]
+    rows = write_ensemble(settings, ids, x16, version, as_of, n_events)
+    out = {
+        "stage": "ensemble",
+        "rows": {"user_profiles_ensemble": rows},
+        "version": version,
+        "as_of": as_of.isoformat(),
+        "columns": int(x16.shape[1]),
+        "members": layout,
+        "skipped_members": [n for n in names if n not in layout],
+        "seconds": round(time.time() - t0, 1),
+    }
+    if factor_info:
+        out["rows"]["user_factors"] = factor_info["rows"]["user_factors"]
+    log.info("ensemble %s: %d users x %d columns, members %s", version, rows, x16.shape[1], list(layout))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------------------
+def eval_namespace(as_of: datetime) -> str:
+    return f"_eval/{_utc(as_of).strftime('%Y-%m-%dT%H%M%S')}"
+
+
+def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, preset: str, max_epochs: int | None) -> dict:
+    """Run the upstream stages in the evaluation namespace. Steps done before (recorded) are skipped.
+
+    `max_epochs` caps both the user model and the item model (None: their presets' defaults)."""
+    import importlib
+
+    marker = es.root / "_eval_steps.json"
+    done: dict = json.loads(marker.read_text()) if marker.exists() and not rebuild else {}
+
+    def step(name: str, module: str, func: str, **kwargs):
+        if name in done:
+            return done[name]
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except (ModuleNotFoundError, AttributeError) as exc:
+            log.warning("evaluation: step %s unavailable (%s): its member is skipped", name, exc)
+            return None
+        log.info("evaluation: %s", name)
+        t0 = time.time()
+        try:
+            result = fn(es, **kwargs)
+        except (UbpError, ImportError) as exc:  # a stage that cannot run here: its member is left out
+            log.warning("evaluation: step %s failed (%s): its member is skipped", name, exc)
+            return None
+        done[name] = {"seconds": round(time.time() - t0, 1),
+                      **{k: v for k, v in (result or {}).items() if k in ("version", "rows", "metrics")}}
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(done, indent=1, default=str))
+        return done[name]
+
+    step("sequences", "ubp.stages.sequences", "sequences", as_of=as_of)
+    step("aggregates", "ubp.stages.sequences", "aggregates", as_of=as_of)
+    trained = step("train_user_model", "ubp.stages.user_model", "train_user_model", preset=preset,
+                   max_epochs=max_epochs, seed=0, promote="always")
+    if trained:
+        step("embed_users", "ubp.stages.user_model", "embed_users", model_version=trained.get("version"))
+    if step("item_content", "ubp.stages.items", "item_content"):
+        item = step("train_item_model", "ubp.stages.items", "train_item_model", max_epochs=max_epochs)
+        if item:
+            step("item_vectors", "ubp.stages.items", "item_vectors", model_version=item.get("version"))
+    step("ensemble", "ubp.stages.evaluate", "ensemble", as_of=as_of)
+    return done
+
+
+def _truth_segments(settings: Settings, events, truth_dir: Path | None):
+    """(client_id -> segment) from the demo's `<raw>/_truth/users.parquet`, found next to the raw files."""
+    import pandas as pd
+
+    candidates = []
+    if truth_dir is not None:
+        candidates.append(Path(truth_dir))
+    else:
+        row = events.select("source_file").limit(1).collect()
+        if row:
+            p = Path(str(row[0][0]).replace("file://", "").replace("file:", ""))
+            candidates += [q / "_truth" for q in p.parents]
+    for c in candidates:
+        f = c / "users.parquet"
+        if f.exists():
+            df = pd.read_parquet(f)
+            if {"client_id", "segment"} <= set(df.columns):
+                return df[["client_id", "segment"]]
+    return None
+
+
+def evaluate(
+    settings: Settings,
+    profiles: list[str] | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    as_of: datetime | None = None,
+    window_days: int = 14,
+    build: bool = True,
+    rebuild: bool = False,
+    preset: str = "small",
+    max_epochs: int | None = None,
+    probes: tuple[str, ...] = ("mlp", "logreg"),
+    ablation: bool = True,
+    max_users: int | None = 200_000,
+    test_fraction: float = 0.2,
+    probe_hidden: int = 256,
+    probe_epochs: int = 3,
+    probe_threads: int = 1,
+    report_dir: Path | None = None,
+    truth_dir: Path | None = None,
+) -> dict:
+    """The challenge protocol on the lakehouse; returns the results and writes `reports/<date>/report.md`.
+
+    profiles: which representations to score (member names gru/aggregates/factors/items, "ensemble", or the table
+    names user_profiles / user_profiles_ensemble); None = all. The random baseline is always scored.
+    Scale limit: labels and the profiles of at most `max_users` sampled users are held in memory for the probes.
+    """
+    import numpy as np
+
+    from models.probe import ProbeConfig, fit_probe
+    from spark_jobs import targets as T
+    from spark_jobs.ensemble import MEMBERS, align, combine, load_members, load_profile_member
+    from ubp.metrics import scorable_labels, score_task
+    from ubp.report import write_report
+
+    t_start = time.time()
+    spark, events, products = _read_bronze(settings)
+    as_of = _utc(as_of) or _utc(T.default_as_of(events, window_days))
+    es = settings.with_namespace(eval_namespace(as_of))
+    log.info("evaluation as_of %s, namespace %s", as_of.isoformat(), es.root)
+    steps = _build_profiles(es, as_of, rebuild, preset, max_epochs) if build else {}
+    at = _spark_ts(as_of)
+
+    # labels of every task from three small collects; population = users with any event before as_of
+    labels = T.collect_labels(events, products, at, window_days)
+    pop = labels["conversion"]["client_id"]
+    if len(pop) == 0:
+        raise UbpError(f"no events before as_of {as_of.isoformat()}")
+    if max_users and len(pop) > max_users:
+        pop = np.sort(np.random.default_rng(0).choice(pop, max_users, replace=False))
+
+    # representations
+    wanted = {"user_profiles": "gru", "user_profiles_ensemble": "ensemble"}
+    names = [wanted.get(p, p) for p in profiles] if profiles else [*MEMBERS, "ensemble"]
+    unknown = set(names) - {*MEMBERS, "ensemble"}
+    if unknown:
+        raise UbpError(f"unknown profiles {sorted(unknown)}; choose from {[*MEMBERS, 'ensemble', *wanted]}")
+    members = load_members(es, as_of=as_of)
+    reps: dict[str, np.ndarray] = {}
+    fill: dict[str, int] = {}
+    for m in members:
+        if m.name in names:
+            _, x, layout = combine([m], client_ids=pop)
+            reps[m.name], fill[m.name] = x.astype(np.float32), layout[m.name]["filled"]
+    if "ensemble" in names:
+        try:
+            # the written table, as served (each member already normalised): not re-normalised here
+            ens = load_profile_member(es, "user_profiles_ensemble", "ensemble", as_of=as_of, normalise=False)
+            reps["ensemble"], fill["ensemble"] = align(ens, pop)
+        except (FileNotFoundError, LookupError) as exc:
+            if not members:
+                raise UbpError(f"no profiles to evaluate at {as_of.isoformat()}: {exc}") from exc
+            log.warning("no ensemble table (%s): combining the members in memory", exc)
+            _, x, _ = combine(members, client_ids=pop)
+            reps["ensemble"], fill["ensemble"] = x.astype(np.float32), 0
+    ablations: dict[str, np.ndarray] = {}
+    if ablation and "ensemble" in names and len(members) > 1:
+        for m in members:
+            rest = [o for o in members if o.name != m.name]
+            ablations[f"ensemble - {m.name}"] = combine(rest, client_ids=pop)[1].astype(np.float32)
+    if not reps:
+        raise UbpError("none of the requested profiles exist in the evaluation namespace")
+    dim = max(x.shape[1] for x in reps.values())
+    reps["random"] = np.random.default_rng(12345).standard_normal((len(pop), dim)).astype(np.float32)
+
+    # targets, aligned to the population's rows
+    tasks: dict[str, dict] = {}
+    for task, spec in labels.items():
+        rows = np.searchsorted(pop, spec["client_id"])
+        rows = np.clip(rows, 0, len(pop) - 1)
+        keep = pop[rows] == spec["client_id"]
+        tasks[task] = {"kind": spec["kind"], "rows": rows[keep], "y": spec["y"][keep],
+                       "popularity": None if spec["popularity"] is None else np.asarray(spec["popularity"], float)}
+        if spec["kind"] == "multilabel":
+            tasks[task]["targets"] = len(spec["targets"])
+    for task in T.TASKS:
+        if task not in tasks:
+            log.warning("task %s: no targets in the window; skipped", task)
+
+    # probes
+    def run_probes(x_all: np.ndarray, probe_names: tuple[str, ...]) -> dict:
+        out: dict = {}
+        for task, spec in tasks.items():
+            x, y = x_all[spec["rows"]], spec["y"]
+            pop_ = spec["popularity"]
+
+            def score_fn(yt, logits, kind=spec["kind"], pop_=pop_):
+                return score_task(kind, yt, logits, pop_)
+
+            for probe in probe_names:
+                per_seed = []
+                for seed in seeds:
+                    perm = np.random.default_rng(seed).permutation(len(y))
+                    n_test = max(1, int(round(test_fraction * len(y))))
+                    te, tr = perm[:n_test], perm[n_test:]
+                    cfg = ProbeConfig(hidden=probe_hidden, epochs=probe_epochs, linear=(probe == "logreg"), seed=seed)
+                    r = fit_probe(x[tr], y[tr], x[te], y[te], score_fn, cfg)
+                    r.pop("epochs")
+                    per_seed.append(r)
+                out.setdefault(task, {})[probe] = _summarise(per_seed)
+        return out
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(probe_threads)  # tiny models: one thread is faster than two fighting Spark for 2 cores
+    results: dict[str, dict] = {}
+    try:
+        _score_all(reps, ablations, probes, run_probes, results)
+    finally:
+        torch.set_num_threads(threads)
+    for rep in results.values():
+        for probe in probes:
+            s = [rep[t][probe]["score_mean"] for t in tasks if probe in rep.get(t, {})]
+            if s:
+                rep.setdefault("_mean", {})[probe] = float(np.mean(s))
+
+    task_info = {
+        t: {"kind": s["kind"], "users": int(len(s["rows"])),
+            "positive_rate": float(np.mean(s["y"])) if s["kind"] == "binary" else float(s["y"].any(axis=1).mean()),
+            **({"targets": s["targets"], "scorable_labels": scorable_labels(s["y"])} if s["kind"] == "multilabel"
+               else {})}
+        for t, s in tasks.items()
+    }
+    summary = {
+        "stage": "evaluate",
+        "rows": {"population": int(len(pop))},
+        "as_of": as_of.isoformat(),
+        "window_days": window_days,
+        "namespace": str(es.root),
+        "seeds": list(seeds),
+        "probes": list(probes),
+        "probe_config": {"hidden": probe_hidden, "epochs": probe_epochs, "test_fraction": test_fraction},
+        "members": {m.name: {"version": m.version, "users": int(len(m.client_ids)), "columns": int(m.values.shape[1]),
+                             "filled": fill.get(m.name)} for m in members},
+        "tasks": task_info,
+        "results": results,
+        "build_steps": steps,
+        "seconds": round(time.time() - t_start, 1),
+    }
+    segments = _truth_segments(settings, events, truth_dir)
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    out_dir = Path(report_dir) if report_dir is not None else Path("reports") / date
+    summary["report"] = str(write_report(summary, out_dir, pop=pop, reps=reps, segments=segments))
+    return summary
+
+
+def _score_all(reps: dict, ablations: dict, probes: tuple[str, ...], run_probes, results: dict) -> None:
+    from tqdm import tqdm
+
+    jobs = [(n, x, probes) for n, x in reps.items()] + [(n, x, probes[:1]) for n, x in ablations.items()]
+    for name, x, probe_names in tqdm(jobs, desc="probes", unit="profile"):
+        t0 = time.time()
+        results[name] = run_probes(x, probe_names)
+        log.info("scored %s in %.1fs", name, time.time() - t0)
+
+
+def _summarise(per_seed: list[dict]) -> dict:
+    import numpy as np
+
+    out: dict = {"seeds": per_seed}
+    for key in ("auroc", "novelty", "diversity", "score"):
+        vals = [r[key] for r in per_seed if r.get(key) is not None and not np.isnan(r[key])]
+        out[f"{key}_mean"] = float(np.mean(vals)) if vals else None
+        out[f"{key}_std"] = float(np.std(vals)) if vals else None
+    out["best_epochs"] = [r["best_epoch"] for r in per_seed]
+    return out

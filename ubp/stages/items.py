@@ -1,0 +1,292 @@
+"""Item stages (issue 5): content embeddings, the cold-start SASRec, its evaluation, and gold item vectors.
+
+- `item_content`: bronze products + product_text -> silver `item_content` (cached raw encoder outputs).
+- `train_item_model`: silver `user_sequences` (product events) + `item_content` -> a versioned item model
+  (registry kind "item") with the warm-fitted content transform and the trained deltas.
+- `evaluate_item_model`: every variant on the same temporal split -> a table in the form of the paper's Table 1.
+- `item_vectors`: `item_content` + a model -> gold `item_vectors` for every catalog item, cold and new ones included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ubp.config import Settings
+from ubp.errors import UbpError
+from ubp.log import get_logger
+
+log = get_logger(__name__)
+
+KIND = "item"
+DEFAULT_VARIANTS: tuple[str, ...] = ("history_avg", "id_only", "content_finetune", "frozen", "delta")
+DEFAULT_MAX_EPOCHS = 100  # the paper's cap; early stopping (patience 5) ends runs long before on demo data
+REPORT_NAME = "item_model_eval"
+
+
+def item_content(settings: Settings, batch_rows: int = 4096) -> dict:
+    """Encode new or changed catalog items (text, else name codes) into `item_content`."""
+    from spark_jobs.item_content import build_item_content
+    from spark_jobs.session import get_spark
+
+    t0 = time.perf_counter()
+    spark = get_spark(settings)
+    out = build_item_content(spark, settings, batch_rows=batch_rows)
+    return {"stage": "item_content", **out, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs for training / evaluation (Arrow over the Delta log, no Spark)
+# ---------------------------------------------------------------------------------------------------------------
+def _require(path: Path, what: str, command: str) -> None:
+    if not (path / "_delta_log").is_dir():
+        raise UbpError(f"no {what} table at {path}: run `ubp {command}` first")
+
+
+def load_inputs(settings: Settings) -> dict[str, Any]:
+    """Per-user product sequences from `user_sequences` and the raw content matrix from `item_content`."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from models.item_eval import product_sequence
+    from ubp.reader import iter_batches, table_version
+
+    seq_path = settings.table_path("user_sequences")
+    content_path = settings.table_path("item_content")
+    _require(seq_path, "user_sequences", "sequences")
+    _require(content_path, "item_content", "item-content")
+    seq_version = table_version(seq_path)
+    users, as_of = [], None
+    for batch in iter_batches(seq_path, version=seq_version, columns=["sku_raw", "ts", "as_of"], batch_size=8192):
+        skus = batch.column("sku_raw").to_pylist()
+        tss = batch.column("ts").to_pylist()
+        for s, t in zip(skus, tss, strict=True):
+            items, ts = product_sequence(s, t)
+            if len(items):
+                users.append((items, ts))
+        m = pc.max(batch.column("as_of")).as_py()
+        as_of = m if as_of is None or (m is not None and m > as_of) else as_of
+    content_version = table_version(content_path)
+    sku_parts, emb_parts, encoders = [], [], set()
+    for batch in iter_batches(content_path, version=content_version, columns=["sku", "encoder", "embedding"],
+                              batch_size=8192):
+        sku_parts.append(batch.column("sku").to_numpy())
+        flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)  # (n * D,)
+        emb_parts.append(np.asarray(flat, dtype=np.float32).reshape(batch.num_rows, -1))  # (n, D)
+        encoders.update(batch.column("encoder").to_pylist())
+    if not sku_parts:
+        raise UbpError(f"{content_path} is empty: run `ubp item-content` after ingesting products")
+    return {
+        "users": users, "as_of": as_of, "skus": np.concatenate(sku_parts), "raw": np.concatenate(emb_parts),
+        "encoders": sorted(encoders), "sequences_version": seq_version, "item_content_version": content_version,
+    }
+
+
+def _versions(settings: Settings) -> dict[str, int]:
+    from ubp.reader import table_version
+
+    seq_path, content_path = settings.table_path("user_sequences"), settings.table_path("item_content")
+    _require(seq_path, "user_sequences", "sequences")
+    _require(content_path, "item_content", "item-content")
+    return {"sequences_version": table_version(seq_path), "item_content_version": table_version(content_path)}
+
+
+def _work_dir(settings: Settings, params: dict[str, Any]) -> Path:
+    """Training work dir derived from everything that determines the result: the same call after a kill resumes
+    from its checkpoints, and a finished one is reused (DONE.json) instead of retrained."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return settings.cache_dir / "train_item" / f"{params['variant']}-{key}"
+
+
+def _finished(settings: Settings, work: Path) -> dict | None:
+    from ubp import registry
+
+    done = work / "DONE.json"
+    if not done.exists():
+        return None
+    prev = json.loads(done.read_text())
+    return prev if (registry.kind_dir(settings, KIND) / prev["version"]).is_dir() else None
+
+
+def _promote(settings: Settings, version: str, variant: str, promote: str, test: dict) -> bool:
+    from ubp import registry
+
+    current = registry.current_version(settings, KIND)
+    if current == version:
+        return True
+    if promote == "always" or (promote == "if_none" and current is None):
+        registry.promote(settings, KIND, version, reason=f"promote={promote}: {variant}, test NDCG@10 "
+                         f"{test.get('ndcg@10_total', float('nan')):.4f}")
+        return True
+    registry.log_decision(settings, KIND, {"version": version, "promoted": False,
+                                           "reason": f"promote={promote}, CURRENT={current}"})
+    return False
+
+
+def _train_variant(
+    settings: Settings, variant: str, max_epochs: int | None, seed: int, promote: str,
+    d_model: int = 64, delta_max: float = 0.5, patience: int = 5, show_progress: bool = True,
+    force: bool = False, inputs: dict[str, Any] | None = None,
+) -> dict:
+    import shutil
+
+    from models.item_eval import temporal_split
+    from models.sasrec import TRAINED_VARIANTS, VARIANTS, SASRecConfig
+    from models.train_item import (
+        WEIGHTS_FILE,
+        evaluate,
+        evaluate_history_avg,
+        item_offsets,
+        prepare_content,
+        save_item_model,
+        train_sasrec,
+    )
+    from ubp import registry
+
+    if variant not in VARIANTS:
+        raise UbpError(f"unknown item-model variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if promote not in ("if_none", "always", "never"):
+        raise UbpError(f"promote must be if_none, always or never, got {promote!r}")
+    t0 = time.perf_counter()
+    epochs = DEFAULT_MAX_EPOCHS if max_epochs is None else int(max_epochs)
+    versions = _versions(settings) if inputs is None else {
+        k: inputs[k] for k in ("sequences_version", "item_content_version")}
+    params = {"variant": variant, "d_model": d_model, "delta_max": delta_max, "max_epochs": epochs,
+              "patience": patience, "seed": seed, **versions}
+    work = _work_dir(settings, params)
+    prev = None if force else _finished(settings, work)
+    if prev is not None:
+        log.info("item model %s for these inputs already trained: %s", variant, prev["version"])
+        promoted = _promote(settings, prev["version"], variant, promote, prev["metrics"])
+        return {**prev, "promoted": promoted, "reused": True}
+    if force and work.exists():
+        shutil.rmtree(work)
+    inputs = inputs if inputs is not None else load_inputs(settings)
+    try:
+        split = temporal_split(inputs["users"], catalog=inputs["skus"], seed=seed)
+    except ValueError as exc:
+        raise UbpError(f"cannot build the item-model split: {exc}") from exc
+    config = SASRecConfig(n_items=split.index.n_items, n_warm=split.index.n_warm, d_model=d_model,
+                          variant=variant, delta_max=delta_max)
+    transform, content, missing = prepare_content(split.index, inputs["skus"], inputs["raw"], d_model, seed=seed)
+    log.info("item model %s in %s: %s", variant, work, split.summary())
+    work.mkdir(parents=True, exist_ok=True)
+    if variant in TRAINED_VARIANTS:
+        model, train = train_sasrec(split, content, config, work, max_epochs=epochs, patience=patience,
+                                    seed=seed, show_progress=show_progress)
+        test = evaluate(model, split.test, config.max_len, next(model.parameters()).device)
+        offsets = item_offsets(model, split.index, content)
+    else:
+        model, train = None, {"epochs_run": 0, "note": "history average: no training"}
+        test = evaluate_history_avg(content, split.test, config.max_len)
+        offsets = item_offsets(None, split.index, content)
+    version, out_dir = registry.new_version(settings, KIND, tag=variant.replace("_", "-"))
+    for name in (WEIGHTS_FILE, "metrics.jsonl", "loss.png"):
+        if (work / name).exists():
+            shutil.copy(work / name, out_dir / name)
+    as_of = inputs["as_of"]
+    info = {
+        "version": version, "variant": variant, "created_at": datetime.now(UTC).isoformat(),
+        "as_of": as_of.isoformat() if as_of is not None else None, "split": split.summary(),
+        "encoders": inputs["encoders"], "items_without_content": missing, "train": train, "test": test,
+        "params": params, "work_dir": str(work),
+    }
+    save_item_model(out_dir, config, split.index, None if variant == "id_only" else transform, offsets, info)
+    (out_dir / "eval.json").write_text(json.dumps(test, indent=2))
+    promoted = _promote(settings, version, variant, promote, test)
+    out = {
+        "stage": "train_item_model", "rows": {"train_sequences": len(split.train), "test_users": len(split.test)},
+        "version": version, "variant": variant, "promoted": promoted, "model_dir": str(out_dir),
+        "metrics": {**test, "best_val_ndcg@10": train.get("best_val_ndcg@10")}, "train": train,
+        "split": split.summary(), "seconds": round(time.perf_counter() - t0, 3),
+    }
+    (work / "DONE.json").write_text(json.dumps(out, default=str))
+    return out
+
+
+def train_item_model(
+    settings: Settings, variant: str = "delta", max_epochs: int | None = None, seed: int = 0,
+    promote: str = "if_none", d_model: int = 64, delta_max: float = 0.5, force: bool = False,
+) -> dict:
+    """Train one variant (default: frozen content + bounded delta) and register it as a new item-model version.
+
+    Resumes an interrupted run for the same inputs; a finished one is returned as is (`reused`) unless `force`.
+    """
+    return _train_variant(settings, variant, max_epochs, seed, promote, d_model=d_model, delta_max=delta_max,
+                          force=force)
+
+
+def evaluate_item_model(
+    settings: Settings, variants: tuple[str, ...] = DEFAULT_VARIANTS, max_epochs: int | None = None, seed: int = 0,
+    d_model: int = 64, delta_max: float = 0.5,
+) -> dict:
+    """Train every variant on the same split and write the Table-1-style comparison to `<root>/_reports/`.
+
+    The delta model is promoted only when no item model is current yet; the baselines are never promoted.
+    """
+    from models.item_eval import format_table
+
+    inputs = load_inputs(settings)
+    results, runs = {}, {}
+    for variant in variants:
+        out = _train_variant(settings, variant, max_epochs, seed,
+                             promote="if_none" if variant == "delta" else "never",
+                             d_model=d_model, delta_max=delta_max, inputs=inputs)
+        results[variant] = out["metrics"]
+        runs[variant] = {"version": out["version"], "seconds": out["seconds"],
+                         "sequences_per_s": out["train"].get("sequences_per_s"),
+                         "epochs_run": out["train"].get("epochs_run")}
+    table = format_table(results)
+    report_dir = settings.root / "_reports"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / f"{REPORT_NAME}.md").write_text(f"# Item model evaluation\n\n{table}\n")
+    (report_dir / f"{REPORT_NAME}.json").write_text(json.dumps({"results": results, "runs": runs}, indent=2))
+    return {
+        "stage": "evaluate_item_model", "rows": {"test_users": next(iter(results.values()), {}).get("n_total", 0)},
+        "results": results, "runs": runs, "table": table, "report": str(report_dir / f"{REPORT_NAME}.md"),
+        "versions": {v: r["version"] for v, r in runs.items()},
+    }
+
+
+def item_vectors(settings: Settings, model_version: str | None = None) -> dict:
+    """Gold `item_vectors` for every item in `item_content` from model `model_version` (None = CURRENT)."""
+    from models.train_item import load_item_model
+    from spark_jobs.item_vectors import (
+        count_by_coldness,
+        item_vectors_df,
+        offsets_frame,
+        write_item_vectors,
+    )
+    from spark_jobs.session import get_spark
+    from ubp import registry
+
+    t0 = time.perf_counter()
+    version = model_version or registry.require_current(settings, KIND)
+    model_dir = registry.version_dir(settings, KIND, version)
+    saved = load_item_model(model_dir)
+    if saved["transform"] is None:
+        raise UbpError(f"item model {version} ({saved['info'].get('variant')}) has no content transform: "
+                       "item vectors need a content-based variant (delta, frozen, content_finetune, history_avg)")
+    content_path = settings.table_path("item_content")
+    _require(content_path, "item_content", "item-content")
+    spark = get_spark(settings)
+    content = spark.read.format("delta").load(str(content_path))
+    offsets = offsets_frame(spark, saved["skus"], saved["offset"])
+    info = saved["info"]
+    created_at = datetime.fromisoformat(info["created_at"])
+    as_of = datetime.fromisoformat(info["as_of"]) if info.get("as_of") else created_at
+    df = item_vectors_df(content, offsets, saved["transform"], version, as_of, created_at)
+    path = str(settings.table_path("item_vectors"))
+    write_item_vectors(df, path)
+    counts = count_by_coldness(spark, path)
+    total = sum(counts.values())
+    log.info("item_vectors: %d items (%d cold) from model %s", total, counts.get("cold", 0), version)
+    return {
+        "stage": "item_vectors", "rows": {"item_vectors": total}, "cold": counts.get("cold", 0),
+        "warm": counts.get("warm", 0), "model_version": version, "dim": saved["transform"].dim,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

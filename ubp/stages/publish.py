@@ -1,0 +1,176 @@
+"""Stage `publish`: `feast apply`, then the fast incremental publish of the gold tables into the online store.
+
+Also the two read paths people use after a publish: `profile` (one user's profile, through Feast's
+`get_online_features` and the `user_profile_v1` service) and `similar_items` (exact top-k cosine over the published
+item vectors, cold items included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ubp.config import Settings
+from ubp.errors import UbpError
+from ubp.log import get_logger
+
+log = get_logger(__name__)
+
+VIEWS = ("user_profile", "user_aggregates", "item_vector")
+
+
+def publish(
+    settings: Settings,
+    online: str | None = None,
+    views: tuple[str, ...] | list[str] | None = None,
+    full: bool = False,
+    profile_table: str | None = None,
+    batch_size: int = 100_000,
+) -> dict:
+    """Apply the feature repo and publish each view whose gold table exists.
+
+    online: "sqlite" | "redis" | None (None: env `UBP_FEAST_ONLINE`, else SQLite). Incremental by default: only
+    entities whose served row changed since the last publish are written, entities deleted from Delta are deleted
+    online. `full=True` rewrites everything. Idempotent: a second run with no Delta change writes nothing.
+    """
+    from ubp import feast_store
+
+    kind = feast_store.online_kind(online)
+    wanted = list(views or VIEWS)
+    unknown = [v for v in wanted if v not in VIEWS]
+    if unknown:
+        raise UbpError(f"unknown feature view(s) {unknown}; known: {', '.join(VIEWS)}")
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(settings.feast_dir / f".publish-{kind}.lock"):  # Feast's file registry has no concurrent writers
+        return _publish_locked(settings, kind, wanted, full, profile_table, batch_size)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, profile_table: str | None,
+                    batch_size: int) -> dict:
+    from rich.progress import Progress
+
+    from ubp import feast_store
+    from ubp.publish import publish_view
+
+    store = feast_store.apply(settings, kind, profile_table)
+    out: dict[str, Any] = {"stage": "publish", "online": kind, "rows": {}, "views": {}, "skipped": {}}
+    with Progress(transient=True) as bar:
+        for name in wanted:
+            fv = store.get_feature_view(name)
+            if not (Path(fv.batch_source.path) / "_delta_log").is_dir():
+                out["skipped"][name] = f"no Delta table at {fv.batch_source.path}"
+                log.warning("publish %s: skipped, no table at %s", name, fv.batch_source.path)
+                continue
+            task = bar.add_task(f"publish {name}", total=None)
+            res = publish_view(
+                store, fv, settings.feast_dir / "published", full=full, batch_size=batch_size,
+                progress=lambda n, t=task: bar.advance(t, n),
+            )
+            out["rows"][name] = res.rows_written
+            out["views"][name] = {"table": fv.batch_source.path, **res.as_dict()}
+            log.info("publish %s: %s", name, out["views"][name])
+    out["registry"] = str(store.config.registry.path)
+    out["feature_services"] = sorted(s.name for s in store.list_feature_services())
+    return out
+
+
+def _store(settings: Settings, online: str | None) -> Any:
+    from ubp import feast_store
+
+    kind = feast_store.online_kind(online)
+    registry = settings.feast_dir / ("registry.db" if kind == "sqlite" else "registry.redis.db")
+    if not registry.exists():
+        raise UbpError(f"nothing published to the {kind} online store of {settings.lakehouse} yet: run `ubp publish`")
+    return feast_store.get_store(settings, kind)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return v
+
+
+def profile(settings: Settings, client_id: int, online: str | None = None) -> dict:
+    """One user's published profile, read the way a downstream model reads it (feature service user_profile_v1)."""
+    store = _store(settings, online)
+    resp = store.get_online_features(
+        features=store.get_feature_service("user_profile_v1"), entity_rows=[{"client_id": int(client_id)}]
+    ).to_dict()
+    if resp.get("embedding", [None])[0] is None:
+        raise UbpError(f"client_id {client_id} has no published profile")
+    row = {k: _plain(v[0]) for k, v in resp.items()}
+    row["dim"] = len(row["embedding"])
+    return row
+
+
+def published_item_vectors(settings: Settings, online: str | None = None, chunk: int = 5_000):
+    """(skus, vectors float32 (n, d), is_cold) of every published item, read back through Feast's online API."""
+    import numpy as np
+
+    from ubp.publish import PublishedState
+
+    store = _store(settings, online)
+    states = sorted((settings.feast_dir / "published").glob(f"{store.config.online_store.type}-*/item_vector.npz"))
+    if not states:
+        raise UbpError("no item vectors published yet: run `ubp publish`")
+    skus = PublishedState.load(states[-1]).keys
+    vecs, cold, keep = [], [], []
+    for i in range(0, len(skus), chunk):
+        part = skus[i : i + chunk]
+        resp = store.get_online_features(
+            features=["item_vector:vector", "item_vector:is_cold"],
+            entity_rows=[{"sku": int(s)} for s in part],
+        ).to_dict()
+        for s, v, c in zip(part.tolist(), resp["vector"], resp["is_cold"], strict=True):
+            if v is not None:
+                keep.append(s)
+                vecs.append(np.asarray(v, dtype=np.float32))
+                cold.append(bool(c))
+    if not vecs:
+        raise UbpError("the online store holds no item vectors: run `ubp publish`")
+    return np.asarray(keep, dtype=np.int64), np.stack(vecs), np.asarray(cold, dtype=bool)
+
+
+def top_k_cosine(query, matrix, k: int):
+    """Exact top-k cosine: indices and scores, best first."""
+    import numpy as np
+
+    q = query / max(float(np.linalg.norm(query)), 1e-12)
+    norms = np.linalg.norm(matrix, axis=1)
+    scores = (matrix @ q) / np.maximum(norms, 1e-12)
+    k = min(k, len(scores))
+    idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    return idx, scores[idx]
+
+
+def similar_items(settings: Settings, sku: int, k: int = 10, online: str | None = None) -> list:
+    """The k items most similar to `sku` by cosine over the published item vectors (exact; cold items included)."""
+    import numpy as np
+
+    if k < 1:
+        raise UbpError(f"k must be >= 1, got {k}")
+    skus, vecs, cold = published_item_vectors(settings, online)
+    where = np.nonzero(skus == int(sku))[0]
+    if not len(where):
+        raise UbpError(f"sku {sku} has no published item vector")
+    q = vecs[where[0]]
+    others = skus != int(sku)
+    idx, scores = top_k_cosine(q, vecs[others], k)
+    sk, cd = skus[others], cold[others]
+    return [{"sku": int(sk[i]), "score": float(s), "is_cold": bool(cd[i])} for i, s in zip(idx, scores, strict=True)]

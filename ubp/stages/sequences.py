@@ -1,0 +1,263 @@
+"""Stages `sequences` (silver user_sequences + vocabularies) and `aggregates` (gold user_aggregates).
+
+As-of rule (both stages): only events strictly before `as_of` are used. `as_of=None` means "all events": the latest
+event timestamp in bronze + 1 second. Rebuilding for the same as-of (and vocabulary) gives the same table.
+
+Vocabulary policy of `sequences`: the vocabulary is part of a trained model's contract, so by default a rebuild
+REUSES the vocabulary the existing `user_sequences` table was built with (the serving model keeps working on fresh
+data); the first build, or `refresh_vocab=True`, builds a new one from the events before `as_of`. Days after the
+vocabulary's last day get OOV day/week tokens until the vocabulary is refreshed (and the model retrained).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ubp.config import Settings
+from ubp.errors import UbpError
+from ubp.log import get_logger
+
+log = get_logger(__name__)
+
+PROP_AS_OF = "ubp.as_of"
+PROP_VOCAB = "ubp.vocab_version"
+PROP_MAX_LEN = "ubp.max_len"
+PROP_WATERMARK = "ubp.ingested_watermark"
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _is_delta(path: Path) -> bool:
+    return (path / "_delta_log").is_dir()
+
+
+def _require_events(settings: Settings) -> None:
+    """Fail fast, before starting Spark, when there is nothing to build from."""
+    events_path = settings.table_path("events")
+    if not _is_delta(events_path):
+        raise UbpError(f"no events table at {events_path}: run `ubp ingest --raw DIR` first")
+
+
+def _bronze(spark, settings: Settings):
+    _require_events(settings)
+    events_path, products_path = settings.table_path("events"), settings.table_path("products")
+    events = spark.read.format("delta").load(str(events_path))
+    if _is_delta(products_path):
+        products = spark.read.format("delta").load(str(products_path))
+    else:
+        from ubp.tables import PRODUCTS
+
+        log.warning("no products table at %s: category and price tokens will be OOV", products_path)
+        products = spark.createDataFrame([], PRODUCTS.spark_schema())
+    return events, products
+
+
+def _log_maxima(path: Path) -> tuple[datetime | None, datetime | None] | None:
+    """max(timestamp), max(ingested_at) from the Delta log's per-file statistics (no data scan), or None when the
+    statistics cannot be trusted (missing, or deletion vectors: a file's stats then include deleted rows)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable as RsTable
+
+    try:
+        dt = RsTable(str(path))
+        if "deletionVectors" in set(dt.protocol().reader_features or ()):
+            return None
+        adds = pa.table(dt.get_add_actions(flatten=True))
+    except Exception as exc:  # any problem reading stats: fall back to a scan
+        log.debug("no usable Delta statistics for %s: %s", path, exc)
+        return None
+    if adds.num_rows == 0:
+        return None, None
+    out = []
+    for col in ("max.timestamp", "max.ingested_at"):
+        if col not in adds.column_names or adds[col].null_count:
+            return None
+        out.append(pa.compute.max(adds[col]).as_py())
+    return out[0], out[1]
+
+
+def resolve_as_of(events, as_of: datetime | None, path: Path | None = None) -> tuple[datetime, datetime | None]:
+    """(`as_of` or the latest event timestamp + 1 second, the latest `ingested_at`).
+
+    Read from the Delta log's statistics when they are complete, else with one aggregate over the events."""
+    from pyspark.sql import functions as F
+
+    maxima = _log_maxima(path) if path is not None else None
+    if maxima is None:
+        maxima = tuple(events.agg(F.max("timestamp"), F.max("ingested_at")).first())
+    latest, ingested = maxima
+    ingested = _utc(ingested) if ingested is not None else None
+    if as_of is not None:
+        return _utc(as_of), ingested
+    if latest is None:
+        raise UbpError("the events table is empty: nothing to build")
+    return _utc(latest).replace(microsecond=0) + timedelta(seconds=1), ingested
+
+
+def _set_props(spark, path: Path, props: dict[str, str]) -> None:
+    kv = ", ".join(f"'{k}' = '{v}'" for k, v in props.items())
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({kv})")
+
+
+def _ensure(spark, name: str, path: Path):
+    from delta.tables import DeltaTable
+
+    from ubp.tables import TABLES
+
+    table = TABLES[name]
+    builder = DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(table.spark_schema())
+    if table.partition_by:
+        builder = builder.partitionedBy(*table.partition_by)
+    return builder.comment(table.doc).execute()
+
+
+def _store_vocab(spark, settings: Settings, vocab, as_of: datetime) -> None:
+    """Write a vocabulary version once (its partition is replaced, so a rerun is a no-op in content)."""
+    from deltalake import DeltaTable as RsTable
+
+    from spark_jobs.vocab import vocab_frame
+
+    path = settings.table_path("vocabularies")
+    _ensure(spark, "vocabularies", path)
+    stored = {p.get("version") for p in RsTable(str(path)).partitions()}  # from the Delta log, no Spark job
+    if vocab.version in stored:
+        log.info("vocabulary %s already stored", vocab.version)
+        return
+    (vocab_frame(spark, vocab, as_of).write.format("delta").mode("overwrite")
+     .option("replaceWhere", f"version = '{vocab.version}'").save(str(path)))
+
+
+def sequences(
+    settings: Settings,
+    as_of: datetime | None = None,
+    max_len: int = 126,
+    incremental: bool = False,
+    refresh_vocab: bool = False,
+    top_k: dict[str, int | None] | None = None,
+) -> dict[str, Any]:
+    """Build silver `user_sequences` (and the `vocabularies` version it uses) from bronze events.
+
+    incremental: rebuild only users with events in [previous as-of, as_of) or ingested after the previous build
+    (late arrivals), and MERGE them into the table; everyone else's row is left as it was (their `as_of` column
+    keeps the build they last changed in; the table-level as-of is the `ubp.as_of` table property). Deleted bronze
+    events need a full rebuild.
+    """
+    from delta.tables import DeltaTable
+
+    from spark_jobs.sequences import build_sequences, changed_users, tokenize
+    from spark_jobs.session import get_spark
+    from spark_jobs.vocab import ALL_FIELDS, Vocab, build_vocab, prepare_events
+    from ubp.reader import count_rows, read_vocab, table_properties
+
+    if max_len < 1:
+        raise UbpError(f"--max-len must be >= 1, got {max_len}")
+    t0 = time.perf_counter()
+    _require_events(settings)
+    spark = get_spark(settings)
+    events, products = _bronze(spark, settings)
+    timings: dict[str, float] = {"session": round(time.perf_counter() - t0, 2)}
+    t1 = time.perf_counter()
+    as_of, watermark = resolve_as_of(events, as_of, settings.table_path("events"))
+    timings["as_of_scan"] = round(time.perf_counter() - t1, 2)
+    out_path = settings.table_path("user_sequences")
+    vocab_path = settings.table_path("vocabularies")
+    props = table_properties(out_path) if _is_delta(out_path) else {}
+
+    if incremental and not props.get(PROP_AS_OF):
+        log.info("no previous user_sequences build: doing a full build")
+        incremental = False
+    if incremental:
+        if int(props.get(PROP_MAX_LEN, max_len)) != max_len:
+            raise UbpError(f"user_sequences was built with max_len {props[PROP_MAX_LEN]}, asked {max_len}: "
+                           "rebuild without --incremental")
+        if refresh_vocab:
+            raise UbpError("--refresh-vocab changes every user's tokens: rebuild without --incremental")
+        prev_as_of = _utc(datetime.fromisoformat(props[PROP_AS_OF]))
+        if as_of < prev_as_of:
+            raise UbpError(f"incremental build needs an as-of >= the table's ({prev_as_of.isoformat()}), "
+                           f"got {as_of.isoformat()}: rebuild without --incremental")
+
+    t1 = time.perf_counter()
+    reuse = props.get(PROP_VOCAB) if not refresh_vocab else None
+    if reuse and _is_delta(vocab_path):
+        vocab = Vocab(maps={f: {} for f in ALL_FIELDS} | read_vocab(vocab_path, reuse))
+        if vocab.version != reuse:
+            raise UbpError(f"vocabulary {reuse} in {vocab_path} is damaged (its content hashes to {vocab.version}): "
+                           "rebuild with --refresh-vocab")
+        log.info("reusing vocabulary %s of the existing user_sequences table", vocab.version)
+    else:
+        prepared = prepare_events(events, products, as_of)
+        vocab = build_vocab(prepared, top_k)
+        log.info("built vocabulary %s: %s", vocab.version, vocab.sizes())
+    _store_vocab(spark, settings, vocab, as_of)
+    timings["vocab"] = round(time.perf_counter() - t1, 2)
+    t1 = time.perf_counter()
+
+    new_props = {PROP_AS_OF: as_of.isoformat(), PROP_VOCAB: vocab.version, PROP_MAX_LEN: str(max_len)}
+    if watermark is not None:
+        new_props[PROP_WATERMARK] = _utc(watermark).isoformat()
+    result: dict[str, Any] = {"stage": "sequences", "as_of": as_of.isoformat(), "vocab_version": vocab.version,
+                              "vocab_sizes": vocab.sizes(), "max_len": max_len, "incremental": incremental,
+                              "table": str(out_path)}
+    if incremental:
+        wm = props.get(PROP_WATERMARK)
+        changed = changed_users(events, as_of, prev_as_of, _utc(datetime.fromisoformat(wm)) if wm else None)
+        scoped = events.join(changed, on="client_id", how="left_semi")
+        rows = build_sequences(tokenize(spark, prepare_events(scoped, products, as_of), vocab), as_of, max_len,
+                               vocab.version)
+        target = DeltaTable.forPath(spark, str(out_path))
+        (target.alias("t").merge(rows.alias("s"), "t.client_id = s.client_id")
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        from deltalake import DeltaTable as RsTable
+
+        merges = [h for h in RsTable(str(out_path)).history(3) if h.get("operation") == "MERGE"]
+        metrics = merges[0].get("operationMetrics", {}) if merges else {}
+        result["merge"] = {k: int(metrics.get(k, 0)) for k in
+                           ("numTargetRowsUpdated", "numTargetRowsInserted", "numTargetRowsCopied", "numSourceRows")}
+        result["users_rebuilt"] = result["merge"]["numSourceRows"]
+    else:
+        rows = build_sequences(tokenize(spark, prepare_events(events, products, as_of), vocab), as_of, max_len,
+                               vocab.version)
+        _ensure(spark, "user_sequences", out_path)
+        (rows.write.format("delta").mode("overwrite").option("overwriteSchema", "false")
+         .save(str(out_path)))
+    _set_props(spark, out_path, new_props)
+    timings["build_write"] = round(time.perf_counter() - t1, 2)
+    n = count_rows(out_path)
+    result["rows"] = {"user_sequences": n, "vocabularies": sum(len(m) for m in vocab.maps.values())}
+    result["timings"] = timings
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    log.info("user_sequences: %d users, as of %s, vocabulary %s (%.1fs)", n, as_of.isoformat(), vocab.version,
+             result["seconds"])
+    return result
+
+
+def aggregates(settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
+    """Build gold `user_aggregates`: the challenge's baseline counts + the seed solution's statistics per user."""
+    from spark_jobs.aggregates import build_aggregates, feature_names, feature_names_version
+    from spark_jobs.session import get_spark
+    from spark_jobs.vocab import prepare_events
+    from ubp.reader import count_rows
+
+    t0 = time.perf_counter()
+    _require_events(settings)
+    spark = get_spark(settings)
+    events, products = _bronze(spark, settings)
+    as_of, _ = resolve_as_of(events, as_of, settings.table_path("events"))
+    out_path = settings.table_path("user_aggregates")
+    rows, top_values = build_aggregates(prepare_events(events, products, as_of), as_of)
+    _ensure(spark, "user_aggregates", out_path)
+    rows.write.format("delta").mode("overwrite").option("overwriteSchema", "false").save(str(out_path))
+    _set_props(spark, out_path, {PROP_AS_OF: as_of.isoformat(), "ubp.feature_names_version": feature_names_version()})
+    n = count_rows(out_path)
+    seconds = round(time.perf_counter() - t0, 1)
+    log.info("user_aggregates: %d users x %d features, as of %s (%.1fs)", n, len(feature_names()),
+             as_of.isoformat(), seconds)
+    return {"stage": "aggregates", "as_of": as_of.isoformat(), "rows": {"user_aggregates": n},
+            "n_features": len(feature_names()), "feature_names_version": feature_names_version(),
+            "top_values": top_values, "table": str(out_path), "seconds": seconds}
