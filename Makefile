@@ -9,6 +9,7 @@ DEMO_RAW  ?= demo_raw
 LAKEHOUSE ?= lakehouse
 DEMO_USERS ?= 3000
 DEMO_DAYS  ?= 60
+DEMO_EPOCHS ?= 4   # epoch cap for the demo's models (keeps `make demo` to minutes on 2 cores)
 PYTEST_ARGS ?=
 
 .PHONY: bootstrap demo test lint bench clean
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 
 demo: bootstrap
 	$(BIN)/ubp demo-data --out $(DEMO_RAW) --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed 7
-	$(BIN)/ubp --lakehouse $(LAKEHOUSE) run --raw $(DEMO_RAW)
+	$(BIN)/ubp --lakehouse $(LAKEHOUSE) run --raw $(DEMO_RAW) --max-epochs $(DEMO_EPOCHS)
 	$(BIN)/ubp --lakehouse $(LAKEHOUSE) demo-readback
 	@echo "results: Delta tables in $(LAKEHOUSE)/{bronze,silver,gold}, models in $(LAKEHOUSE)/_models," \
 	  "Feast online store in $(LAKEHOUSE)/_feast, log in $(LAKEHOUSE)/_logs/ubp.log"
