@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: bootstrap
-	$(BIN)/ubp demo-data --out $(DEMO_RAW) --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed 7
+	$(BIN)/ubp demo-data --out $(DEMO_RAW) --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed 7 --bad-row-rate 0.001
 	$(BIN)/ubp --lakehouse $(LAKEHOUSE) run --raw $(DEMO_RAW) --max-epochs $(DEMO_EPOCHS)
 	$(BIN)/ubp --lakehouse $(LAKEHOUSE) demo-readback
 	@echo "results: Delta tables in $(LAKEHOUSE)/{bronze,silver,gold}, models in $(LAKEHOUSE)/_models," \
