@@ -139,7 +139,6 @@ def main() -> None:
     if a.mem_probe:
         mem_probe(a.mem_probe[0], int(a.mem_probe[1]))
         return
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from user_model_fixtures import write_bench_lakehouse
 
     from ubp.config import Settings

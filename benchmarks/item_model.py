@@ -30,7 +30,6 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse the lakehouse of a previous run if present")
     args = ap.parse_args()
     os.environ.setdefault("UBP_NO_PROGRESS", "1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("UBP_TORCH_THREADS", "1")  # the 2 shared cores are oversubscribed: 1 thread is faster
 
     import shutil

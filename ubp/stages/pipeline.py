@@ -15,7 +15,6 @@ import importlib
 import inspect
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -86,8 +85,6 @@ def run_stage(settings: Settings, name: str, **kwargs: Any) -> dict:
     optional knobs such as `as_of=None` uniformly); any other argument the stage does not take is an error.
     """
     fn = stage_function(name)
-    # Spark's Python workers must run this interpreter (the venv's), not whatever `python3` is first on PATH.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     call: dict[str, Any] = {}
     for key, value in kwargs.items():
         if _accepts(fn, key):
