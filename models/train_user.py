@@ -3,7 +3,11 @@
 `train(job)` runs in a work directory that is a pure function of (config, seed, table version, vocabulary), so
 running the same command again after a kill finds the same directory and resumes from its last checkpoint
 (one per epoch: weights, optimizer, early-stopping state, metric history). Under `torchrun` (env WORLD_SIZE > 1)
-the same code runs DistributedDataParallel, each rank taking every world_size-th batch.
+the same code runs DistributedDataParallel (gloo on CPU, nccl on CUDA): every rank streams the same table with the
+same seed and takes every world_size-th length-bucketed batch (disjoint users, the same number of steps on every
+rank; an incomplete last round is dropped); only rank 0 writes checkpoints, metrics and the registry version.
+Diagnostics: env UBP_TRAIN_TRACE_DIR makes every rank append, per epoch, the client ids it trained on to
+`<dir>/rank<r>.jsonl` (the DDP test uses it to check the shards).
 
 Entry point (single process or torchrun):
     python -m models.train_user --lakehouse ./lakehouse --preset small --epochs 10
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from models.common import (
@@ -111,7 +116,11 @@ def train(job: TrainJob) -> dict[str, Any]:
     from ubp.reader import check_vocab_version
 
     device = pick_device()
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     dist = init_distributed(device)
+    if dist.enabled:
+        log.info("rank %d/%d on %s (backend %s)", dist.rank, dist.world_size, device,
+                 torch.distributed.get_backend())
     if os.environ.get("UBP_TORCH_THREADS"):  # on a shared CPU box, fewer threads than cores avoids spin-waits
         torch.set_num_threads(int(os.environ["UBP_TORCH_THREADS"]))
     seed_everything(job.seed)
@@ -122,8 +131,11 @@ def train(job: TrainJob) -> dict[str, Any]:
     if run_file.exists():
         previous = json.loads(run_file.read_text())
         check_vocab_version(previous["vocab_version"], job.vocab_version)
-    elif dist.is_main:
-        run_file.write_text(json.dumps(run_meta, indent=2))
+    elif dist.is_main:  # atomic: another rank may be reading it right now (it finds the same run)
+        tmp = run_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(run_meta, indent=2))
+        os.replace(tmp, run_file)
+    barrier()
 
     model = GRUAutoencoder(job.config).to(device)
     if job.init_weights:
@@ -152,10 +164,13 @@ def train(job: TrainJob) -> dict[str, Any]:
     cfg = job.config
     val_split = "val" if job.val_fraction > 0 else "train"
 
+    trace_dir = os.environ.get("UBP_TRAIN_TRACE_DIR")
+
     def batches(split: str, epoch: int, shuffle: bool):
+        # even steps for training (DDP all-reduces every step); validation only all-reduces the sums at the end
         it = stream_batches(read, cfg.input_fields, batch_size=cfg.batch_size, max_len=cfg.max_len, split=split,
                             val_fraction=job.val_fraction, seed=job.seed * 100_003 + epoch, rank=dist.rank,
-                            world_size=dist.world_size, shuffle=shuffle)
+                            world_size=dist.world_size, shuffle=shuffle, even=shuffle)
         return prefetch(it)
 
     stopped_early = early.should_stop
@@ -165,12 +180,15 @@ def train(job: TrainJob) -> dict[str, Any]:
         model.train()
         t0 = time.perf_counter()
         loss_sum, tokens, n_batches = 0.0, 0, 0
+        seen: list[np.ndarray] = []
         bar = progress(desc=f"epoch {epoch}", disable=not (job.show_progress and dist.is_main))
         join = model.join() if dist.enabled else _null()
         with join:
             for batch in batches("train", epoch, shuffle=True):
                 if job.max_batches is not None and n_batches >= job.max_batches:
                     break
+                if trace_dir:
+                    seen.append(batch["client_id"].numpy())
                 b = to_device(batch, device)
                 with autocast_context(device):
                     loss, _ = model(b)
@@ -190,11 +208,22 @@ def train(job: TrainJob) -> dict[str, Any]:
                     time.sleep(job.throttle_s)
         bar.close()
         train_seconds = time.perf_counter() - t0
-        loss_sum, tokens_all = all_reduce_sum([loss_sum, float(tokens)], device)
+        own_steps = [0.0] * dist.world_size
+        own_steps[dist.rank] = float(n_batches)
+        loss_sum, tokens_all, *steps_per_rank = all_reduce_sum([loss_sum, float(tokens), *own_steps], device)
+        if dist.enabled:
+            log.info("rank %d/%d epoch %d: %d steps, %d tokens", dist.rank, dist.world_size, epoch, n_batches, tokens)
+        if trace_dir:
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)
+            ids = np.concatenate(seen).tolist() if seen else []
+            with open(Path(trace_dir) / f"rank{dist.rank}.jsonl", "a") as fh:
+                fh.write(json.dumps({"rank": dist.rank, "world_size": dist.world_size, "pid": os.getpid(),
+                                     "epoch": epoch, "steps": n_batches, "client_ids": ids}) + "\n")
         val = evaluate(model, batches(val_split, epoch, shuffle=False), device)
         record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(tokens_all, 1.0), **val,
                   "train_tokens": int(tokens_all), "train_seconds": round(train_seconds, 3),
-                  "tokens_per_s": round(tokens_all / max(train_seconds, 1e-9), 1), "lr": cfg.lr}
+                  "tokens_per_s": round(tokens_all / max(train_seconds, 1e-9), 1), "lr": cfg.lr,
+                  "world_size": dist.world_size, "steps_per_rank": [int(x) for x in steps_per_rank]}
         if resumed_from is not None and epoch == start_epoch:
             record["resumed_from"] = resumed_from
         improved = early.step(val["val_loss"] if math.isfinite(val["val_loss"]) else record["train_loss"], epoch)
@@ -203,7 +232,8 @@ def train(job: TrainJob) -> dict[str, Any]:
         if dist.is_main:
             if improved:
                 save_weights(model, job.work_dir / "best.safetensors")
-            ckpt.save(model, opt, epoch, step, extra={"early": early.state_dict(), "history": history})
+            ckpt.save(model, opt, epoch, step, extra={"early": early.state_dict(), "history": history,
+                                                      "written_by": {"rank": dist.rank, "pid": os.getpid()}})
             metrics.write(history[-1])
             if train_seconds > 30:  # long epochs: keep the curve current for whoever watches the run
                 plot_loss_curve(history, job.work_dir / "loss.png", title="GRU-AE loss")
@@ -215,7 +245,11 @@ def train(job: TrainJob) -> dict[str, Any]:
         if not (job.work_dir / "best.safetensors").exists():
             save_weights(model, job.work_dir / "best.safetensors")
         plot_loss_curve(history, job.work_dir / "loss.png", title=f"GRU-AE loss (vocab {job.vocab_version[:12]})")
+    barrier()  # rank 0 has written best.safetensors before any rank returns
+    if dist.enabled and owns_group:
+        torch.distributed.destroy_process_group()
     return {"best_epoch": early.best_epoch, "val_loss": early.best, "history": history, "rank": dist.rank,
+            "world_size": dist.world_size,
             "stopped_early": early.should_stop, "epochs_run": len(history), "resumed_from": resumed_from,
             "best_weights": str(job.work_dir / "best.safetensors"), "work_dir": str(job.work_dir)}
 

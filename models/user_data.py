@@ -175,22 +175,39 @@ def stream_batches(
     shuffle: bool = True,
     max_tokens: int | None = None,
     buffer_users: int = 16384,
+    even: bool = False,
 ) -> Iterator[Batch]:
     """Batches over one pass of `read()` (a fresh Arrow batch iterator), bucketed by length within a buffer of
-    `buffer_users`. `split`: "train" / "val" / None (all). Under DDP each rank takes every world_size-th batch."""
+    `buffer_users`. `split`: "train" / "val" / None (all).
+
+    Under DDP every rank reads the same stream with the same seed, so all ranks build the same batch sequence; rank r
+    collates only batches k with k % world_size == r (disjoint shards of users). `even=True` (training) yields a
+    rank's batch only once the whole round of world_size batches exists and drops an incomplete last round (like
+    DistributedSampler's drop_last), so every rank takes the same number of steps: with uneven counts the ranks
+    that finish early would leave the others waiting forever in the last gradient all-reduce."""
     rng = np.random.default_rng(seed) if shuffle else None
     fields = list(fields)
     pending: list[SequenceChunk] = []
     n_pending = 0
     k = 0
+    mine: tuple[SequenceChunk, np.ndarray] | None = None  # this rank's batch of the current round (even=True)
 
     def flush(chunks: list[SequenceChunk]) -> Iterator[Batch]:
-        nonlocal k
+        nonlocal k, mine
         for chunk in chunks:
             for idx in bucket_batches(chunk.lengths, batch_size, rng, max_tokens):
-                if k % world_size == rank:
-                    yield chunk.collate(idx)
+                own = k % world_size == rank
                 k += 1
+                if not even:
+                    if own:
+                        yield chunk.collate(idx)
+                    continue
+                if own:
+                    mine = (chunk, idx)
+                if k % world_size == 0 and mine is not None:  # round complete: every rank has its batch
+                    c, i = mine
+                    mine = None
+                    yield c.collate(i)
 
     for rb in read():
         chunk = SequenceChunk.from_arrow(rb, fields, max_len)

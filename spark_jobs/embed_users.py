@@ -155,7 +155,7 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     as_ofs, n_users, n_empty = _scan_inputs(src, version)  # Arrow pass over 3 small columns, no Spark job
     if not as_ofs:
         raise UbpError(f"{src} is empty: run `ubp sequences` first")
-    df = spark.read.format("delta").option("versionAsOf", version).load(str(src))
+    df = _spread(spark, spark.read.format("delta").option("versionAsOf", version).load(str(src)))
     created_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     out = profiles(df, model_dir, model_version, created_at, batch_size, load_log, engine)
     dest = settings.table_path("user_profiles")
@@ -173,6 +173,28 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     return {"stage": "embed-users", "rows": {"user_profiles": written, "user_sequences": n_users},
             "model_version": model_version, "as_of": [a.isoformat() for a in as_ofs],
             "table_version": version, "users_without_events": n_empty}
+
+
+def _spread(spark, df: DataFrame) -> DataFrame:
+    """At least one task per core: a table stored in fewer files than cores (small tables, one big compacted
+    file) would otherwise encode on one Python worker while the other cores idle. The extra round-robin shuffle
+    moves sequences JVM-side only, which is cheap next to the encode; bigger tables keep their file splits."""
+    try:
+        n_parts, cores = df.rdd.getNumPartitions(), _cores(spark)
+    except Exception:  # noqa: BLE001  (Spark Connect has no RDD API: leave the plan as it is)
+        return df
+    return df.repartition(cores) if n_parts < cores else df
+
+
+def _cores(spark) -> int:
+    """Task slots: N of local[N] (local = 1, local[*] = all CPUs), else the default parallelism (cluster cores)."""
+    import re
+
+    master = spark.sparkContext.master
+    m = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", master)
+    if m:
+        return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1) or 1)
+    return int(spark.sparkContext.defaultParallelism)
 
 
 def _scan_inputs(src: Path, version: int) -> tuple[list[dt.datetime], int, int]:

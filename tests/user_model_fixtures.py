@@ -89,12 +89,17 @@ BENCH_SIZES = {"event_type": 9, "sku": 5004, "category": 1004, "price": 104, "ur
 
 
 def make_sequences_fast(n_users: int, seed: int = 0, zipf: float = 1.35, max_len: int = 126,
-                        sizes: dict[str, int] | None = None, first_client: int = 0, vocab: str = VOCAB) -> pa.Table:
-    """Vectorised generator for benchmarks (100k+ users): Zipf lengths clipped to max_len, realistic vocab sizes
-    (5k sku/url heads), same field semantics as `make_sequences`."""
+                        sizes: dict[str, int] | None = None, first_client: int = 0, vocab: str = VOCAB,
+                        lengths: np.ndarray | None = None) -> pa.Table:
+    """Vectorised generator for benchmarks (100k+ users): Zipf lengths clipped to max_len (or the given `lengths`),
+    realistic vocab sizes (5k sku/url heads), same field semantics as `make_sequences`."""
     sizes = sizes or BENCH_SIZES
     rng = np.random.default_rng(seed)
-    lens = np.clip(rng.zipf(zipf, n_users), 1, max_len).astype(np.int64)
+    if lengths is not None:
+        lens = np.asarray(lengths, dtype=np.int64)
+        n_users = len(lens)
+    else:
+        lens = np.clip(rng.zipf(zipf, n_users), 1, max_len).astype(np.int64)
     n = int(lens.sum())
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
     et = rng.choice(5, n, p=[0.04, 0.01, 0.02, 0.83, 0.10])

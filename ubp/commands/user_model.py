@@ -50,7 +50,7 @@ def train_cmd(
 def embed_cmd(
     ctx: typer.Context,
     model: str | None = typer.Option(None, "--model", help="User model version (default: CURRENT)."),
-    engine: str = typer.Option("pandas", "--engine", help="pandas (mapInPandas) or arrow (mapInArrow, faster)."),
+    engine: str = typer.Option("arrow", "--engine", help="arrow (mapInArrow, the default: no pandas conversion) or pandas (mapInPandas)."),
 ) -> None:
     """Embed every user of `user_sequences` into gold `user_profiles` with Spark (idempotent per model, as-of)."""
     from ubp.cli import settings_of

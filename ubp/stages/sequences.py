@@ -151,7 +151,7 @@ def sequences(
 
     from spark_jobs.sequences import build_sequences, changed_users, tokenize
     from spark_jobs.session import get_spark
-    from spark_jobs.vocab import ALL_FIELDS, Vocab, build_vocab, prepare_events
+    from spark_jobs.vocab import ALL_FIELDS, Vocab, build_vocab, prepare_events, select_events
     from ubp.reader import count_rows, read_vocab, table_properties
 
     if max_len < 1:
@@ -191,8 +191,7 @@ def sequences(
                            "rebuild with --refresh-vocab")
         log.info("reusing vocabulary %s of the existing user_sequences table", vocab.version)
     else:
-        prepared = prepare_events(events, products, as_of)
-        vocab = build_vocab(prepared, top_k)
+        vocab = build_vocab(select_events(events, as_of), products, top_k)
         log.info("built vocabulary %s: %s", vocab.version, vocab.sizes())
     _store_vocab(spark, settings, vocab, as_of)
     timings["vocab"] = round(time.perf_counter() - t1, 2)

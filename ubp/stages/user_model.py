@@ -124,6 +124,7 @@ def train_user_model(
         "kind": KIND, "version": version, "preset": preset, "seed": seed, "vocab_version": vocab_version,
         "training_table": {"name": "user_sequences", "path": str(path), "version": table_version, "rows": n_rows},
         "val_fraction": val_fraction, "init_from": init_from, "metrics": metrics, "work_dir": str(work),
+        "world_size": result["world_size"],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
@@ -137,13 +138,14 @@ def train_user_model(
                                                "reason": f"promote={promote}, CURRENT={current}"})
     out = {"stage": "train-user-model", "rows": {"user_sequences": n_rows}, "version": version,
            "promoted": promoted, "metrics": metrics, "table_version": table_version,
-           "vocab_version": vocab_version, "resumed_from": result["resumed_from"], "model_dir": str(vdir)}
+           "vocab_version": vocab_version, "resumed_from": result["resumed_from"], "model_dir": str(vdir),
+           "world_size": result["world_size"]}
     done.write_text(json.dumps({k: v for k, v in out.items() if k != "resumed_from"}, default=str))
     return out
 
 
 def embed_users(settings: Settings, model_version: str | None = None, batch_size: int = 512,
-                load_log: str | None = None, engine: str = "pandas") -> dict:
+                load_log: str | None = None, engine: str = "arrow") -> dict:
     """Spark batch inference: `user_sequences` -> gold `user_profiles` for one model version (None = CURRENT).
     Idempotent per (model_version, as_of): those rows are replaced, nothing else is touched."""
     from spark_jobs.embed_users import run as run_embed
