@@ -1,7 +1,9 @@
 """Benchmark the item model: content encoding, training sequences/s per variant, the paper-style evaluation table
-(every variant, one temporal split) and gold item vectors, on the default demo data.
+(every variant x every training seed on one temporal split: mean ± std, and a paired bootstrap CI of delta vs
+content-init fine-tuned on the same users) and gold item vectors, on the default demo data.
 
     flock /tmp/ubp-bench.lock .venv/bin/python benchmarks/item_model.py [--work DIR] [--max-epochs 40]
+        [--seeds 0,1,2] [--variants history_avg,content_finetune,frozen,delta] [--users 3000] [--reuse]
 
 Steps: `generate_demo_data` (default arguments) -> ingest -> sequences -> item_content -> evaluate_item_model
 (history_avg, id_only, content_finetune, frozen, delta) -> item_vectors. Results: stdout and `<work>/results.json`.
@@ -26,7 +28,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/ubp-bench-item"))
     ap.add_argument("--max-epochs", type=int, default=40, help="cap per variant (early stopping, patience 5)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds: table cells are mean ± std over them")
+    ap.add_argument("--variants", default="history_avg,id_only,content_finetune,frozen,delta")
+    ap.add_argument("--delta-max", type=float, default=0.5)
+    ap.add_argument("--users", type=int, default=None, help="demo users (default: the demo's default, 3,000)")
     ap.add_argument("--reuse", action="store_true", help="reuse the lakehouse of a previous run if present")
     args = ap.parse_args()
     os.environ.setdefault("UBP_NO_PROGRESS", "1")
@@ -42,13 +47,14 @@ def main() -> None:
     from ubp.stages.items import evaluate_item_model, item_content, item_vectors
     from ubp.stages.sequences import sequences
 
+    load_at_start = os.getloadavg()
     raw, lake = args.work / "raw", args.work / "lakehouse"
     settings = Settings(lakehouse=lake)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if not (args.reuse and (lake / "silver" / "user_sequences").exists()):
         shutil.rmtree(args.work, ignore_errors=True)
-        demo = generate_demo_data(raw)
+        demo = generate_demo_data(raw) if args.users is None else generate_demo_data(raw, users=args.users)
         timings["demo_data"] = time.perf_counter() - t
         t = time.perf_counter()
         ingest(settings, raw)
@@ -65,7 +71,10 @@ def main() -> None:
     content_again = item_content(settings)
     timings["item_content_rerun"] = time.perf_counter() - t
     t = time.perf_counter()
-    ev = evaluate_item_model(settings, max_epochs=args.max_epochs, seed=args.seed)
+    seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    ev = evaluate_item_model(settings, variants=variants, max_epochs=args.max_epochs, seeds=seeds,
+                             delta_max=args.delta_max)
     timings["evaluate_all_variants"] = time.perf_counter() - t
     t = time.perf_counter()
     vec = item_vectors(settings)
@@ -75,12 +84,13 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} torch threads",
-        "load_avg_at_end": os.getloadavg(),
+        "load_avg_at_start": load_at_start, "load_avg_at_end": os.getloadavg(),
         "demo": {k: demo.get(k) for k in ("users", "skus", "new_skus", "rows")},
         "item_content": {k: content.get(k) for k in ("catalog_items", "encoded", "encoded_text",
                                                      "encoded_name_codes", "items_per_s")},
         "item_content_rerun_encoded": content_again["encoded"],
-        "runs": ev["runs"], "results": ev["results"], "table": ev["table"],
+        "seeds": list(seeds), "delta_max": args.delta_max, "max_epochs": args.max_epochs,
+        "runs": ev["runs"], "results": ev["results"], "comparisons": ev["comparisons"], "table": ev["table"],
         "item_vectors": {k: vec[k] for k in ("rows", "cold", "warm")},
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }

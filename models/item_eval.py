@@ -176,10 +176,17 @@ def compute_ranks(
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def ndcg_gains(r: np.ndarray, k: int = K) -> np.ndarray:
+    """Per-user NDCG@k from 0-based target ranks (one relevant item): 1/log2(rank + 2) inside the top k, else 0."""
+    r = np.asarray(r, dtype=np.float64)
+    hit = r < k
+    return np.where(hit, 1.0 / np.log2(np.where(hit, r, 0) + 2.0), 0.0)
+
+
 def metrics_from_ranks(r: np.ndarray, cold: np.ndarray, k: int = K) -> dict:
     """NDCG@k and Recall@k for cold, warm and all targets (one relevant item per user)."""
     hit = r < k
-    gain = np.where(hit, 1.0 / np.log2(np.where(hit, r, 0) + 2.0), 0.0)
+    gain = ndcg_gains(r, k)
     out: dict = {}
     for name, sel in (("cold", cold), ("warm", ~cold), ("total", np.ones_like(cold, dtype=bool))):
         n = int(sel.sum())
@@ -198,6 +205,86 @@ def evaluate_cases(
     return metrics_from_ranks(r, cold)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# statistics over seeds and users: the demo has few cold-target users, so one run's cold NDCG is mostly noise
+# ---------------------------------------------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for one value) of the finite values; (nan, nan) if none."""
+    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+def aggregate_runs(runs: Sequence[dict]) -> dict:
+    """Metrics of one variant over several training seeds -> mean per metric, plus `std` and `n_seeds`.
+
+    Counts (`n_cold`, ...) are the same in every run (one split), so their mean is the count."""
+    if not runs:
+        raise ValueError("no runs to aggregate")
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    out: dict = {}
+    std: dict = {}
+    for key in keys:
+        m, s = mean_std([r.get(key) for r in runs])
+        out[key] = int(round(m)) if key.startswith("n_") and m == m else m
+        if not key.startswith("n_"):
+            std[key] = s
+    out["std"] = std
+    out["n_seeds"] = len(runs)
+    return out
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], n_boot: int = 5000, seed: int = 0, level: float = 0.95,
+) -> dict:
+    """Paired comparison of two models on the SAME users (a[i], b[i] = user i's metric under each model).
+
+    Users are resampled with replacement `n_boot` times; returns the mean difference a - b with its percentile
+    confidence interval, the relative difference mean(a) / mean(b) - 1 with the interval of the difference divided by
+    the observed mean(b) (a ratio per resample is undefined whenever a resample has no hit for b, which is common
+    with ~100 cold users), per-user wins/losses, and `p_not_better` = share of resamples where a - b <= 0 (a
+    one-sided bootstrap p-value for "a beats b")."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired samples need equal 1-d shapes, got {a.shape} and {b.shape}")
+    n = len(a)
+    nan = float("nan")
+    if n == 0:
+        return {"n": 0, "mean_a": nan, "mean_b": nan, "diff": nan, "diff_ci": [nan, nan], "rel": nan,
+                "rel_ci": [nan, nan], "wins": 0, "losses": 0, "ties": 0, "p_not_better": nan,
+                "n_boot": n_boot, "level": level}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))  # (n_boot, n) resampled users
+    ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)  # (n_boot,)
+    d = ma - mb
+    lo, hi = (1.0 - level) / 2 * 100, (1.0 + level) / 2 * 100
+    mean_a, mean_b = float(a.mean()), float(b.mean())
+    diff_ci = [float(np.percentile(d, lo)), float(np.percentile(d, hi))]
+    return {
+        "n": n, "mean_a": mean_a, "mean_b": mean_b, "diff": mean_a - mean_b, "diff_ci": diff_ci,
+        "rel": mean_a / mean_b - 1.0 if mean_b > 0 else nan,
+        "rel_ci": [x / mean_b for x in diff_ci] if mean_b > 0 else [nan, nan],
+        "wins": int((a > b).sum()), "losses": int((a < b).sum()), "ties": int((a == b).sum()),
+        "p_not_better": float((d <= 0).mean()), "n_boot": n_boot, "level": level,
+    }
+
+
+def format_comparison(name_a: str, name_b: str, group: str, c: dict, k: int = K) -> str:
+    """One line for a `paired_bootstrap` result."""
+    if not c["n"]:
+        return f"{name_a} vs {name_b}, NDCG@{k} {group}: no users."
+    pct = int(round(c["level"] * 100))
+    return (
+        f"{name_a} vs {name_b}, NDCG@{k} {group} ({c['n']} users, paired): {c['mean_a']:.4f} vs {c['mean_b']:.4f}, "
+        f"difference {c['diff']:+.4f} [{pct}% CI {c['diff_ci'][0]:+.4f}, {c['diff_ci'][1]:+.4f}], relative "
+        f"{c['rel'] * 100:+.1f}% [{c['rel_ci'][0] * 100:+.1f}%, {c['rel_ci'][1] * 100:+.1f}%]; "
+        f"better for {c['wins']} users, worse for {c['losses']}; P(diff <= 0) = {c['p_not_better']:.3f}."
+    )
+
+
 LABELS = {
     "history_avg": "History average of content vectors",
     "id_only": "SASRec, ids only",
@@ -207,11 +294,18 @@ LABELS = {
 }
 
 
-def format_table(results: dict[str, dict], k: int = K) -> str:
-    """Markdown table in the form of the paper's Table 1 (cold / warm / total), plus the anchor comparison."""
+def format_table(results: dict[str, dict], k: int = K, comparisons: dict[str, dict] | None = None) -> str:
+    """Markdown table in the form of the paper's Table 1 (cold / warm / total), plus the anchor comparison.
+
+    `results[variant]` is one run's metrics or an `aggregate_runs` result (cells then read mean ± std over seeds);
+    `comparisons` maps a group ("cold", "total") to a `paired_bootstrap` of delta vs content-init fine-tuned."""
 
     def f(x: float) -> str:
         return "n/a" if x != x else f"{x:.4f}"
+
+    def cell(m: dict, key: str) -> str:
+        s = m.get("std", {}).get(key)
+        return f(m[key]) + (f" ± {s:.4f}" if m.get("n_seeds", 1) > 1 and s is not None and s == s else "")
 
     lines = [
         f"| Model | NDCG@{k} cold | NDCG@{k} warm | NDCG@{k} total | Recall@{k} cold | Recall@{k} warm | Recall@{k} total |",
@@ -223,17 +317,21 @@ def format_table(results: dict[str, dict], k: int = K) -> str:
         m = results[variant]
         lines.append(
             f"| {LABELS[variant]} | "
-            + " | ".join(f(m[f"{met}@{k}_{s}"]) for met in ("ndcg", "recall") for s in ("cold", "warm", "total"))
+            + " | ".join(cell(m, f"{met}@{k}_{s}") for met in ("ndcg", "recall") for s in ("cold", "warm", "total"))
             + " |"
         )
     any_m = next(iter(results.values()), None)
     if any_m is not None:
         lines.append("")
-        lines.append(f"Test users: {any_m['n_total']} ({any_m['n_cold']} with a cold target, {any_m['n_warm']} warm).")
+        seeds = max(m.get("n_seeds", 1) for m in results.values())
+        lines.append(f"Test users: {any_m['n_total']} ({any_m['n_cold']} with a cold target, {any_m['n_warm']} warm)"
+                     + (f"; mean ± std over {seeds} training seeds." if seeds > 1 else "; one training seed."))
     if "delta" in results and "content_finetune" in results:
         d, c = results["delta"], results["content_finetune"]
         for s in ("cold", "total"):
             a, b = d[f"ndcg@{k}_{s}"], c[f"ndcg@{k}_{s}"]
             rel = (a / b - 1.0) * 100 if b and b == b and a == a else float("nan")
             lines.append(f"Delta vs content-init fine-tuned, NDCG@{k} {s}: {f(a)} vs {f(b)} ({rel:+.1f}%).")
+    for group, comp in (comparisons or {}).items():
+        lines.append(format_comparison("Delta", "content-init fine-tuned", group, comp, k))
     return "\n".join(lines)

@@ -26,6 +26,17 @@ LOCAL_DEFAULTS: dict[str, str] = {
 }
 
 
+def quiet_pyspark_error_logs() -> None:
+    """PySpark logs every SQL analysis error as a JSON blob on stderr; our callers turn errors into one clear line
+    (the CLI) or a task failure with the message (Airflow), so the blob is only noise. Idempotent."""
+    import logging
+
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkSession:
     """Create (or reuse) the Delta-enabled session.
 
@@ -33,6 +44,7 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
     Delta and the UTC time zone, so the same job runs on a cluster.
     """
     settings = settings or Settings()
+    quiet_pyspark_error_logs()
     active = SparkSession.getActiveSession()
     if active is not None:
         return active

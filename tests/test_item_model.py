@@ -142,6 +142,28 @@ def test_delta_norm_bound_and_cold_vectors(data, tmp_path):
     assert np.linalg.norm(off, axis=1).max() <= bound + 1e-5
 
 
+def test_content_finetune_is_unconstrained_and_differs_from_delta_only_by_the_bound(data, tmp_path):
+    """content_finetune: a trainable table initialised from content, no bound, no weight decay; with a bound that
+    never binds, delta follows exactly the same trajectory (zero-initialised delta, same Adam), so any gap
+    between the two comes from the bound alone."""
+    skus, raw, split, _ = data
+    n_warm = split.index.n_warm
+    vectors = {}
+    for variant, kw in (("content_finetune", {"delta_max": 0.005}), ("delta", {"delta_max": 100.0})):
+        cfg = _config(split, variant, **kw)
+        _, content, _ = prepare_content(split.index, skus, raw, cfg.d_model)
+        model, _ = train_sasrec(split, content, cfg, tmp_path / variant, max_epochs=2, patience=5, seed=0,
+                                show_progress=False)
+        if variant == "content_finetune":
+            assert model.items.table is not None and model.items.table.requires_grad and model.items.delta is None
+            assert all(g["weight_decay"] == 0.0 for g in model.param_groups())
+            drift = np.linalg.norm(item_offsets(model, split.index, content), axis=1)
+            assert drift.max() > 2 * 0.005  # delta_max means nothing to free fine-tuning
+        vectors[variant] = model.item_vectors().numpy()
+        np.testing.assert_array_equal(vectors[variant][n_warm + 1 :], content[n_warm + 1 :])  # cold untouched
+    np.testing.assert_allclose(vectors["delta"], vectors["content_finetune"], atol=1e-5)
+
+
 def test_planted_cold_start_delta_beats_id_only(data, tmp_path):
     skus, raw, split, _ = data
     out = {}
@@ -211,3 +233,132 @@ def test_name_code_fallback_is_deterministic_and_similarity_preserving():
     np.testing.assert_array_equal(v, encode_name_codes([a.tolist(), near.tolist(), far.tolist(), None]))
     assert v[0] @ v[1] > 0.95 and v[0] @ v[1] > v[0] @ v[2]
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# statistics over seeds and users (hand-made numbers)
+# ---------------------------------------------------------------------------------------------------------------
+def test_ndcg_gains_per_user():
+    from models.item_eval import ndcg_gains
+
+    g = ndcg_gains(np.array([0.0, 1.0, 9.0, 10.0, np.inf]))
+    np.testing.assert_allclose(g, [1.0, 1 / np.log2(3), 1 / np.log2(11), 0.0, 0.0])
+    m = metrics_from_ranks(np.array([0.0, 1.0, 9.0, 10.0, np.inf]), np.zeros(5, bool))
+    assert m["ndcg@10_total"] == pytest.approx(g.mean())
+
+
+def test_mean_std_and_aggregate_runs():
+    from models.item_eval import aggregate_runs, mean_std
+
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    assert mean_std([float("nan"), 1.0, 3.0]) == pytest.approx((2.0, np.sqrt(2.0)))
+    m, s = mean_std([])
+    assert m != m and s != s
+    runs = [{"ndcg@10_cold": 0.1, "ndcg@10_total": 0.2, "n_cold": 88},
+            {"ndcg@10_cold": 0.3, "ndcg@10_total": 0.2, "n_cold": 88}]
+    agg = aggregate_runs(runs)
+    assert agg["ndcg@10_cold"] == pytest.approx(0.2) and agg["std"]["ndcg@10_cold"] == pytest.approx(np.sqrt(0.02))
+    assert agg["std"]["ndcg@10_total"] == 0.0 and agg["n_cold"] == 88 and agg["n_seeds"] == 2
+    assert "n_cold" not in agg["std"]
+
+
+def test_paired_bootstrap_hand_made():
+    from models.item_eval import paired_bootstrap
+
+    b = np.array([0.0, 0.5, 1.0, 0.25])
+    # a constant per-user improvement: every resample has the same difference, so the interval is a point
+    c = paired_bootstrap(b + 0.1, b, n_boot=500)
+    assert c["diff"] == pytest.approx(0.1)
+    assert c["diff_ci"] == pytest.approx([0.1, 0.1])
+    assert c["wins"] == 4 and c["losses"] == 0 and c["p_not_better"] == 0.0
+    assert c["rel"] == pytest.approx(0.5375 / 0.4375 - 1.0)  # means 0.5375 vs 0.4375
+    assert c["rel_ci"] == pytest.approx([0.1 / 0.4375, 0.1 / 0.4375])  # the difference's interval / mean(b)
+    # identical models: no difference, and "a beats b" is not supported
+    same = paired_bootstrap(b, b, n_boot=500)
+    assert same["diff"] == 0.0 and same["diff_ci"] == [0.0, 0.0] and same["ties"] == 4
+    assert same["p_not_better"] == 1.0
+    # b scores 0 everywhere: the relative difference is undefined, the absolute one is not
+    z = paired_bootstrap(np.array([1.0, 0.0, 1.0, 0.0]), np.zeros(4), n_boot=500)
+    assert z["diff"] == 0.5 and 0.0 <= z["diff_ci"][0] <= 0.5 <= z["diff_ci"][1] <= 1.0
+    assert z["rel"] != z["rel"]
+    with pytest.raises(ValueError):
+        paired_bootstrap(np.zeros(3), np.zeros(4))
+    assert paired_bootstrap([], [])["n"] == 0
+
+
+def test_paired_bootstrap_interval_covers_the_planted_gap():
+    """Per-user noise much larger than the gap: pairing still finds it; a swapped pair gets the mirrored interval."""
+    from models.item_eval import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    base = rng.random(2000)
+    a = np.clip(base + 0.05 + rng.normal(0, 0.1, 2000), 0, None)
+    c = paired_bootstrap(a, base, n_boot=2000, seed=1)
+    assert c["diff_ci"][0] > 0.0 and c["diff_ci"][0] < 0.05 < c["diff_ci"][1]
+    assert c["p_not_better"] < 0.01 and c["rel_ci"][0] > 0.0
+    r = paired_bootstrap(base, a, n_boot=2000, seed=1)
+    assert r["diff_ci"] == pytest.approx([-c["diff_ci"][1], -c["diff_ci"][0]])
+    assert r["p_not_better"] > 0.99
+    # a pure-noise difference: the interval covers 0
+    noise = paired_bootstrap(base + rng.normal(0, 0.1, 2000), base, n_boot=2000, seed=1)
+    assert noise["diff_ci"][0] < 0.0 < noise["diff_ci"][1]
+
+
+def test_format_table_mean_std_and_comparison():
+    from models.item_eval import aggregate_runs, format_table, paired_bootstrap
+
+    def run(x: float) -> dict:
+        return {**metrics_from_ranks(np.array([0.0, 20.0, x]), np.array([True, False, True])), "n_cold": 2}
+
+    results = {"content_finetune": aggregate_runs([run(30.0), run(30.0)]),
+               "delta": aggregate_runs([run(0.0), run(50.0)])}
+    comp = {"cold": paired_bootstrap(np.array([1.0, 0.5]), np.array([1.0, 0.0]), n_boot=200)}
+    table = format_table(results, comparisons=comp)
+    assert "0.7500 ± 0.3536" in table  # delta cold NDCG over the two seeds: (1 + 0.5) / 2 ± std
+    assert "mean ± std over 2 training seeds" in table
+    assert "Delta vs content-init fine-tuned, NDCG@10 cold (2 users, paired)" in table
+    single = format_table({"delta": run(0.0)})
+    assert "±" not in single and "one training seed" in single
+
+
+def test_demo_cold_items_are_bought_by_users_of_their_content_category(tmp_path):
+    """The link the method relies on, in the demo data: a new (cold) item shares its product-type text with the
+    old items of its category, and the users who take it had shopped in that category before, far more often than
+    the category's share of all product events."""
+    import glob
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from ubp.demo_data import generate_demo_data
+
+    raw = tmp_path / "raw"
+    generate_demo_data(raw, users=800, days=30)
+    items = pq.read_table(raw / "_truth" / "items.parquet").to_pandas()
+    text = pq.read_table(raw / "product_text.parquet").to_pandas()
+    label = dict(zip(text.iloc[:, 0], text.iloc[:, 1].str.split(",").str[0], strict=True))  # product type
+    items["label"] = items.sku.map(label)
+    old_labels = items[~items.is_new].groupby("category").label.agg(set)
+    new = items[items.is_new]
+    assert len(new) > 0
+    assert all(row.label in old_labels[row.category] for row in new.itertuples())
+
+    ev = pd.concat([pq.read_table(f).to_pandas() for d in ("add_to_cart", "product_buy", "remove_from_cart")
+                    for f in glob.glob(str(raw / d / "*.parquet"))])
+    ev["t"] = pd.to_datetime(ev.timestamp)
+    ev["kat"] = ev.sku.map(dict(zip(items.sku, items.category, strict=True)))
+    ev["new"] = ev.sku.map(dict(zip(items.sku, items.is_new, strict=True))).astype(bool)
+    ev = ev.sort_values(["client_id", "t"])
+    base = ev[~ev.new].kat.value_counts(normalize=True)
+    share, expected = [], []
+    for _, g in ev.groupby("client_id"):
+        if not g.new.any():
+            continue
+        first = g[g.new].iloc[0]
+        hist = g[(g.t < first.t) & ~g.new]
+        if len(hist):
+            share.append(float((hist.kat == first.kat).mean()))
+            expected.append(float(base[first.kat]))
+    assert len(share) >= 15
+    assert np.mean(share) > 2.5 * np.mean(expected)

@@ -155,12 +155,24 @@ def test_evaluate_items_writes_paper_table(spark, lake):
     torch.set_num_threads(1)
     settings, _ = lake
     item_content(settings)
-    res = evaluate_item_model(settings, max_epochs=2)
+    res = evaluate_item_model(settings, max_epochs=2, seeds=(0, 1), n_boot=200)
     assert set(res["results"]) == {"history_avg", "id_only", "content_finetune", "frozen", "delta"}
     assert res["results"]["id_only"]["ndcg@10_cold"] == 0.0
-    assert res["results"]["delta"]["n_cold"] > 0
+    n_cold = res["results"]["delta"]["n_cold"]
+    assert n_cold > 0
+    # two training seeds per trained variant, scored on the same users; the table cell is their mean
+    for variant in ("id_only", "content_finetune", "frozen", "delta"):
+        runs = res["per_seed"][variant]
+        assert len(runs) == 2 and len({r["version"] for r in res["runs"][variant]}) == 2
+        assert res["results"][variant]["n_seeds"] == 2
+        assert res["results"][variant]["ndcg@10_total"] == pytest.approx(
+            np.mean([r["ndcg@10_total"] for r in runs]))
+    cold_cmp = res["comparisons"]["cold"]
+    assert cold_cmp["n"] == n_cold and cold_cmp["diff_ci"][0] <= cold_cmp["diff"] <= cold_cmp["diff_ci"][1]
+    assert cold_cmp["mean_a"] == pytest.approx(res["results"]["delta"]["ndcg@10_cold"])
     report = (settings.root / "_reports" / "item_model_eval.md").read_text()
-    for label in ("SASRec, ids only", "Frozen content + trainable delta", "History average"):
+    for label in ("SASRec, ids only", "Frozen content + trainable delta", "History average",
+                  "mean ± std over 2 training seeds", "NDCG@10 cold (", "paired"):
         assert label in report
     # only the delta model may become CURRENT
     assert registry.current_version(settings, "item") == res["versions"]["delta"]
@@ -172,3 +184,5 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "no promoted item model" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(cmd + ["train-item-model", "--variant", "nope"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = subprocess.run(cmd + ["evaluate-items", "--seeds", "0,x"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--seeds" in r.stderr and "Traceback" not in r.stderr

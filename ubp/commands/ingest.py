@@ -18,16 +18,6 @@ def register(app: typer.Typer) -> None:
     app.command("tables-doc")(tables_doc_cmd)
 
 
-def quiet_pyspark_error_logs() -> None:
-    """PySpark logs every SQL analysis error as a JSON blob on stderr; the CLI prints its own one-line error."""
-    import logging
-
-    from pyspark.logger import PySparkLogger
-
-    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
-        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
-
-
 def ingest_cmd(
     ctx: typer.Context,
     raw: Path = typer.Option(..., "--raw", help="Raw directory in the RecSys 2025 layout (parquet files)."),
@@ -37,7 +27,6 @@ def ingest_cmd(
     from ubp.cli import settings_of
     from ubp.stages.ingest import ingest
 
-    quiet_pyspark_error_logs()
     result = ingest(settings_of(ctx), raw)
     if json_out:
         typer.echo(json.dumps(result, indent=2, default=str))
@@ -94,7 +83,6 @@ def run_sql(settings, query: str, *, limit: int = 50, out: Path | None = None, f
     from spark_jobs.ingest import first_line
     from spark_jobs.session import get_spark
 
-    quiet_pyspark_error_logs()
     spark = get_spark(settings)
     names = register_tables(spark, settings)
     try:

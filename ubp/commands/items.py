@@ -55,14 +55,22 @@ def evaluate_items_cmd(
     variants: str = typer.Option("history_avg,id_only,content_finetune,frozen,delta", "--variants",
                                  help="Comma-separated variants to compare."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Max epochs per variant."),
-    seed: int = typer.Option(0, "--seed"),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated training seeds, e.g. 0,1,2 (mean ± std)."),
+    delta_max: float = typer.Option(0.5, "--delta-max", min=0.0, help="L2 bound of each item's delta."),
+    n_boot: int = typer.Option(5000, "--bootstrap", min=100, help="Bootstrap resamples for the paired CI."),
 ) -> None:
-    """Train every variant on one temporal split; print and save the paper-style table (cold / warm / total)."""
+    """Train every variant on one temporal split, per seed; print and save the paper-style table (cold / warm /
+    total, mean ± std over seeds) and a paired bootstrap CI of delta vs content-init fine-tuned."""
     from ubp.cli import settings_of
     from ubp.stages.items import evaluate_item_model
 
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
-    res = evaluate_item_model(settings_of(ctx), variants=chosen, max_epochs=epochs, seed=seed)
+    try:
+        seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
+    except ValueError as exc:
+        raise UbpError(f"--seeds must be comma-separated integers, got {seeds!r}") from exc
+    res = evaluate_item_model(settings_of(ctx), variants=chosen, max_epochs=epochs, seeds=seed_list,
+                              delta_max=delta_max, n_boot=n_boot)
     typer.echo(res["table"])
     typer.echo(f"\nsaved to {res['report']}")
 
