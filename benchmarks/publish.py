@@ -11,8 +11,9 @@ Rows/s counts users (entities); each user is 4 features (embedding, model_versio
 rows or 1 Redis hash. Then `get_online_features(user_profile_v1)` p50/p99 for 1, 100, 1000 entities.
 
 Run:  flock /tmp/ubp-bench.lock .venv/bin/python benchmarks/publish.py [--sizes 100000,1000000] [--dims 128,256]
-      [--feast-max 100000] [--no-materialize]
+      [--feast-max 100000] [--no-materialize] [--stores sqlite,redis]
 Redis: UBP_REDIS_URL (db 12 is used and flushed) or a private redis-server on a free port.
+Prints one JSON line per cell while it runs, then ready-to-paste markdown tables (also in --out as JSON).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def make_table(settings: Settings, users: int, dim: int, chunk: int = 100_000) -
 def start_redis() -> tuple[str, subprocess.Popen | None]:
     url = os.environ.get("UBP_REDIS_URL")
     if url:
-        return url.split(",")[0] + ",db=12", None
+        from ubp.feast_store import to_feast_redis
+
+        return to_feast_redis(url).split(",")[0] + ",db=12", None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -92,10 +95,13 @@ def clear(store) -> None:
     if cfg.type == "sqlite":
         import sqlite3
 
-        con = sqlite3.connect(cfg.path)
-        con.execute("DELETE FROM ubp_user_profile")
-        con.commit()
+        con = sqlite3.connect(cfg.path, isolation_level=None)
+        ddl = [sql for (sql,) in con.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'ubp_user_profile' AND sql IS NOT NULL ORDER BY type DESC")]
+        con.execute("DROP TABLE ubp_user_profile")  # much faster than DELETE of millions of rows; same DDL back
         con.execute("VACUUM")
+        for sql in ddl:  # table first ("table" > "index" in ORDER BY type DESC), then Feast's entity_key index
+            con.execute(sql)
         con.close()
     else:
         from ubp.publish import redis_client
@@ -191,7 +197,6 @@ def main() -> None:
     ap.add_argument("--materialize-dims", default="128", help="dims run through Feast materialize (Spark job)")
     ap.add_argument("--out", default="reports/bench_publish.json")
     args = ap.parse_args()
-    os.environ.setdefault("UBP_PROFILE_TABLE", "user_profiles")
 
     from ubp import feast_store
     from ubp.publish import ViewLayout, publish_view, scan_delta
@@ -209,7 +214,7 @@ def main() -> None:
                 make_table(settings, users, dim)
                 print(f"table {users}x{dim}: {time.perf_counter() - t0:.1f}s", flush=True)
                 for kind in args.stores.split(","):
-                    store = feast_store.apply(settings, kind, "user_profiles")
+                    store = feast_store.apply(settings, kind)
                     fv = store.get_feature_view("user_profile")
                     row = {"users": users, "dim": dim, "store": kind}
                     clear(store)
@@ -234,10 +239,10 @@ def main() -> None:
                             store.materialize(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC),
                                               feature_views=["user_profile"])
                             row["feast_mat_s"] = time.perf_counter() - t0
-                    # leave our result in the store for the read benchmark
-                    clear(store)
-                    publish_view(store, fv, settings.feast_dir / "published", full=True, record=False)
                     if dim == 128 and users == min(int(s) for s in args.sizes.split(",")):
+                        # our result in the store for the read benchmark
+                        clear(store)
+                        publish_view(store, fv, settings.feast_dir / "published", full=True, record=False)
                         latency[kind] = read_latency(store, users, {1: 200, 100: 100, 1000: 30})
                         print(json.dumps({"read_latency": kind, "users": users, **latency[kind]}), flush=True)
                     for k in [c for c in list(row) if c.endswith("_s")]:
@@ -252,7 +257,43 @@ def main() -> None:
         if redis_proc is not None:
             redis_proc.terminate()
     write_report(args.out, results, latency)
-    print(json.dumps(latency, indent=2))
+    print(markdown(results, latency))
+
+
+def _rate(row: dict, key: str) -> str:
+    v = row.get(f"{key}_rows_per_s")
+    return f"{v:,}" if v else "-"
+
+
+def markdown(results: list[dict], latency: dict) -> str:
+    """Ready-to-paste tables: throughput in users/s (1 user = 4 Feast feature rows) and read latency."""
+    lines = [
+        "| users | dim | store | ours (users/s) | ours (feature rows/s) | raw write (users/s) | Feast w2o (users/s) "
+        "| Feast mat. (users/s) | ours / raw | ours / Feast w2o | ours / Feast mat. |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ours = r.get("ours_rows_per_s") or 0
+
+        def ratio(key: str, r: dict = r, ours: int = ours) -> str:
+            other = r.get(f"{key}_rows_per_s")
+            return f"{ours / other:.1f}x" if other else "-"
+
+        users = f"{r['users'] // 1000}k" if r["users"] < 1_000_000 else f"{r['users'] / 1e6:g}M"
+        lines.append(
+            f"| {users} | {r['dim']} | {'SQLite' if r['store'] == 'sqlite' else 'Redis'} | {ours:,} | {4 * ours:,} "
+            f"| {_rate(r, 'raw')} | {_rate(r, 'feast_w2o')} | {_rate(r, 'feast_mat')} | {ratio('raw')} "
+            f"| {ratio('feast_w2o')} | {ratio('feast_mat')} |"
+        )
+    if latency:
+        kinds = [k for k in ("sqlite", "redis") if k in latency]
+        lines += ["", "| entities per call | " + " | ".join(
+            f"{'SQLite' if k == 'sqlite' else 'Redis'} p50 / p99 (ms)" for k in kinds) + " | calls |",
+                  "|---:|" + "---:|" * len(kinds) + "---:|"]
+        for n in sorted(next(iter(latency.values()))):
+            cells = " | ".join(f"{latency[k][n]['p50_ms']} / {latency[k][n]['p99_ms']}" for k in kinds)
+            lines.append(f"| {n} | {cells} | {next(iter(latency.values()))[n]['reps']} |")
+    return "\n".join(lines)
 
 
 def write_report(out: str, results: list[dict], latency: dict) -> None:

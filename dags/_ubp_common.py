@@ -280,7 +280,7 @@ def python_stage(stage: str, task_id: str | None = None, **task_kwargs: Any):
 
 # Publish options per DAG: which feature views a DAG pushes to the online store (the user side or the item side).
 PUBLISH_KWARGS: dict[str, dict[str, Any]] = {
-    "user": {"views": ["user_profile", "user_aggregates"]},
+    "user": {"views": ["user_profile", "user_profile_ensemble", "user_aggregates"]},
     "item": {"views": ["item_vector"]},
 }
 

@@ -3,10 +3,12 @@
     ubp --lakehouse lakehouse publish            # feast apply + fast publish (once per pipeline run)
     .venv/bin/python examples/read_profile.py --lakehouse lakehouse --client-id 1 --client-id 2
 
-Online: `get_online_features` with the `user_profile_v1` feature service (the name pins the vector space, see
-feature_repo/feature_services.py). Offline: `get_historical_features` with an entity frame of (client_id,
-event_timestamp): each row gets the profile that was valid at that time (the latest as-of <= event_timestamp),
-read from the Delta table through Spark, so a churn/propensity model trains without leakage.
+Online: `get_online_features` with a feature service: `user_profile_v1` (GRU-AE profile, the default) or
+`--service user_profile_ensemble_v1` (ensemble profile). The name pins the vector space (see
+feature_repo/feature_services.py): a model trained on one service must keep reading that service.
+Offline: `get_historical_features` with an entity frame of (client_id, event_timestamp): each row gets the profile
+that was valid at that time (the latest as-of <= event_timestamp), read from the Delta table through Spark, so a
+churn/propensity model trains without leakage.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ def main() -> None:
     ap.add_argument("--lakehouse", default="lakehouse")
     ap.add_argument("--client-id", type=int, action="append", required=True)
     ap.add_argument("--online", default=None, help="sqlite (default) or redis")
+    ap.add_argument("--service", default="user_profile_v1", choices=["user_profile_v1", "user_profile_ensemble_v1"])
     ap.add_argument("--training", action="store_true", help="also build point-in-time training rows (starts Spark)")
     args = ap.parse_args()
 
     store = get_store(Settings(lakehouse=Path(args.lakehouse)), args.online)
 
     # 1) online: what a model does at request time
-    service = store.get_feature_service("user_profile_v1")
+    service = store.get_feature_service(args.service)
     online = store.get_online_features(
         features=service, entity_rows=[{"client_id": c} for c in args.client_id]
     ).to_dict()

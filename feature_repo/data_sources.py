@@ -4,31 +4,29 @@ Never `FileSource(file_format=DeltaFormat())`: it lists every parquet file in th
 so rows that were deleted or overwritten come back. `SparkSource(path=..., table_format=DeltaFormat())` makes
 Spark read the table's current snapshot (`spark.read.format("delta")`).
 
+One source per gold table, never chosen at run time: `user_profile` always reads `user_profiles` (GRU space) and
+`user_profile_ensemble` always reads `user_profiles_ensemble` (ensemble space), so a feature view (and the service
+over it) never changes vector space behind the same name.
+
 The module-level sources (what `feast apply` picks up) point at the lakehouse of `UBP_LAKEHOUSE` (default
-`./lakehouse`) and the profile table of `UBP_PROFILE_TABLE` (default: the ensemble table if it exists, else
-`user_profiles`); `ubp.feast_store` builds the same objects for an explicit `Settings` with `make_sources`.
+`./lakehouse`); `ubp.feast_store` builds the same objects for an explicit `Settings` with `make_sources`.
 """
 
 from __future__ import annotations
-
-import os
 
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.table_format import DeltaFormat
 
 from ubp.config import Settings
-from ubp.tables import PROFILE_TABLES
+from ubp.tables import ITEM_VECTORS, USER_AGGREGATES, USER_PROFILES, USER_PROFILES_ENSEMBLE
 
-
-def default_profile_table(settings: Settings) -> str:
-    """The profile table published as `user_profile`: env `UBP_PROFILE_TABLE`, else the ensemble when it exists."""
-    chosen = os.environ.get("UBP_PROFILE_TABLE")
-    if chosen:
-        if chosen not in PROFILE_TABLES:
-            raise ValueError(f"UBP_PROFILE_TABLE must be one of {PROFILE_TABLES}, got {chosen!r}")
-        return chosen
-    ensemble = settings.table_path("user_profiles_ensemble")
-    return "user_profiles_ensemble" if (ensemble / "_delta_log").is_dir() else "user_profiles"
+# feature view name -> gold table (contract name), fixed
+VIEW_TABLES: dict[str, str] = {
+    "user_profile": USER_PROFILES.name,
+    "user_profile_ensemble": USER_PROFILES_ENSEMBLE.name,
+    "user_aggregates": USER_AGGREGATES.name,
+    "item_vector": ITEM_VECTORS.name,
+}
 
 
 def delta_source(settings: Settings, table: str, timestamp_field: str = "as_of") -> SparkSource:
@@ -43,17 +41,13 @@ def delta_source(settings: Settings, table: str, timestamp_field: str = "as_of")
     )
 
 
-def make_sources(settings: Settings, profile_table: str | None = None) -> dict[str, SparkSource]:
-    """The three batch sources, keyed by feature view name."""
-    profile_table = profile_table or default_profile_table(settings)
-    return {
-        "user_profile": delta_source(settings, profile_table),
-        "user_aggregates": delta_source(settings, "user_aggregates"),
-        "item_vector": delta_source(settings, "item_vectors"),
-    }
+def make_sources(settings: Settings) -> dict[str, SparkSource]:
+    """The batch sources, keyed by feature view name (see `VIEW_TABLES`)."""
+    return {view: delta_source(settings, table) for view, table in VIEW_TABLES.items()}
 
 
 _SOURCES = make_sources(Settings())
 user_profile_source = _SOURCES["user_profile"]
+user_profile_ensemble_source = _SOURCES["user_profile_ensemble"]
 user_aggregates_source = _SOURCES["user_aggregates"]
 item_vector_source = _SOURCES["item_vector"]

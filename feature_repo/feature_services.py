@@ -6,6 +6,10 @@ data (a new `model_version` inside the same space contract) keeps the name; anyt
 means (a new dimension, another embedding method, another ensemble recipe or profile table) gets a NEW service
 (`user_profile_v2`) next to the old one, so downstream models move over deliberately and never read a vector from
 a space they were not trained on.
+
+Hence two user-profile services, never one that switches: `user_profile_v1` always serves the GRU-AE profile (gold
+`user_profiles`), `user_profile_ensemble_v1` the ensemble profile (gold `user_profiles_ensemble`), whether or not the
+other table exists.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 from feast import FeatureService, FeatureView
 
 if __package__:  # imported as `feature_repo.feature_services` (ubp)
-    from feature_repo.features import item_vector, user_aggregates, user_profile
+    from feature_repo.features import item_vector, user_aggregates, user_profile, user_profile_ensemble
 else:  # loaded by the Feast CLI from inside the repo folder
-    from features import item_vector, user_aggregates, user_profile
+    from features import item_vector, user_aggregates, user_profile, user_profile_ensemble
 
 
 def make_feature_services(views: dict[str, FeatureView]) -> dict[str, FeatureService]:
@@ -23,8 +27,15 @@ def make_feature_services(views: dict[str, FeatureView]) -> dict[str, FeatureSer
         "user_profile_v1": FeatureService(
             name="user_profile_v1",
             features=[views["user_profile"]],
-            description="User profile vector (space v1) with its model version, as-of and event count.",
-            tags={"owner": "ubp"},
+            description="GRU-AE user profile (space v1, gold user_profiles) with model version, as-of, event count.",
+            tags={"owner": "ubp", "table": "user_profiles"},
+        ),
+        "user_profile_ensemble_v1": FeatureService(
+            name="user_profile_ensemble_v1",
+            features=[views["user_profile_ensemble"]],
+            description="Ensemble user profile (space v1, gold user_profiles_ensemble) with model version, as-of, "
+                        "event count.",
+            tags={"owner": "ubp", "table": "user_profiles_ensemble"},
         ),
         "item_vector_v1": FeatureService(
             name="item_vector_v1",
@@ -35,8 +46,12 @@ def make_feature_services(views: dict[str, FeatureView]) -> dict[str, FeatureSer
     }
 
 
-_SERVICES = make_feature_services(
-    {"user_profile": user_profile, "user_aggregates": user_aggregates, "item_vector": item_vector}
-)
+_SERVICES = make_feature_services({
+    "user_profile": user_profile,
+    "user_profile_ensemble": user_profile_ensemble,
+    "user_aggregates": user_aggregates,
+    "item_vector": item_vector,
+})
 user_profile_v1 = _SERVICES["user_profile_v1"]
+user_profile_ensemble_v1 = _SERVICES["user_profile_ensemble_v1"]
 item_vector_v1 = _SERVICES["item_vector_v1"]

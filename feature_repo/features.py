@@ -13,32 +13,55 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.types import Array, Bool, Float32, Int64, String, UnixTimestamp
 
 if __package__:  # imported as `feature_repo.features` (ubp)
-    from feature_repo.data_sources import item_vector_source, user_aggregates_source, user_profile_source
+    from feature_repo.data_sources import (
+        item_vector_source,
+        user_aggregates_source,
+        user_profile_ensemble_source,
+        user_profile_source,
+    )
     from feature_repo.entities import item, user
 else:  # loaded by the Feast CLI from inside the repo folder (`feast -c feature_repo ...`)
-    from data_sources import item_vector_source, user_aggregates_source, user_profile_source
+    from data_sources import (
+        item_vector_source,
+        user_aggregates_source,
+        user_profile_ensemble_source,
+        user_profile_source,
+    )
     from entities import item, user
 
 NO_EXPIRY = timedelta(0)
 
 
+def _profile_view(name: str, source: SparkSource, description: str) -> FeatureView:
+    """A user-profile view (same columns for every profile table: the `user_profiles` contract)."""
+    return FeatureView(
+        name=name,
+        entities=[user],
+        ttl=NO_EXPIRY,
+        schema=[
+            Field(name="embedding", dtype=Array(Float32), description="the user's profile vector"),
+            Field(name="model_version", dtype=String, description="model that produced it"),
+            Field(name="as_of", dtype=UnixTimestamp, description="built from events strictly before this"),
+            Field(name="n_events", dtype=Int64, description="events before as_of"),
+        ],
+        source=source,
+        online=True,
+        description=description,
+        tags={"owner": "ubp", "table": source.path.rsplit("/", 1)[-1]},
+    )
+
+
 def make_feature_views(sources: dict[str, SparkSource]) -> dict[str, FeatureView]:
-    """The three feature views for a set of sources (see `data_sources.make_sources`)."""
+    """The feature views for a set of sources (see `data_sources.make_sources`). The two profile views are two
+    vector spaces (GRU-AE latent vs normalised ensemble), so they never share a view or a service."""
     return {
-        "user_profile": FeatureView(
-            name="user_profile",
-            entities=[user],
-            ttl=NO_EXPIRY,
-            schema=[
-                Field(name="embedding", dtype=Array(Float32), description="the user's profile vector"),
-                Field(name="model_version", dtype=String, description="model that produced it"),
-                Field(name="as_of", dtype=UnixTimestamp, description="built from events strictly before this"),
-                Field(name="n_events", dtype=Int64, description="events before as_of"),
-            ],
-            source=sources["user_profile"],
-            online=True,
-            description="Universal behavioral profile of a user (one fixed-size vector).",
-            tags={"owner": "ubp", "table": sources["user_profile"].path.rsplit("/", 1)[-1]},
+        "user_profile": _profile_view(
+            "user_profile", sources["user_profile"],
+            "Universal behavioral profile of a user: the GRU-autoencoder latent (gold user_profiles).",
+        ),
+        "user_profile_ensemble": _profile_view(
+            "user_profile_ensemble", sources["user_profile_ensemble"],
+            "Ensemble profile of a user: normalised members concatenated (gold user_profiles_ensemble).",
         ),
         "user_aggregates": FeatureView(
             name="user_aggregates",
@@ -71,9 +94,13 @@ def make_feature_views(sources: dict[str, SparkSource]) -> dict[str, FeatureView
     }
 
 
-_VIEWS = make_feature_views(
-    {"user_profile": user_profile_source, "user_aggregates": user_aggregates_source, "item_vector": item_vector_source}
-)
+_VIEWS = make_feature_views({
+    "user_profile": user_profile_source,
+    "user_profile_ensemble": user_profile_ensemble_source,
+    "user_aggregates": user_aggregates_source,
+    "item_vector": item_vector_source,
+})
 user_profile = _VIEWS["user_profile"]
+user_profile_ensemble = _VIEWS["user_profile_ensemble"]
 user_aggregates = _VIEWS["user_aggregates"]
 item_vector = _VIEWS["item_vector"]

@@ -16,6 +16,7 @@ AS_OF_1 = datetime(2024, 1, 1, tzinfo=UTC)
 AS_OF_2 = datetime(2024, 2, 1, tzinfo=UTC)
 CREATED = datetime(2024, 2, 2, 12, 0, 0, tzinfo=UTC)
 DIM = 8
+ENSEMBLE_DIM = 12  # another vector space than the GRU profiles (DIM): a mix-up shows in the length alone
 
 
 def profile_rows(clients, as_of, model_version="gru-v1", dim=DIM, seed=0):
@@ -34,10 +35,14 @@ def write_table(spark, settings, name, rows, mode="overwrite"):
     df.write.format("delta").mode(mode).save(str(settings.table_path(name)))
 
 
-def make_gold(spark, settings, clients=range(1, 7), skus=range(100, 110), dim=DIM):
-    """user_profiles (two as-of versions), user_aggregates, item_vectors (some cold)."""
+def make_gold(spark, settings, clients=range(1, 7), skus=range(100, 110), dim=DIM, ensemble=True):
+    """user_profiles (two as-of versions), user_profiles_ensemble (one as-of, ENSEMBLE_DIM, its own values),
+    user_aggregates, item_vectors (some cold)."""
     rows = profile_rows(clients, AS_OF_1, seed=1) + profile_rows(clients, AS_OF_2, seed=2)
     write_table(spark, settings, "user_profiles", rows)
+    if ensemble:
+        ens = profile_rows(clients, AS_OF_2, model_version="ensemble-v1", dim=ENSEMBLE_DIM, seed=7)
+        write_table(spark, settings, "user_profiles_ensemble", ens)
     agg = [(int(c), AS_OF_2, int(c) * 3, [float(c), 1.0, 2.0], "names-v1") for c in clients]
     write_table(spark, settings, "user_aggregates", agg)
     rng = np.random.default_rng(3)
@@ -60,7 +65,9 @@ def redis_url():
     """UBP_REDIS_URL when set (CI), else a private redis-server on a free port, stopped afterwards."""
     url = os.environ.get("UBP_REDIS_URL")
     if url:
-        yield url
+        from ubp.feast_store import to_feast_redis
+
+        yield to_feast_redis(url)  # host:port[,...] (a redis:// URL is converted)
         return
     binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
     if binary is None:

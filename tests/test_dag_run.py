@@ -134,7 +134,7 @@ def online_profiles():
             latest[r["client_id"]] = r
     res = {}
     for cid in sorted(latest)[:5]:
-        p = profile(settings, cid)
+        p = profile(settings, cid, service="user_profile_ensemble_v1")  # the ensemble's own service
         gold = latest[cid]
         res[str(cid)] = {"max_abs_diff": float(max(abs(a - b) for a, b in zip(p["embedding"], gold["embedding"]))),
                          "dim": p["dim"], "gold_dim": len(gold["embedding"]),

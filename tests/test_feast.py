@@ -28,8 +28,14 @@ def test_materialize_reference_and_point_in_time(lake):
     from ubp.publish import publish_view
 
     store = feast_store.apply(lake, "sqlite")
-    assert {fv.name for fv in store.list_feature_views()} == {"user_profile", "user_aggregates", "item_vector"}
-    assert {s.name for s in store.list_feature_services()} == {"user_profile_v1", "item_vector_v1"}
+    assert {fv.name for fv in store.list_feature_views()} == {"user_profile", "user_profile_ensemble",
+                                                              "user_aggregates", "item_vector"}
+    assert {s.name for s in store.list_feature_services()} == {"user_profile_v1", "user_profile_ensemble_v1",
+                                                               "item_vector_v1"}
+    # one view per gold table: the GRU service never reads the ensemble table (another vector space)
+    assert store.get_feature_view("user_profile").batch_source.path == str(lake.table_path("user_profiles"))
+    assert store.get_feature_view("user_profile_ensemble").batch_source.path == str(
+        lake.table_path("user_profiles_ensemble"))
     src = store.get_feature_view("user_profile").batch_source
     assert type(src).__name__ == "SparkSource" and src.table_format is not None  # Delta through Spark, not files
 
@@ -90,7 +96,7 @@ def test_bad_feature_repo_is_one_clear_line(lake, tmp_path):
     from feast import FeatureView, Field
     from feast.types import Float32
 
-    defs = feast_store.definitions(lake, "user_profiles")
+    defs = feast_store.definitions(lake)
     good = defs["views"]["user_profile"]
     typo = FeatureView(name="user_profile", entities=[defs["entities"]["user"]], ttl=good.ttl,
                        schema=[Field(name="embeding", dtype=Float32)], source=good.batch_source)
@@ -116,8 +122,8 @@ def test_feast_cli_repo_parses(lake, monkeypatch):
             if name.split(".")[0] in {"features", "entities", "data_sources", "feature_services"}:
                 del sys.modules[name]
     names = [getattr(o, "name", None) for o in objs]
-    for name in ("user", "item", "user_profile", "user_aggregates", "item_vector", "user_profile_v1",
-                 "item_vector_v1"):
+    for name in ("user", "item", "user_profile", "user_profile_ensemble", "user_aggregates", "item_vector",
+                 "user_profile_v1", "user_profile_ensemble_v1", "item_vector_v1"):
         assert names.count(name) == 1, (name, names)
     paths = {o.path for o in objs if type(o).__name__ == "SparkSource"}
     assert str(lake.table_path("item_vectors")) in paths

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from publish_fixtures import (  # noqa: F401  (redis_url is a fixture)
     AS_OF_2,
+    DIM,
+    ENSEMBLE_DIM,
     clear_online,
     latest_rows_pandas,
     make_gold,
@@ -48,28 +50,64 @@ def test_fast_path_is_byte_exact_with_feast_write(lake, online):
     from ubp import feast_store
     from ubp.publish import ViewLayout, publish_view
 
+    views = ("user_profile", "user_profile_ensemble", "user_aggregates", "item_vector")
     store = feast_store.apply(lake, online)
+    if online == "sqlite":  # created by us before Feast touches it (bigger pages: faster publish)
+        import sqlite3
+
+        con = sqlite3.connect(store.config.online_store.path)
+        assert con.execute("PRAGMA page_size").fetchone()[0] == feast_store.SQLITE_PAGE_SIZE
+        con.close()
     clear_online(store)
-    for name in ("user_profile", "user_aggregates", "item_vector"):
+    for name in views:
         fv = store.get_feature_view(name)
         store.write_to_online_store(name, latest_rows_pandas(fv.batch_source.path, ViewLayout.of(fv)))
     reference = online_dump(store)
     assert sum(len(v) for v in reference.values()) > 0
     clear_online(store)
     assert sum(len(v) for v in online_dump(store).values()) == 0
-    for name in ("user_profile", "user_aggregates", "item_vector"):
+    for name in views:
         res = publish_view(store, store.get_feature_view(name), lake.feast_dir / "published", full=True)
-        assert res.rows_written == {"user_profile": 6, "user_aggregates": 6, "item_vector": 10}[name]
+        assert res.rows_written == {"user_profile": 6, "user_profile_ensemble": 6, "user_aggregates": 6,
+                                    "item_vector": 10}[name]
     assert online_dump(store) == reference
-    # and Feast reads back the newest as-of of each user
-    got = store.get_online_features(
-        features=store.get_feature_service("user_profile_v1"), entity_rows=[{"client_id": 2}]
-    ).to_dict()
-    want = latest_rows_pandas(store.get_feature_view("user_profile").batch_source.path,
-                              ViewLayout.of(store.get_feature_view("user_profile")))
-    want = want[want.client_id == 2].iloc[0]
-    np.testing.assert_array_equal(np.asarray(got["embedding"][0], np.float32), want.embedding)
-    assert got["as_of"][0] == AS_OF_2
+    # and Feast reads back, per service, the newest as-of of each user from that service's own table
+    for service, view, dim in (("user_profile_v1", "user_profile", DIM),
+                               ("user_profile_ensemble_v1", "user_profile_ensemble", ENSEMBLE_DIM)):
+        got = store.get_online_features(
+            features=store.get_feature_service(service), entity_rows=[{"client_id": 2}]
+        ).to_dict()
+        fv = store.get_feature_view(view)
+        want = latest_rows_pandas(fv.batch_source.path, ViewLayout.of(fv))
+        want = want[want.client_id == 2].iloc[0]
+        assert len(got["embedding"][0]) == dim
+        np.testing.assert_array_equal(np.asarray(got["embedding"][0], np.float32), want.embedding)
+        assert got["as_of"][0] == AS_OF_2 and got["model_version"][0] == want.model_version
+
+
+def test_user_profile_v1_serves_gru_even_when_ensemble_exists(lake):
+    """The service name pins the vector space: user_profile_v1 reads gold user_profiles whatever else is built."""
+    from deltalake import DeltaTable
+
+    from ubp.stages.publish import profile, publish
+
+    res = publish(lake, online="sqlite", views=["user_profile", "user_profile_ensemble"])
+    assert res["rows"] == {"user_profile": 6, "user_profile_ensemble": 6}
+    assert {"user_profile_v1", "user_profile_ensemble_v1"} <= set(res["feature_services"])
+    gru = DeltaTable(str(lake.table_path("user_profiles"))).to_pandas()
+    ens = DeltaTable(str(lake.table_path("user_profiles_ensemble"))).to_pandas()
+    for client in (1, 6):
+        v1 = profile(lake, client, online="sqlite")
+        e1 = profile(lake, client, online="sqlite", service="user_profile_ensemble_v1")
+        assert (v1["service"], v1["dim"], v1["model_version"]) == ("user_profile_v1", DIM, "gru-v1")
+        assert (e1["service"], e1["dim"], e1["model_version"]) == ("user_profile_ensemble_v1", ENSEMBLE_DIM,
+                                                                   "ensemble-v1")
+        want = gru[(gru.client_id == client) & (gru.as_of == gru.as_of.max())].embedding.iloc[0]
+        np.testing.assert_array_equal(np.asarray(v1["embedding"], np.float32), np.asarray(want, np.float32))
+        want = ens[ens.client_id == client].embedding.iloc[0]
+        np.testing.assert_array_equal(np.asarray(e1["embedding"], np.float32), np.asarray(want, np.float32))
+    with pytest.raises(UbpError, match="unknown profile service"):
+        profile(lake, 1, online="sqlite", service="user_profile")
 
 
 def test_incremental_publish_and_deleted_rows(lake, online):
@@ -77,10 +115,10 @@ def test_incremental_publish_and_deleted_rows(lake, online):
 
     first = publish(lake, online=online)
     clear_online_first = first["views"]["user_profile"]
-    assert first["rows"] == {"user_profile": 6, "user_aggregates": 6, "item_vector": 10}
+    assert first["rows"] == {"user_profile": 6, "user_profile_ensemble": 6, "user_aggregates": 6, "item_vector": 10}
     assert clear_online_first["max_as_of"].startswith("2024-02-01")
     again = publish(lake, online=online)  # nothing changed in Delta: nothing written
-    assert again["rows"] == {"user_profile": 0, "user_aggregates": 0, "item_vector": 0}
+    assert again["rows"] == {"user_profile": 0, "user_profile_ensemble": 0, "user_aggregates": 0, "item_vector": 0}
     assert again["views"]["user_profile"]["skipped"]
 
     from datetime import UTC, datetime
@@ -101,10 +139,10 @@ def test_incremental_publish_and_deleted_rows(lake, online):
     third = publish(lake, online=online)
     assert third["rows"]["user_profile"] == 2  # only users 1 and 4 got a newer as-of
     assert third["views"]["user_profile"]["deleted"] == 1
-    assert third["rows"]["item_vector"] == 0
+    assert third["rows"]["item_vector"] == 0 and third["rows"]["user_profile_ensemble"] == 0
     assert profile(lake, 1, online=online)["as_of"].startswith("2024-03-01")
     assert profile(lake, 2, online=online)["as_of"].startswith("2024-02-01")
-    with pytest.raises(UbpError, match="client_id 3 has no published profile"):
+    with pytest.raises(UbpError, match="client_id 3 has no published profile in user_profile_v1"):
         profile(lake, 3, online=online)
 
     from ubp import feast_store
@@ -116,7 +154,7 @@ def test_incremental_publish_and_deleted_rows(lake, online):
     assert publish(lake, online=online, full=True)["rows"]["user_profile"] == 5  # --full rewrites all live users
     clear_online(store)  # the online store was wiped behind our back: the next publish notices and refills it
     refill = publish(lake, online=online)
-    assert refill["rows"] == {"user_profile": 5, "user_aggregates": 6, "item_vector": 10}
+    assert refill["rows"] == {"user_profile": 5, "user_profile_ensemble": 6, "user_aggregates": 6, "item_vector": 10}
     assert profile(lake, 4, online=online)["as_of"].startswith("2024-03-01")
 
 
@@ -155,7 +193,8 @@ def test_cli_publish_profile_similar(lake):
 
     runner = CliRunner()
     base = ["--lakehouse", str(lake.lakehouse)]
-    res = runner.invoke(app, [*base, "publish", "--view", "user_profile", "--view", "item_vector"])
+    res = runner.invoke(app, [*base, "publish", "--view", "user_profile", "--view", "item_vector", "--view",
+                              "user_profile_ensemble"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     doc = "\n".join(lines[lines.index("{"):])  # the JSON document the command prints (after any log lines)
@@ -164,6 +203,10 @@ def test_cli_publish_profile_similar(lake):
     assert res.exit_code == 0, res.output
     row = json.loads(res.output.strip().splitlines()[-1])
     assert row["client_id"] == 5 and row["dim"] == 8 and row["model_version"] == "gru-v1"
+    res = runner.invoke(app, [*base, "profile", "5", "--service", "all"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(ln) for ln in res.output.splitlines() if ln.startswith("{")]
+    assert [(r["service"], r["dim"]) for r in rows] == [("user_profile_v1", 8), ("user_profile_ensemble_v1", 12)]
     res = runner.invoke(app, [*base, "similar-items", "100", "--k", "3"])
     assert res.exit_code == 0, res.output
     assert len([ln for ln in res.output.splitlines() if ln.startswith("{")]) == 3
@@ -182,4 +225,5 @@ def test_unpublished_and_bad_inputs_are_clear(tmp_path):
     with pytest.raises(UbpError, match="online store must be one of"):
         publish(empty, online="bigtable")
     res = publish(empty, online="sqlite")  # no gold tables yet: apply works, every view is skipped with a reason
-    assert res["rows"] == {} and set(res["skipped"]) == {"user_profile", "user_aggregates", "item_vector"}
+    assert res["rows"] == {} and set(res["skipped"]) == {"user_profile", "user_profile_ensemble", "user_aggregates",
+                                                         "item_vector"}

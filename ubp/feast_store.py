@@ -48,12 +48,54 @@ def online_kind(online: str | None = None) -> str:
 
 
 def redis_url() -> str:
-    return os.environ.get("UBP_REDIS_URL", "127.0.0.1:6379")
+    """Feast's Redis connection string from `UBP_REDIS_URL`: `host:port[,db=N,password=...]`, or a
+    `redis://[:password@]host:port[/db]` URL (converted)."""
+    url = os.environ.get("UBP_REDIS_URL", "127.0.0.1:6379")
+    return to_feast_redis(url)
+
+
+def to_feast_redis(url: str) -> str:
+    """`redis://[user:password@]host:port[/db][,opts]` -> Feast's `host:port[,db=N,password=...]`; others unchanged."""
+    from urllib.parse import unquote, urlsplit
+
+    if not url.startswith(("redis://", "rediss://")):
+        return url
+    head, _, opts = url.partition(",")
+    u = urlsplit(head)
+    parts = [f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"]
+    db = u.path.strip("/")
+    if db:
+        parts.append(f"db={int(db)}")
+    if u.password:
+        parts.append(f"password={unquote(u.password)}")
+    if u.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts + ([opts] if opts else []))
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:400] if text else type(exc).__name__
+
+
+SQLITE_PAGE_SIZE = 16_384
+
+
+def create_sqlite_db(path: Path) -> None:
+    """Create the SQLite online store file before Feast does, with 16 KiB pages instead of SQLite's 4 KiB: a user is
+    4 rows of ~0.6-1.1 KB (128-256 floats), and bigger pages cut the B-tree work of a publish by ~20% (measured:
+    100k users x 128 floats into an empty table, 0.84 s -> 0.68 s CPU). An existing file is left as it is."""
+    import sqlite3
+
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
+        conn.execute("VACUUM")  # writes the header: the page size sticks
+    finally:
+        conn.close()
 
 
 def render_config(settings: Settings, online: str | None = None, template: Path | None = None) -> Path:
@@ -65,6 +107,7 @@ def render_config(settings: Settings, online: str | None = None, template: Path 
     feast_dir = settings.feast_dir
     feast_dir.mkdir(parents=True, exist_ok=True)
     if kind == "sqlite":
+        create_sqlite_db(feast_dir / "online.db")
         block = f"  type: sqlite\n  path: {feast_dir / 'online.db'}"
         name, registry = "feature_store.yaml", "registry.db"
     else:
@@ -94,7 +137,7 @@ def get_store(settings: Settings, online: str | None = None, template: Path | No
         raise UbpError(f"bad Feast config {yaml_path}: {_one_line(exc)}") from exc
 
 
-def definitions(settings: Settings, profile_table: str | None = None) -> dict[str, dict[str, Any]]:
+def definitions(settings: Settings) -> dict[str, dict[str, Any]]:
     """Entities, sources, feature views and services of `feature_repo/`, built for this lakehouse."""
     _quiet_feast()
     from feature_repo.data_sources import make_sources
@@ -102,7 +145,7 @@ def definitions(settings: Settings, profile_table: str | None = None) -> dict[st
     from feature_repo.feature_services import make_feature_services
     from feature_repo.features import make_feature_views
 
-    sources = make_sources(settings, profile_table)
+    sources = make_sources(settings)
     views = make_feature_views(sources)
     return {
         "entities": {"user": user, "item": item},
@@ -152,7 +195,6 @@ def check_view_columns(views: list[Any]) -> None:
 def apply(
     settings: Settings,
     online: str | None = None,
-    profile_table: str | None = None,
     repo_dir: Path | None = None,
 ) -> Any:
     """`feast apply` for this lakehouse: register the definitions and create the online tables. Returns the store."""
@@ -161,7 +203,7 @@ def apply(
         objs = load_repo(repo_dir)
         views = [o for o in objs if type(o).__name__ == "FeatureView"]
     else:
-        defs = definitions(settings, profile_table)
+        defs = definitions(settings)
         views = list(defs["views"].values())
         objs = [*defs["entities"].values(), *defs["sources"].values(), *views, *defs["services"].values()]
     check_view_columns(views)

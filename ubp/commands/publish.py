@@ -20,15 +20,12 @@ def publish_cmd(
     online: str = typer.Option(None, "--online", help=ONLINE_HELP),
     view: list[str] | None = typer.Option(None, "--view", help="Only these feature views (repeatable)."),
     full: bool = typer.Option(False, "--full", help="Rewrite every entity, not only the changed ones."),
-    profile_table: str = typer.Option(
-        None, "--profile-table", help="user_profiles or user_profiles_ensemble (default: the ensemble if built)."
-    ),
 ) -> None:
-    """feast apply + fast incremental publish of profiles, aggregates and item vectors into the online store."""
+    """feast apply + fast incremental publish of profiles (GRU and ensemble), aggregates and item vectors."""
     from ubp.cli import settings_of
     from ubp.stages.publish import publish
 
-    res = publish(settings_of(ctx), online=online, views=view or None, full=full, profile_table=profile_table)
+    res = publish(settings_of(ctx), online=online, views=view or None, full=full)
     typer.echo(json.dumps(res, indent=2, default=str))
 
 
@@ -36,12 +33,33 @@ def profile_cmd(
     ctx: typer.Context,
     client_id: int = typer.Argument(..., help="User id."),
     online: str = typer.Option(None, "--online", help=ONLINE_HELP),
+    service: str = typer.Option(
+        "user_profile_v1", "--service",
+        help="user_profile_v1 (GRU-AE profile), user_profile_ensemble_v1 (ensemble profile) or all (both).",
+    ),
 ) -> None:
-    """Print one user's published profile (feature service user_profile_v1) as JSON."""
+    """Print one user's published profile as JSON, one line per feature service."""
     from ubp.cli import settings_of
-    from ubp.stages.publish import profile
+    from ubp.errors import UbpError
+    from ubp.stages.publish import PROFILE_SERVICES, profile
 
-    typer.echo(json.dumps(profile(settings_of(ctx), client_id, online=online), default=str))
+    settings = settings_of(ctx)
+    if service != "all":
+        typer.echo(json.dumps(profile(settings, client_id, online=online, service=service), default=str))
+        return
+    found = 0
+    for name in PROFILE_SERVICES:
+        try:
+            row = profile(settings, client_id, online=online, service=name)
+        except UbpError as exc:
+            if "no published profile" not in str(exc):
+                raise
+            typer.echo(json.dumps({"service": name, "client_id": client_id, "embedding": None}))
+            continue
+        found += 1
+        typer.echo(json.dumps(row, default=str))
+    if not found:
+        raise UbpError(f"client_id {client_id} has no published profile in {', '.join(PROFILE_SERVICES)}")
 
 
 def similar_items_cmd(

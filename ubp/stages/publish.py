@@ -1,8 +1,8 @@
 """Stage `publish`: `feast apply`, then the fast incremental publish of the gold tables into the online store.
 
 Also the two read paths people use after a publish: `profile` (one user's profile, through Feast's
-`get_online_features` and the `user_profile_v1` service) and `similar_items` (exact top-k cosine over the published
-item vectors, cold items included).
+`get_online_features` and a feature service: `user_profile_v1` = GRU-AE profile, `user_profile_ensemble_v1` =
+ensemble profile) and `similar_items` (exact top-k cosine over the published item vectors, cold items included).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from ubp.log import get_logger
 
 log = get_logger(__name__)
 
-VIEWS = ("user_profile", "user_aggregates", "item_vector")
+VIEWS = ("user_profile", "user_profile_ensemble", "user_aggregates", "item_vector")
+# feature service -> the feature view behind it (one view, one vector space)
+PROFILE_SERVICES = {"user_profile_v1": "user_profile", "user_profile_ensemble_v1": "user_profile_ensemble"}
 
 
 def publish(
@@ -27,10 +29,10 @@ def publish(
     online: str | None = None,
     views: tuple[str, ...] | list[str] | None = None,
     full: bool = False,
-    profile_table: str | None = None,
     batch_size: int = 100_000,
 ) -> dict:
-    """Apply the feature repo and publish each view whose gold table exists.
+    """Apply the feature repo and publish each view whose gold table exists (a missing table, e.g. no ensemble
+    yet, is skipped with a reason; its view and service stay registered).
 
     online: "sqlite" | "redis" | None (None: env `UBP_FEAST_ONLINE`, else SQLite). Incremental by default: only
     entities whose served row changed since the last publish are written, entities deleted from Delta are deleted
@@ -45,7 +47,7 @@ def publish(
         raise UbpError(f"unknown feature view(s) {unknown}; known: {', '.join(VIEWS)}")
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     with _locked(settings.feast_dir / f".publish-{kind}.lock"):  # Feast's file registry has no concurrent writers
-        return _publish_locked(settings, kind, wanted, full, profile_table, batch_size)
+        return _publish_locked(settings, kind, wanted, full, batch_size)
 
 
 @contextmanager
@@ -60,14 +62,13 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, profile_table: str | None,
-                    batch_size: int) -> dict:
+def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, batch_size: int) -> dict:
     from rich.progress import Progress
 
     from ubp import feast_store
     from ubp.publish import publish_view
 
-    store = feast_store.apply(settings, kind, profile_table)
+    store = feast_store.apply(settings, kind)
     out: dict[str, Any] = {"stage": "publish", "online": kind, "rows": {}, "views": {}, "skipped": {}}
     with Progress(transient=True) as bar:
         for name in wanted:
@@ -105,15 +106,18 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def profile(settings: Settings, client_id: int, online: str | None = None) -> dict:
-    """One user's published profile, read the way a downstream model reads it (feature service user_profile_v1)."""
+def profile(settings: Settings, client_id: int, online: str | None = None, service: str = "user_profile_v1") -> dict:
+    """One user's published profile, read the way a downstream model reads it: `get_online_features` with the
+    feature service `service` (`user_profile_v1`: GRU-AE profile; `user_profile_ensemble_v1`: ensemble profile)."""
+    if service not in PROFILE_SERVICES:
+        raise UbpError(f"unknown profile service {service!r}; known: {', '.join(PROFILE_SERVICES)}")
     store = _store(settings, online)
     resp = store.get_online_features(
-        features=store.get_feature_service("user_profile_v1"), entity_rows=[{"client_id": int(client_id)}]
+        features=store.get_feature_service(service), entity_rows=[{"client_id": int(client_id)}]
     ).to_dict()
     if resp.get("embedding", [None])[0] is None:
-        raise UbpError(f"client_id {client_id} has no published profile")
-    row = {k: _plain(v[0]) for k, v in resp.items()}
+        raise UbpError(f"client_id {client_id} has no published profile in {service}")
+    row = {"service": service, **{k: _plain(v[0]) for k, v in resp.items()}}
     row["dim"] = len(row["embedding"])
     return row
 

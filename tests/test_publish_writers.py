@@ -1,0 +1,114 @@
+"""The SQLite bulk statement (one `INSERT ... SELECT` per batch, rows cut out of bound blobs) stores exactly what
+Feast's row-by-row upsert stores: same values, same SQLite types, NULLs, negative timestamps, several statements
+per batch, and the upsert of existing rows. No Spark, no Feast store (the Feast comparisons are in test_publish)."""
+
+from __future__ import annotations
+
+import sqlite3
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from publish_fixtures import redis_url  # noqa: F401  (fixture)
+
+
+def _writer(db, monkeypatch=None):
+    from feast.value_type import ValueType
+
+    from ubp.publish import SqliteWriter, ViewLayout
+
+    view = ViewLayout(name="v", path="/nowhere", join_key="client_id", timestamp_field="as_of", created_field=None,
+                      features=(("vec", ValueType.FLOAT_LIST), ("name", ValueType.STRING), ("n", ValueType.INT64)))
+    config = SimpleNamespace(online_store=SimpleNamespace(vector_enabled=False),
+                             registry=SimpleNamespace(enable_online_feature_view_versioning=False))
+    con = sqlite3.connect(db)
+    con.execute('CREATE TABLE "p_v" (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, '
+                'vector_value BLOB, event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name))')
+    con.execute('CREATE INDEX "p_v_ek" ON "p_v" (entity_key)')
+    con.commit()
+    con.close()
+    return SqliteWriter(db, "p", view, config), view
+
+
+def _reference(db, view, keys, ts, batch):
+    """Feast's upsert, one row at a time, of the same encoded values (encode_column is checked against Feast in
+    test_publish_encoding)."""
+    from ubp.publish import encode_column, encode_entity_keys, sqlite_ts
+
+    ek = encode_entity_keys(keys, view.join_key)
+    ets = sqlite_ts(ts)
+    con = sqlite3.connect(db)
+    for fname, vtype in view.features:
+        vals, texts = encode_column(batch.column(fname), vtype)
+        for i in range(len(keys)):
+            con.execute('INSERT INTO "p_v" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+                        "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
+                        "created_ts = excluded.created_ts", (ek[i], fname, vals[i], texts[i], ets[i], None))
+    con.commit()
+    con.close()
+
+
+def _dump(db):
+    con = sqlite3.connect(db)
+    rows = sorted(con.execute('SELECT entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts '
+                              'FROM "p_v"').fetchall())
+    con.close()
+    return [(r, [type(x).__name__ for x in r]) for r in rows]
+
+
+def _batch(n, seed):
+    rng = np.random.default_rng(seed)
+    keys = rng.permutation(np.concatenate([[-5, 0, 2**40], rng.integers(1, 10**6, n - 3)])).astype(np.int64)
+    dims = rng.integers(0, 6, n)  # ragged vectors, some empty
+    vec = pa.array([rng.standard_normal(d).astype(np.float32).tolist() for d in dims], pa.list_(pa.float32()))
+    names = pa.array([None if i % 7 == 0 else ["a", "héllo", ""][i % 3] for i in range(n)], pa.string())
+    counts = pa.array(rng.integers(-(2**40), 2**40, n), pa.int64())
+    ts = rng.integers(-(10**15), 4 * 10**15, n)  # microseconds, before and after 1970
+    return keys, ts, pa.table({"vec": vec, "name": names, "n": counts})
+
+
+def test_bulk_statement_matches_row_by_row_upsert(tmp_path):
+    ours, ref = str(tmp_path / "ours.db"), str(tmp_path / "ref.db")
+    w, view = _writer(ours)
+    _writer(ref)[0].close()
+    w.max_statement_bytes = 200  # several statements per batch
+    for seed in (0, 1):  # the second batch overwrites some keys of the first (upsert) and adds new ones
+        keys, ts, batch = _batch(40, seed)
+        if seed == 1:
+            keys[:10] = _batch(40, 0)[0][:10]
+        w.write(keys, ts, None, batch)
+        _reference(ref, view, keys, ts, batch)
+    w.close()
+    got, want = _dump(ours), _dump(ref)
+    assert got == want and len(got) == 3 * len({*_batch(40, 0)[0].tolist(), *keys.tolist()})
+
+
+@pytest.mark.redis
+def test_redis_writer_counts_replies_and_reports_refusals(redis_url):  # noqa: F811
+    """Replies are counted on the raw socket: a refused HSET (WRONGTYPE) is reported, the rest are written, and the
+    pooled connection stays in step for the next command."""
+    from feast.value_type import ValueType
+
+    from ubp.errors import UbpError
+    from ubp.publish import RedisWriter, ViewLayout, encode_entity_keys, redis_client
+
+    client = redis_client(f"{redis_url.split(',')[0]},db=14")
+    client.flushdb()
+    view = ViewLayout(name="v", path="/nowhere", join_key="client_id", timestamp_field="as_of", created_field=None,
+                      features=(("vec", ValueType.FLOAT_LIST), ("n", ValueType.INT64)))
+    w = RedisWriter(client, "ubp", view, chunk=7)  # several chunks per write
+    keys = np.arange(50, dtype=np.int64)
+    batch = pa.table({"vec": pa.array([[float(k)] * 3 for k in keys], pa.list_(pa.float32())),
+                      "n": pa.array(keys * 3, pa.int64())})
+    ts = np.full(50, 1_700_000_000_000_000, dtype=np.int64)
+    bad = encode_entity_keys(keys[10:11], "client_id", b"ubp")[0]
+    client.set(bad, b"not a hash")
+    with pytest.raises(UbpError, match="redis refused 1 of 50 writes: -WRONGTYPE"):
+        w.write(keys, ts, None, batch)
+    assert client.ping() and client.dbsize() == 50  # 49 hashes + the string
+    client.delete(bad)
+    w.write(keys, ts, None, batch)
+    assert client.dbsize() == 50 and all(client.hlen(k) == 3 for k in encode_entity_keys(keys, "client_id", b"ubp"))
+    client.flushdb()
