@@ -58,10 +58,10 @@ def _dump(db):
     return [(r, [type(x).__name__ for x in r]) for r in rows]
 
 
-def _batch(n, seed):
+def _batch(n, seed, dim=None):
     rng = np.random.default_rng(seed)
     keys = rng.permutation(np.concatenate([[-5, 0, 2**40], rng.integers(1, 10**6, n - 3)])).astype(np.int64)
-    dims = rng.integers(0, 6, n)  # ragged vectors, some empty
+    dims = rng.integers(0, 6, n) if dim is None else np.full(n, dim)  # ragged vectors, some empty; or fixed
     vec = pa.array([rng.standard_normal(d).astype(np.float32).tolist() for d in dims], pa.list_(pa.float32()))
     names = pa.array([None if i % 7 == 0 else ["a", "héllo", ""][i % 3] for i in range(n)], pa.string())
     counts = pa.array(rng.integers(-(2**40), 2**40, n), pa.int64())
@@ -83,6 +83,33 @@ def test_bulk_statement_matches_row_by_row_upsert(tmp_path):
     w.close()
     got, want = _dump(ours), _dump(ref)
     assert got == want and len(got) == 3 * len({*_batch(40, 0)[0].tolist(), *keys.tolist()})
+
+
+def test_fixed_length_vectors_match_row_by_row_upsert(tmp_path):
+    """Fixed-length float vectors go through the matrix path (one row gather per statement instead of a list of
+    records): a sliced array, a chunked column and several statements per batch store what the row-by-row upsert
+    of `encode_column`'s records stores; ragged vectors keep the record path."""
+    from ubp.publish import encode_float_lists, float_list_matrix
+
+    ours, ref = str(tmp_path / "ours.db"), str(tmp_path / "ref.db")
+    w, view = _writer(ours)
+    _writer(ref)[0].close()
+    w.max_statement_bytes = 300  # several statements per batch
+    keys, ts, fixed = _batch(50, 2, dim=5)
+    k2, t2, more = _batch(20, 3, dim=5)
+    k2 += 10**7  # new keys
+    chunked = pa.concat_tables([fixed.slice(3), more])  # two chunks, the first one sliced
+    keys, ts = np.concatenate([keys[3:], k2]), np.concatenate([ts[3:], t2])
+    mat = float_list_matrix(chunked.column("vec"))
+    assert mat.shape == (67, 5 + 4 * 5)  # tag, length, packed tag, length, floats
+    assert [r.tobytes() for r in mat] == encode_float_lists(chunked.column("vec"))
+    assert float_list_matrix(_batch(40, 0)[2].column("vec")) is None  # ragged: record path
+    for k, t, b in [(keys, ts, chunked), _batch(40, 0)]:
+        w.write(k, t, None, b)
+        _reference(ref, view, k, t, b)
+    w.close()
+    got = _dump(ours)
+    assert got == _dump(ref) and len(got) == 3 * len({*keys.tolist(), *_batch(40, 0)[0].tolist()})
 
 
 @pytest.mark.redis

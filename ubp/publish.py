@@ -84,17 +84,23 @@ def entity_key_prefix(join_key: str) -> bytes:
     return struct.pack("<III", 1, _VALUE_TYPE_STRING, len(k)) + k + struct.pack("<II", _VALUE_TYPE_INT64, 8)
 
 
-def _fixed_records(head: bytes, body: np.ndarray, tail: bytes = b"") -> list[bytes]:
-    """n records `head + body[i] + tail` as bytes objects (body: (n, m) uint8)."""
+def _fixed_matrix(head: bytes, body: np.ndarray, tail: bytes = b"") -> np.ndarray:
+    """(n, width) uint8: row i = `head + body[i] + tail` (body: (n, m) uint8)."""
     n, m = body.shape
     h, t = len(head), len(tail)
-    width = h + m + t
-    buf = np.empty((n, width), dtype=np.uint8)
+    buf = np.empty((n, h + m + t), dtype=np.uint8)
     if h:
         buf[:, :h] = np.frombuffer(head, dtype=np.uint8)
     buf[:, h : h + m] = body
     if t:
         buf[:, h + m :] = np.frombuffer(tail, dtype=np.uint8)
+    return buf
+
+
+def _fixed_records(head: bytes, body: np.ndarray, tail: bytes = b"") -> list[bytes]:
+    """n records `head + body[i] + tail` as bytes objects (body: (n, m) uint8)."""
+    buf = _fixed_matrix(head, body, tail)
+    n, width = buf.shape
     raw = buf.tobytes()
     return [raw[i : i + width] for i in range(0, n * width, width)]
 
@@ -138,6 +144,33 @@ def _varints(values: np.ndarray, tag: int) -> list[bytes]:
     return [flat[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
+def _float_list_head(dim: int) -> bytes:
+    """The bytes of `Value(float_list_val=FloatList(val=v))` before the floats, for len(v) = dim > 0."""
+    nb = 4 * dim
+    inner = b"\x0a" + _varint(nb)
+    return _FLOAT_LIST_TAG + _varint(len(inner) + nb) + inner
+
+
+def float_list_matrix(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """`encode_float_lists` as one (n, width) uint8 matrix (row i = record i) when every row is a float32 vector of
+    the same non-zero length without nulls (the usual embedding column); None otherwise (use the record path)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    n = len(col)
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or not n or col.null_count:
+        return None
+    if not pa.types.is_float32(col.type.value_type) or col.values.null_count:
+        return None
+    offsets = col.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    dim = int(lengths[0])
+    if dim == 0 or (lengths != dim).any():
+        return None
+    floats = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[0] + n * dim].reshape(n, dim)
+    body = np.ascontiguousarray(floats.astype("<f4", copy=False)).view(np.uint8).reshape(n, 4 * dim)
+    return _fixed_matrix(_float_list_head(dim), body)
+
+
 def encode_float_lists(col: pa.Array | pa.ChunkedArray) -> list[bytes] | None:
     """`Value(float_list_val=FloatList(val=v)).SerializeToString()` per row; None when the column needs the slow path."""
     if isinstance(col, pa.ChunkedArray):
@@ -162,8 +195,7 @@ def encode_float_lists(col: pa.Array | pa.ChunkedArray) -> list[bytes] | None:
             for r in rows.tolist():
                 out[r] = head
             continue
-        inner = b"\x0a" + _varint(nb)
-        head = _FLOAT_LIST_TAG + _varint(len(inner) + nb) + inner
+        head = _float_list_head(dim)
         if len(rows) == n and offsets[-1] - offsets[0] == n * dim:  # one dim, no gaps: a plain (n, dim) slice
             mat = floats[offsets[0] : offsets[0] + n * dim].reshape(n, dim)
         else:
@@ -381,22 +413,26 @@ class SqliteWriter:
         self._sql[cache_key] = sql
         return sql
 
-    def bulk_params(self, ek: list[bytes], cols: list[tuple[list[bytes], list[str | None]]], ets: list[int],
+    def bulk_params(self, ek: list[bytes], cols: list[tuple[Any, list[str | None] | None]], ets: list[int],
                     cts: list[int] | None) -> tuple:
         """Parameters of `bulk_sql` for n entities (ek: same-width keys) x F features (`cols` in `self.names`
-        order: (value bytes, value_text) per entity)."""
+        order: (value bytes, value_text) per entity, or (an (n, width) uint8 matrix of the values, None = no
+        value_text))."""
         n, nf = len(ek), len(cols)
         vblobs, tblobs = [], []
         vmeta = np.empty((n, nf, 2), dtype=np.int64)  # (offset, length) of each value
         tmeta = np.empty((n, nf, 2), dtype=np.int64)  # (offset, length or -1 = NULL) of each value_text
         vpos = tpos = 0
         for f, (vals, texts) in enumerate(cols):
-            blob, lens = _packed(vals)
+            if isinstance(vals, np.ndarray):
+                blob, lens = vals.tobytes(), np.full(n, vals.shape[1], dtype=np.int64)
+            else:
+                blob, lens = _packed(vals)
             vmeta[:, f, 0] = vpos + np.cumsum(lens) - lens
             vmeta[:, f, 1] = lens
             vblobs.append(blob)
             vpos += len(blob)
-            if all(t is None for t in texts):
+            if texts is None or all(t is None for t in texts):
                 tmeta[:, f] = (0, -1)
                 continue
             blob, lens = _packed([b"" if t is None else t.encode() for t in texts])
@@ -428,10 +464,15 @@ class SqliteWriter:
         keys, ts = keys[order], ts[order]
         created = created[order] if created is not None else None
         ek = encode_entity_keys(keys, self.view.join_key)
-        # encode in batch order, then permute the encoded lists (cheaper than `batch.take` of the vector column)
+        # encode in batch order, then permute (cheaper than `batch.take` of the vector column): fixed-length float
+        # vectors as one (n, width) matrix whose row gather is the statement's blob, other columns as encoded lists
         idx = order.tolist()
-        cols = []
+        cols: list[tuple[Any, Any]] = []
         for f in self.names:
+            mat = float_list_matrix(batch.column(f)) if self.types[f].name == "FLOAT_LIST" else None
+            if mat is not None:
+                cols.append((mat[order], None))
+                continue
             vals, texts = encode_column(batch.column(f), self.types[f])
             cols.append(([vals[i] for i in idx], [texts[i] for i in idx]))
         ets = sqlite_ts(ts)
@@ -442,7 +483,7 @@ class SqliteWriter:
         step = max(1, self.max_statement_bytes // per_user)
         self._begin()
         for i in range(0, len(ek), step):
-            part = [(vals[i : i + step], texts[i : i + step]) for vals, texts in cols]
+            part = [(vals[i : i + step], texts[i : i + step] if texts is not None else None) for vals, texts in cols]
             self.conn.execute(sql, self.bulk_params(ek[i : i + step], part, ets[i : i + step],
                                                     cts[i : i + step] if cts is not None else None))
 
