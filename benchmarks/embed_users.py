@@ -286,7 +286,8 @@ def main() -> None:
     p.add_argument("--sizes", default="100000,400000", help="user counts (comma-separated)")
     p.add_argument("--cache", default="/tmp/ubp-bench/embed", help="where the synthetic lakehouses are cached")
     p.add_argument("--engines", default="arrow,pandas", help="Spark engines at the first size (arrow only after)")
-    p.add_argument("--threads", default="1,2", help="in-process torch threads at the first size (1 after)")
+    p.add_argument("--threads", default="1,2",
+                   help="in-process torch threads at the first size (1 after); '' = Spark only (e.g. a 1M memory run)")
     p.add_argument("--inproc-all-sizes", action="store_true",
                    help="also run the in-process baseline (1 thread) at the larger sizes (memory; costs time)")
     p.add_argument("--rate-users", type=int, default=10000,
@@ -313,7 +314,7 @@ def main() -> None:
         ready = json.loads((lh / "READY.json").read_text())
         print(f"{users:,} users, mean length {ready['mean_len']:.1f} events", flush=True)
         here: list[dict] = []
-        threads = [int(x) for x in a.threads.split(",")] if i == 0 else [1] if a.inproc_all_sizes else []
+        threads = [int(x) for x in a.threads.split(",") if x] if i == 0 else [1] if a.inproc_all_sizes else []
         for j, t in enumerate(threads):
             rec = run_probe(["inproc", str(lh), str(t), *([str(a.rate_users)] if j else [])], a.timeout)
             if rec:
@@ -329,7 +330,8 @@ def main() -> None:
             if rec:
                 rec["ratio"] = rec["users_s"] / best if best else None
                 here.append(rec)
-                print(f"  {rec['path']}: {rec['users_s']:,.0f} users/s (ratio {rec['ratio']:.2f}), driver "
+                ratio = f"{rec['ratio']:.2f}" if rec["ratio"] is not None else "-"
+                print(f"  {rec['path']}: {rec['users_s']:,.0f} users/s (ratio {ratio}), driver "
                       f"{rec['peak_rss_driver_mb']:,.0f} MB, JVM {rec['peak_rss_jvm_mb']:,.0f} MB, worker "
                       f"{rec['peak_rss_worker_max_mb']:,.0f} MB (sum {rec['peak_rss_workers_sum_mb']:,.0f}), "
                       f"{rec['cpu_s']:.0f} CPU-s {rec['cpu_s_by_role']} in {rec['seconds']:.0f} s, warm-up "
