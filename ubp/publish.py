@@ -97,12 +97,16 @@ def _fixed_matrix(head: bytes, body: np.ndarray, tail: bytes = b"") -> np.ndarra
     return buf
 
 
-def _fixed_records(head: bytes, body: np.ndarray, tail: bytes = b"") -> list[bytes]:
-    """n records `head + body[i] + tail` as bytes objects (body: (n, m) uint8)."""
-    buf = _fixed_matrix(head, body, tail)
+def _row_bytes(buf: np.ndarray) -> list[bytes]:
+    """The rows of an (n, width) uint8 matrix as n bytes objects."""
     n, width = buf.shape
     raw = buf.tobytes()
     return [raw[i : i + width] for i in range(0, n * width, width)]
+
+
+def _fixed_records(head: bytes, body: np.ndarray, tail: bytes = b"") -> list[bytes]:
+    """n records `head + body[i] + tail` as bytes objects (body: (n, m) uint8)."""
+    return _row_bytes(_fixed_matrix(head, body, tail))
 
 
 def encode_entity_keys(keys: np.ndarray, join_key: str, suffix: bytes = b"") -> list[bytes]:
@@ -175,6 +179,9 @@ def encode_float_lists(col: pa.Array | pa.ChunkedArray) -> list[bytes] | None:
     """`Value(float_list_val=FloatList(val=v)).SerializeToString()` per row; None when the column needs the slow path."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
+    mat = float_list_matrix(col)  # the usual case: one dimension, no nulls
+    if mat is not None:
+        return _row_bytes(mat)
     if col.null_count or not pa.types.is_float32(col.type.value_type):
         return None
     offsets = col.offsets.to_numpy()
@@ -196,10 +203,7 @@ def encode_float_lists(col: pa.Array | pa.ChunkedArray) -> list[bytes] | None:
                 out[r] = head
             continue
         head = _float_list_head(dim)
-        if len(rows) == n and offsets[-1] - offsets[0] == n * dim:  # one dim, no gaps: a plain (n, dim) slice
-            mat = floats[offsets[0] : offsets[0] + n * dim].reshape(n, dim)
-        else:
-            mat = floats[offsets[rows][:, None] + np.arange(dim)[None, :]]
+        mat = floats[offsets[rows][:, None] + np.arange(dim)[None, :]]
         body = np.ascontiguousarray(mat.astype("<f4", copy=False)).view(np.uint8).reshape(len(rows), nb)
         recs = _fixed_records(head, body)
         if len(rows) == n:
