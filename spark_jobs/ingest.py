@@ -278,6 +278,19 @@ def _raw_json(df: DataFrame) -> Column:
     return F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns]), {"ignoreNullFields": "false"})
 
 
+def _labelled(out: DataFrame, checks: list[tuple[Column, str]], extra: list[str], source: RawSource,
+              table: Table) -> DataFrame:
+    """`reason` = the first failing check (columns outside the contract fail every row of the file, first), plus
+    `source_file` and `target_table`: the same for every raw file kind."""
+    if extra:
+        checks = [(F.lit(True), f"unknown_columns: {', '.join(extra)}"), *checks]
+    return (
+        out.withColumn("reason", _first_reason(checks))
+        .withColumn("source_file", F.lit(source.source_file))
+        .withColumn("target_table", F.lit(table.name))
+    )
+
+
 def parse_events(df: DataFrame, source: RawSource, extra: list[str], now: datetime) -> DataFrame:
     """Raw event rows -> typed contract columns + `reason` (null = valid) + `raw` (JSON) + `source_file`."""
     stem = source.stem
@@ -296,10 +309,7 @@ def parse_events(df: DataFrame, source: RawSource, extra: list[str], now: dateti
             else [F.lit(None).cast("array<int>").alias("query"), F.lit(True).alias("_codes_ok")]
         ),
     )
-    checks: list[tuple[Column, str]] = []
-    if extra:
-        checks.append((F.lit(True), f"unknown_columns: {', '.join(extra)}"))
-    checks += _id_checks("client_id")
+    checks = _id_checks("client_id")
     checks.append((F.col("timestamp").isNull(), "bad_timestamp: timestamp"))
     checks.append((F.col("timestamp") > F.lit(now), "future_timestamp: timestamp"))
     if stem in PRODUCT_EVENTS:
@@ -309,9 +319,7 @@ def parse_events(df: DataFrame, source: RawSource, extra: list[str], now: dateti
     else:
         checks.append((~F.coalesce(F.col("_codes_ok"), F.lit(False)), "bad_codes: query"))
     return (
-        out.withColumn("reason", _first_reason(checks))
-        .withColumn("source_file", F.lit(source.source_file))
-        .withColumn("target_table", F.lit(EVENTS.name))
+        _labelled(out, checks, extra, source, EVENTS)
         .withColumn("event_date", F.to_date("timestamp"))
         .withColumn(
             "event_id",
@@ -338,19 +346,14 @@ def parse_products(df: DataFrame, source: RawSource, extra: list[str]) -> DataFr
         F.col("price").cast("int").alias("price"),
         *_codes_pair(F.col("name"), types["name"], "name"),
     )
-    checks: list[tuple[Column, str]] = []
-    if extra:
-        checks.append((F.lit(True), f"unknown_columns: {', '.join(extra)}"))
-    checks += _id_checks("sku")
+    checks = _id_checks("sku")
     checks.append((F.col("category").isNull() | (F.col("category") < 0), "bad_category: category"))
     checks.append(
         (F.col("price").isNull() | (F.col("price") < 0) | (F.col("price") >= PRICE_BUCKETS), "bad_price: price")
     )
     checks.append((F.col("_codes_ok") == F.lit(False), "bad_codes: name"))  # a null name is allowed
     return (
-        out.withColumn("reason", _first_reason(checks))
-        .withColumn("source_file", F.lit(source.source_file))
-        .withColumn("target_table", F.lit(PRODUCTS.name))
+        _labelled(out, checks, extra, source, PRODUCTS)
         .drop("_codes_ok")
     )
 
@@ -364,16 +367,9 @@ def parse_product_text(df: DataFrame, source: RawSource, extra: list[str]) -> Da
         F.col("sku").cast("bigint").alias("sku"),
         F.col("text").cast("string").alias("text"),
     )
-    checks: list[tuple[Column, str]] = []
-    if extra:
-        checks.append((F.lit(True), f"unknown_columns: {', '.join(extra)}"))
-    checks += _id_checks("sku")
+    checks = _id_checks("sku")
     checks.append((F.col("text").isNull() | (F.trim(F.col("text")) == ""), "null_text: text"))
-    return (
-        out.withColumn("reason", _first_reason(checks))
-        .withColumn("source_file", F.lit(source.source_file))
-        .withColumn("target_table", F.lit(PRODUCT_TEXT.name))
-    )
+    return _labelled(out, checks, extra, source, PRODUCT_TEXT)
 
 
 def reason_counts(parsed: list[DataFrame]) -> DataFrame:
