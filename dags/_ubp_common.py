@@ -244,6 +244,15 @@ USER_MACROS: dict[str, Any] = {
     "ubp_stage_kwargs": lambda stage, p: json.dumps(stage_kwargs(stage, p)),
 }
 
+# What every ubp DAG shares: one run at a time, no backfill of missed intervals, retries, the Jinja macros.
+DAG_DEFAULTS: dict[str, Any] = {
+    "start_date": START_DATE,
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
+    "user_defined_macros": USER_MACROS,
+}
+
 
 def spark_stage(stage: str, task_id: str | None = None):
     """A task running a Spark stage: in the task process (default) or via SparkSubmitOperator

@@ -23,14 +23,10 @@ import _ubp_common as c  # noqa: E402
         timetable=CronTriggerTimetable("0 1 * * *", timezone="UTC", interval=timedelta(days=1)),
         assets=(c.table_asset("products") | c.model_asset("item")),
     ),
-    start_date=c.START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=c.DEFAULT_ARGS,
     params=c.params("lakehouse", "feast_online", "spark_master"),
-    user_defined_macros=c.USER_MACROS,
     tags=["ubp"],
     doc_md=__doc__,
+    **c.DAG_DEFAULTS,
 )
 def item_vectors():
     content = c.spark_stage("item_content")

@@ -23,14 +23,10 @@ import _ubp_common as c  # noqa: E402
 @dag(
     dag_id="user_model_training",
     schedule=CronTriggerTimetable("0 3 * * 0", timezone="UTC"),
-    start_date=c.START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=c.DEFAULT_ARGS,
     params=c.params("lakehouse", "spark_master", "user_preset", "user_max_epochs", "promote_threshold"),
-    user_defined_macros=c.USER_MACROS,
     tags=["ubp", "training"],
     doc_md=__doc__,
+    **c.DAG_DEFAULTS,
 )
 def user_model_training():
     c.training_chain("user", "train_user_model")
@@ -39,14 +35,10 @@ def user_model_training():
 @dag(
     dag_id="item_model_training",
     schedule=CronTriggerTimetable("0 4 * * 0", timezone="UTC"),
-    start_date=c.START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=c.DEFAULT_ARGS,
     params=c.params("lakehouse", "spark_master", "item_variant", "item_max_epochs", "promote_threshold"),
-    user_defined_macros=c.USER_MACROS,
     tags=["ubp", "training"],
     doc_md=__doc__,
+    **c.DAG_DEFAULTS,
 )
 def item_model_training():
     content = c.spark_stage("item_content")

@@ -23,14 +23,10 @@ import _ubp_common as c  # noqa: E402
         timetable=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
         assets=[c.model_asset("user")],
     ),
-    start_date=c.START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=c.DEFAULT_ARGS,
     params=c.params("lakehouse", "raw_dir", "feast_online", "spark_master", "as_of"),
-    user_defined_macros=c.USER_MACROS,
     tags=["ubp"],
     doc_md=__doc__,
+    **c.DAG_DEFAULTS,
 )
 def user_profiles():
     ingest = c.spark_stage("ingest")
