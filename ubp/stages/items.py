@@ -145,6 +145,7 @@ def _train_variant(
     from models.sasrec import TRAINED_VARIANTS, VARIANTS, SASRecConfig
     from models.train_item import (
         WEIGHTS_FILE,
+        history_avg_scorer,
         item_offsets,
         prepare_content,
         save_item_model,
@@ -188,18 +189,12 @@ def _train_variant(
         model, train = train_sasrec(split, content, config, work, max_epochs=epochs, patience=patience,
                                     seed=seed, show_progress=show_progress)
         model.eval()
-        test_ranks = compute_ranks(model.score, split.test, config.max_len,
-                                   device=next(model.parameters()).device)
-        offsets = item_offsets(model, split.index, content)
+        scorer, device = model.score, next(model.parameters()).device
     else:
-        import torch
-
-        from models.sasrec import score_history_avg
-
         model, train = None, {"epochs_run": 0, "note": "history average: no training"}
-        table = torch.from_numpy(content)
-        test_ranks = compute_ranks(lambda seq: score_history_avg(table, seq), split.test, config.max_len)
-        offsets = item_offsets(None, split.index, content)
+        scorer, device = history_avg_scorer(content), "cpu"
+    test_ranks = compute_ranks(scorer, split.test, config.max_len, device=device)
+    offsets = item_offsets(model, split.index, content)
     test_cold = np.array([c.cold for c in split.test], dtype=bool)
     test = metrics_from_ranks(test_ranks, test_cold)
     version, out_dir = registry.new_version(settings, KIND, tag=variant.replace("_", "-"))
@@ -321,8 +316,6 @@ def evaluate_item_model(
 
 def _test_users(out: dict) -> dict:
     """Per-user test results of a finished run (see `_train_variant`)."""
-    if "test_users" in out:  # runs finished before the results moved to a file
-        return out["test_users"]
     return json.loads((Path(out["work_dir"]) / TEST_USERS_FILE).read_text())
 
 
