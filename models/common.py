@@ -146,7 +146,8 @@ def load_weights(model: nn.Module, path: str | Path, device: torch.device | str 
     return model
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so a concurrent reader sees the old file or the new one, never half."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -33,6 +33,7 @@ from models.common import (
     EarlyStopping,
     MetricsWriter,
     all_reduce_sum,
+    atomic_write_text,
     autocast_context,
     barrier,
     init_distributed,
@@ -132,9 +133,7 @@ def train(job: TrainJob) -> dict[str, Any]:
         previous = json.loads(run_file.read_text())
         check_vocab_version(previous["vocab_version"], job.vocab_version)
     elif dist.is_main:  # atomic: another rank may be reading it right now (it finds the same run)
-        tmp = run_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(run_meta, indent=2))
-        os.replace(tmp, run_file)
+        atomic_write_text(run_file, json.dumps(run_meta, indent=2))
     barrier()
 
     model = GRUAutoencoder(job.config).to(device)
