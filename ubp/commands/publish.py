@@ -41,25 +41,17 @@ def profile_cmd(
     """Print one user's published profile as JSON, one line per feature service."""
     from ubp.cli import settings_of
     from ubp.errors import UbpError
-    from ubp.stages.publish import PROFILE_SERVICES, profile
+    from ubp.stages.publish import PROFILE_SERVICES, profile, profiles
 
     settings = settings_of(ctx)
     if service != "all":
         typer.echo(json.dumps(profile(settings, client_id, online=online, service=service), default=str))
         return
-    found = 0
-    for name in PROFILE_SERVICES:
-        try:
-            row = profile(settings, client_id, online=online, service=name)
-        except UbpError as exc:
-            if "no published profile" not in str(exc):
-                raise
-            typer.echo(json.dumps({"service": name, "client_id": client_id, "embedding": None}))
-            continue
-        found += 1
-        typer.echo(json.dumps(row, default=str))
-    if not found:
+    rows = profiles(settings, client_id, online=online)
+    if not any(rows.values()):
         raise UbpError(f"client_id {client_id} has no published profile in {', '.join(PROFILE_SERVICES)}")
+    for name, row in rows.items():
+        typer.echo(json.dumps(row or {"service": name, "client_id": client_id, "embedding": None}, default=str))
 
 
 def similar_items_cmd(

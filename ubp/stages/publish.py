@@ -106,19 +106,34 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def profile(settings: Settings, client_id: int, online: str | None = None, service: str = "user_profile_v1") -> dict:
-    """One user's published profile, read the way a downstream model reads it: `get_online_features` with the
-    feature service `service` (`user_profile_v1`: GRU-AE profile; `user_profile_ensemble_v1`: ensemble profile)."""
-    if service not in PROFILE_SERVICES:
-        raise UbpError(f"unknown profile service {service!r}; known: {', '.join(PROFILE_SERVICES)}")
+def profiles(settings: Settings, client_id: int, online: str | None = None,
+             services: tuple[str, ...] = tuple(PROFILE_SERVICES)) -> dict[str, dict | None]:
+    """One user's published profile per feature service, read the way a downstream model reads it:
+    `get_online_features` with the service (`user_profile_v1`: GRU-AE profile; `user_profile_ensemble_v1`: ensemble
+    profile), all through one store. None for a service where the user has no published profile."""
+    unknown = [s for s in services if s not in PROFILE_SERVICES]
+    if unknown:
+        raise UbpError(f"unknown profile service {unknown[0]!r}; known: {', '.join(PROFILE_SERVICES)}")
     store = _store(settings, online)
-    resp = store.get_online_features(
-        features=store.get_feature_service(service), entity_rows=[{"client_id": int(client_id)}]
-    ).to_dict()
-    if resp.get("embedding", [None])[0] is None:
+    out: dict[str, dict | None] = {}
+    for service in services:
+        resp = store.get_online_features(
+            features=store.get_feature_service(service), entity_rows=[{"client_id": int(client_id)}]
+        ).to_dict()
+        if resp.get("embedding", [None])[0] is None:
+            out[service] = None
+            continue
+        row = {"service": service, **{k: _plain(v[0]) for k, v in resp.items()}}
+        row["dim"] = len(row["embedding"])
+        out[service] = row
+    return out
+
+
+def profile(settings: Settings, client_id: int, online: str | None = None, service: str = "user_profile_v1") -> dict:
+    """One user's published profile from one feature service (see `profiles`); an error when there is none."""
+    row = profiles(settings, client_id, online, (service,))[service]
+    if row is None:
         raise UbpError(f"client_id {client_id} has no published profile in {service}")
-    row = {"service": service, **{k: _plain(v[0]) for k, v in resp.items()}}
-    row["dim"] = len(row["embedding"])
     return row
 
 
