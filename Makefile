@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:  `make demo` (the main job)  and  `make test` (the tests).
 # Both bootstrap idempotently: a .venv with the pinned stack (uv, reusing ~/.cache/uv) and the Delta jars
-# (Maven Central, cached in ~/.cache/ubp/jars), so a fresh clone does not download gigabytes again.
+# (Maven Central, cached in ~/.cache/ubp/jars), so a fresh clone does not download gigabytes again, and the Spark
+# driver's class-data-sharing archive (~/.cache/ubp/cds, see ubp/jvm_cds.py).
 PY        ?= python3
 VENV      := .venv
 BIN       := $(VENV)/bin
@@ -22,6 +23,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m uv venv -q -p $(PY) $(VENV)
 	$(PY) -m uv pip install -q -p $(BIN)/python -e ".[dev]"
 	$(BIN)/python -m ubp.jars >/dev/null
+	$(BIN)/python -m ubp.jvm_cds >/dev/null  # faster Spark JVM start; best effort, once per JVM + class path
 	@touch $@
 
 demo: bootstrap

@@ -2,7 +2,9 @@
 
 For each size: generate demo raw data once (cached), write it to bronze Delta directly with pyarrow + deltalake
 (streamed per raw part; the Spark ingest is benchmarked separately), then run each engine in its own subprocess and
-record wall time, events/s and the peak RSS of the subprocess tree (driver + JVM for Spark). Both engines do the
+record wall time, events/s and the peak RSS of the subprocess tree (driver + JVM for Spark). Spark runs as `ubp` does
+after `make bootstrap`, i.e. with the driver's class-data-sharing archive (ubp/jvm_cds.py); `--no-cds-too` adds a
+run without it. Both engines do the
 same work: as-of scan, vocabulary (top-K counts), tokenisation, one merged chronological sequence per user,
 newest 126 kept, written out (Delta for Spark, Parquet for DuckDB). The outputs are compared (row count, total
 events, and exact token arrays for a sample of users). Run it under the lock:
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -118,7 +121,10 @@ def worker_spark(lake: Path) -> dict:
     get_spark(settings)
     jvm = time.perf_counter() - t0
     res = sequences(settings, max_len=MAX_LEN, refresh_vocab=True)
+    from ubp.jvm_cds import java_options
+
     return {"jvm_start_s": round(jvm, 2), "stage_s": res["seconds"], "timings": res["timings"],
+            "cds_archive": bool(java_options()),
             "users": res["rows"]["user_sequences"], "out": res["table"]}
 
 
@@ -215,7 +221,7 @@ def worker_duckdb(lake: Path, threads: int) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------------------------
-def run_measured(args: list[str]) -> tuple[dict, float, float]:
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, float, float]:
     """Run a worker subprocess; return (its JSON result, wall seconds, peak RSS GiB of its process tree).
 
     The result also gets `peak_rss_gib_by_role`: the Python driver process alone and the JVM (its children)."""
@@ -223,7 +229,7 @@ def run_measured(args: list[str]) -> tuple[dict, float, float]:
 
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     peak, peak_py, peak_jvm = 0, 0, 0
     stop = threading.Event()
 
@@ -282,6 +288,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, nargs="+", default=[2_000_000, 10_000_000])
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("UBP_BENCH_DIR", "/tmp/ubp-bench/sequences")))
     ap.add_argument("--threads", type=int, default=2, help="DuckDB threads (Spark runs local[2]).")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="Runs per engine (alternating); walls and ratios are medians, every run is listed.")
+    ap.add_argument("--no-cds-too", action="store_true",
+                    help="Also run Spark once more without the driver's CDS archive (UBP_CDS=0), for the comparison.")
     ap.add_argument("--prepare-only", action="store_true", help="Only generate the data (outside the lock).")
     ap.add_argument("--worker", choices=["spark", "duckdb"], help=argparse.SUPPRESS)
     ap.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
@@ -300,9 +310,14 @@ def main() -> None:
         print(f"bronze ready: {total:,} events ({time.perf_counter() - t0:.0f}s)", flush=True)
         if args.prepare_only:
             continue
-        duck, duck_wall, duck_mem = run_measured(["--worker", "duckdb", "--lake", str(lake),
-                                                  "--threads", str(args.threads)])
-        spark, spark_wall, spark_mem = run_measured(["--worker", "spark", "--lake", str(lake)])
+        duck_walls, spark_walls = [], []
+        for _ in range(args.repeat):  # alternate the engines so drift in the machine hits both alike
+            duck, duck_wall, duck_mem = run_measured(["--worker", "duckdb", "--lake", str(lake),
+                                                      "--threads", str(args.threads)])
+            spark, spark_wall, spark_mem = run_measured(["--worker", "spark", "--lake", str(lake)])
+            duck_walls.append(round(duck_wall, 1))
+            spark_walls.append(round(spark_wall, 1))
+        duck_wall, spark_wall = statistics.median(duck_walls), statistics.median(spark_walls)
         check = compare(spark["out"], duck["out"])
         row = {"events": total, "users": spark["users"], "spark_wall_s": round(spark_wall, 1),
                "spark_jvm_start_s": spark["jvm_start_s"], "spark_stage_s": spark["stage_s"],
@@ -313,7 +328,13 @@ def main() -> None:
                "duckdb_events_per_s": round(total / duck_wall), "duckdb_peak_rss_gib": round(duck_mem, 2),
                "ratio_wall": round(spark_wall / duck_wall, 2),
                "ratio_excl_jvm_start": round((spark_wall - spark["jvm_start_s"]) / duck_wall, 2),
+               "spark_cds_archive": spark["cds_archive"], "runs": args.repeat, "spark_walls_s": spark_walls,
+               "duckdb_walls_s": duck_walls,
                "users_equal": spark["users"] == duck["users"], **check}
+        if args.no_cds_too:
+            plain, plain_wall, _ = run_measured(["--worker", "spark", "--lake", str(lake)], env={"UBP_CDS": "0"})
+            row |= {"spark_no_cds_wall_s": round(plain_wall, 1), "spark_no_cds_jvm_start_s": plain["jvm_start_s"],
+                    "ratio_wall_no_cds": round(plain_wall / duck_wall, 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     print("\n| events | users | Spark wall s | of which JVM start s | Spark ev/s | Spark peak RSS GiB (Python driver / "

@@ -69,6 +69,13 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
         }
     )
     conf.update(dict(settings.spark_conf))
+    if not submitted and (master is None or master.startswith("local")):
+        from ubp.jvm_cds import java_options
+
+        # the driver JVM is ours to start: use the class-data-sharing archive when `make bootstrap` made one
+        cds = java_options()
+        if cds:
+            conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {cds}".strip()
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
