@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,11 @@ def test_item_pipeline_content_cache_training_vectors(spark, lake):
     assert res["split"]["n_warm"] == 30 and res["split"]["test_cold_targets"] > 0
     again = train_item_model(settings, max_epochs=3)  # same inputs: reused, not retrained
     assert again["reused"] and again["version"] == res["version"]
+    assert Path(again["work_dir"]) == Path(res["work_dir"])  # per-user results of a reused run are found
+    (Path(res["work_dir"]) / "test_users.json").unlink()  # as recorded by an older ubp: no per-user results
+    redo = train_item_model(settings, max_epochs=3)  # retrained (pairing needs them), not reused blind
+    assert not redo.get("reused") and redo["version"] != res["version"]
+    assert (Path(redo["work_dir"]) / "test_users.json").exists()
     model_dir = registry.version_dir(settings, "item", res["version"])
     assert {"model.safetensors", "content_transform.safetensors", "item_offsets.safetensors", "config.json",
             "metrics.jsonl", "loss.png"} <= {p.name for p in model_dir.iterdir()}

@@ -112,6 +112,8 @@ def _finished(settings: Settings, work: Path) -> dict | None:
     if not done.exists():
         return None
     prev = json.loads(done.read_text())
+    if not (work / TEST_USERS_FILE).exists():  # a run recorded by an older ubp, without per-user results: retrain
+        return None
     return prev if (registry.kind_dir(settings, KIND) / prev["version"]).is_dir() else None
 
 
@@ -171,7 +173,8 @@ def _train_variant(
     if prev is not None:
         log.info("item model %s for these inputs already trained: %s", variant, prev["version"])
         promoted = _promote(settings, prev["version"], variant, promote, prev["metrics"])
-        return {**prev, "promoted": promoted, "reused": True}
+        # the run's work dir is this cache slot (runs recorded before `work_dir` was stored lack the field)
+        return {**prev, "work_dir": str(work), "promoted": promoted, "reused": True}
     if force and work.exists():
         shutil.rmtree(work)
     inputs = inputs if inputs is not None else load_inputs(settings)
