@@ -67,3 +67,17 @@ def test_session_runs_with_the_archive(spark):
         pytest.skip("no CDS archive for this class path (make bootstrap builds it)")
     args = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
     assert f"-XX:SharedArchiveFile={jvm_cds.archive_path()}" in args
+
+
+def test_old_archives_are_pruned(tmp_path):
+    import os
+
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"spark-driver-{i}.jsa"
+        p.write_bytes(b"x")
+        os.utime(p, (1000 + i, 1000 + i))
+        paths.append(p)
+    removed = jvm_cds._prune(tmp_path, keep=3)
+    assert sorted(removed) == sorted(paths[:2])
+    assert sorted(tmp_path.glob("*.jsa")) == sorted(paths[2:])

@@ -27,6 +27,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DUMP_ENV = "UBP_CDS_DUMP"  # set (to a path) only in the archive-building subprocess
+KEEP_ARCHIVES = 3  # newest archives kept in the cache (one per clone / venv)
 QUIET = "-Xshare:auto -Xlog:cds=off,cds+dynamic=off"  # a stale archive must never print to a command's stdout
 
 
@@ -117,7 +118,17 @@ def build_archive(force: bool = False) -> Path | None:
         staged = path.with_suffix(f".{os.getpid()}.tmp")
         shutil.move(str(dump), staged)
         os.replace(staged, path)  # atomic: a concurrent reader sees no archive or a whole one
+    _prune(path.parent, keep=KEEP_ARCHIVES)
     return path
+
+
+def _prune(root: Path, keep: int) -> list[Path]:
+    """Every fresh clone (its own .venv, so its own class path) gets its own ~200 MB archive: keep only the `keep`
+    newest. Removing one that a running JVM has mapped is safe (the file lives until it is unmapped)."""
+    archives = sorted(root.glob("spark-driver-*.jsa"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in archives[keep:]:
+        old.unlink(missing_ok=True)
+    return archives[keep:]
 
 
 def main(argv: list[str] | None = None) -> int:
