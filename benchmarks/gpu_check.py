@@ -31,33 +31,18 @@ def prepare(n_batches: int = 10, batch_size: int = 256) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     os.environ["UBP_NO_PROGRESS"] = "1"
     from safetensors.torch import save_file
-    from user_model_fixtures import write_bench_lakehouse
+    from user_model_fixtures import bench_job_batches
 
-    from models.gru_ae import GRUAEConfig
-    from models.train_user import TrainJob, _reader
-    from models.user_data import stream_batches
-    from ubp import reader
     from ubp.config import Settings
 
-    tmp = Path(tempfile.mkdtemp(prefix="ubp-gpu-prep-"))
-    settings = Settings(lakehouse=tmp)
-    path = write_bench_lakehouse(settings, 3000)
-    sizes = reader.vocab_sizes(settings.table_path("vocabularies"), "v-test")
-    cfg = GRUAEConfig.preset("small", sizes, batch_size=batch_size, max_epochs=1)
-    job = TrainJob(config=cfg, sequences_path=str(path), table_version=reader.table_version(path),
-                   vocab_version="v-test", work_dir=tmp / "work", seed=0, val_fraction=0.1, max_batches=n_batches,
-                   show_progress=False)
-    tensors, n = {}, 0
-    for b in stream_batches(_reader(job), cfg.input_fields, batch_size=batch_size, max_len=cfg.max_len,
-                            split="train", val_fraction=0.1, seed=0, shuffle=True):
-        tensors.update({f"b{n}.{k}": v.contiguous() for k, v in b.items()})
-        n += 1
-        if n == n_batches:
-            break
+    settings = Settings(lakehouse=Path(tempfile.mkdtemp(prefix="ubp-gpu-prep-")))
+    cfg, _, batches = bench_job_batches(settings, 3000, "small", batch_size, n_batches)
+    tensors = {f"b{n}.{k}": v.contiguous() for n, b in enumerate(batches) for k, v in b.items()}
     GPU_DIR.mkdir(exist_ok=True)
     save_file(tensors, str(GPU_DIR / "batches.safetensors"))
-    (GPU_DIR / "meta.json").write_text(json.dumps({"vocab_sizes": sizes, "n_batches": n, "batch_size": batch_size}))
-    print(f"wrote {n} batches to {GPU_DIR}")
+    (GPU_DIR / "meta.json").write_text(json.dumps({"vocab_sizes": cfg.vocab_sizes, "n_batches": len(batches),
+                                                   "batch_size": batch_size}))
+    print(f"wrote {len(batches)} batches to {GPU_DIR}")
 
 
 def _sync(dev) -> None:

@@ -14,6 +14,7 @@ The glibc allocator settings below are applied by re-executing this script (pass
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -81,11 +82,11 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from user_model_fixtures import write_bench_lakehouse
+    from user_model_fixtures import bench_job_batches
 
-    from models.gru_ae import GRUAEConfig, GRUAutoencoder
-    from models.train_user import TrainJob, _reader, train
-    from models.user_data import SequenceChunk, stream_batches
+    from models.gru_ae import GRUAutoencoder
+    from models.train_user import train
+    from models.user_data import SequenceChunk
     from ubp import reader
     from ubp.config import Settings
 
@@ -95,21 +96,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ubp-bench-train-"))
     settings = Settings(lakehouse=tmp)
     t = time.perf_counter()
-    path = write_bench_lakehouse(settings, a.users)
-    print(f"wrote {a.users} users in {time.perf_counter() - t:.1f}s", flush=True)
-    sizes = reader.vocab_sizes(settings.table_path("vocabularies"), "v-test")
-    cfg = GRUAEConfig.preset(a.preset, sizes, batch_size=a.batch_size, max_epochs=1)
-    version = reader.table_version(path)
-    job = TrainJob(config=cfg, sequences_path=str(path), table_version=version, vocab_version="v-test",
-                   work_dir=tmp / "work", seed=0, val_fraction=0.1, max_batches=a.steps, show_progress=False)
-
     # the exact batches the real loop will see (same stream, same seed) materialised in memory
-    batches = []
-    for b in stream_batches(_reader(job), cfg.input_fields, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                            split="train", val_fraction=0.1, seed=0, shuffle=True):
-        batches.append(b)
-        if len(batches) == a.steps:
-            break
+    cfg, job, batches = bench_job_batches(settings, a.users, a.preset, a.batch_size, a.steps)
+    path, version = job.sequences_path, job.table_version
+    print(f"wrote {a.users} users in {time.perf_counter() - t:.1f}s", flush=True)
     results: dict = {"users": a.users, "batch_size": a.batch_size, "steps": a.steps, "threads": a.threads,
                      "preset": a.preset, "malloc_env": not a.no_malloc_env,
                      "mean_len": float(np.mean([float(b["lengths"].float().mean()) - 2 for b in batches]))}
@@ -152,7 +142,7 @@ def main() -> None:
 
     # where the time goes: the same step with only the tiny event-type head
     torch.manual_seed(0)
-    m = GRUAutoencoder(GRUAEConfig.preset(a.preset, sizes, batch_size=a.batch_size, target_fields=("event_type",)))
+    m = GRUAutoencoder(dataclasses.replace(cfg, target_fields=("event_type",)))
     o = torch.optim.Adam(m.parameters(), lr=cfg.lr)
     sec, tok = _steps(m, o, batches)
     results["no_big_heads_tok_s"] = tok / sec

@@ -55,7 +55,8 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
         builder = builder.master(master)
     elif not submitted:
         builder = builder.master("local[2]")
-    if not submitted and (master is None or master.startswith("local")):
+    local_driver = not submitted and (master is None or master.startswith("local"))  # we start the driver JVM
+    if local_driver:
         # Python workers must run the driver's interpreter (the venv), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = dict(LOCAL_DEFAULTS) if not submitted else {}
@@ -69,10 +70,10 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
         }
     )
     conf.update(dict(settings.spark_conf))
-    if not submitted and (master is None or master.startswith("local")):
+    if local_driver:
         from ubp.jvm_cds import java_options
 
-        # the driver JVM is ours to start: use the class-data-sharing archive when `make bootstrap` made one
+        # use the class-data-sharing archive when `make bootstrap` made one
         cds = java_options()
         if cds:
             conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {cds}".strip()

@@ -154,3 +154,28 @@ def write_bench_lakehouse(settings, n_users: int, seed: int = 0, chunk: int = 50
     write_deltalake(str(settings.table_path("vocabularies")), pa.Table.from_pydict(
         rows, schema=VOCABULARIES.arrow_schema()), mode="overwrite", partition_by=["version"])
     return seq_path
+
+
+def bench_job_batches(settings, n_users: int, preset: str = "small", batch_size: int = 128, n_batches: int = 8):
+    """The bench lakehouse of `n_users`, a one-epoch `TrainJob` on it, and the first `n_batches` length-bucketed
+    training batches that job's loop streams (same reader, same seed), materialised in memory.
+
+    Returns (config, job, batches). Used by the training and GPU benchmarks, which time steps on exactly these."""
+    from models.gru_ae import GRUAEConfig
+    from models.train_user import TrainJob, _reader
+    from models.user_data import stream_batches
+    from ubp import reader
+
+    path = write_bench_lakehouse(settings, n_users)
+    sizes = reader.vocab_sizes(settings.table_path("vocabularies"), "v-test")
+    cfg = GRUAEConfig.preset(preset, sizes, batch_size=batch_size, max_epochs=1)
+    job = TrainJob(config=cfg, sequences_path=str(path), table_version=reader.table_version(path),
+                   vocab_version="v-test", work_dir=Path(settings.lakehouse) / "work", seed=0, val_fraction=0.1,
+                   max_batches=n_batches, show_progress=False)
+    batches = []
+    for b in stream_batches(_reader(job), cfg.input_fields, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                            split="train", val_fraction=0.1, seed=0, shuffle=True):
+        batches.append(b)
+        if len(batches) == n_batches:
+            break
+    return cfg, job, batches

@@ -173,7 +173,7 @@ def _train_variant(
     if prev is not None:
         log.info("item model %s for these inputs already trained: %s", variant, prev["version"])
         promoted = _promote(settings, prev["version"], variant, promote, prev["metrics"])
-        # the run's work dir is this cache slot (runs recorded before `work_dir` was stored lack the field)
+        # the run's work dir is this cache slot (the recorded path is stale once the lakehouse has been moved)
         return {**prev, "work_dir": str(work), "promoted": promoted, "reused": True}
     if force and work.exists():
         shutil.rmtree(work)
