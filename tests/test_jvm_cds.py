@@ -3,6 +3,7 @@ able to break or pollute a command (a stale archive is ignored silently)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -25,7 +26,9 @@ def test_archive_used_only_when_it_exists(cds_cache, monkeypatch):
     assert jvm_cds.java_options() == ""  # no archive yet: the JVM starts as before
     path.parent.mkdir(parents=True)
     path.write_bytes(b"x")
+    os.utime(path, (1000, 1000))
     opts = jvm_cds.java_options()
+    assert path.stat().st_mtime > 1000  # marked as used, so pruning keeps it
     assert f"-XX:SharedArchiveFile={path}" in opts and "-Xlog:cds=off" in opts
     monkeypatch.setenv("UBP_CDS", "0")
     assert jvm_cds.java_options() == ""
@@ -70,8 +73,6 @@ def test_session_runs_with_the_archive(spark):
 
 
 def test_old_archives_are_pruned(tmp_path):
-    import os
-
     paths = []
     for i in range(5):
         p = tmp_path / f"spark-driver-{i}.jsa"

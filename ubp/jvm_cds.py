@@ -15,6 +15,7 @@ and we only pass one that exists. `UBP_CDS=0` turns it off; `UBP_CDS_CACHE` move
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DUMP_ENV = "UBP_CDS_DUMP"  # set (to a path) only in the archive-building subprocess
-KEEP_ARCHIVES = 3  # newest archives kept in the cache (one per clone / venv)
+KEEP_ARCHIVES = 3  # most recently used archives kept in the cache (one per clone / venv)
 QUIET = "-Xshare:auto -Xlog:cds=off,cds+dynamic=off"  # a stale archive must never print to a command's stdout
 
 
@@ -68,7 +69,11 @@ def java_options() -> str:
     except Exception as exc:  # no pyspark/jars yet: run without the archive
         log.debug("no CDS archive: %s", exc)
         return ""
-    return f"-XX:SharedArchiveFile={path} {QUIET}" if path.is_file() else ""
+    if not path.is_file():
+        return ""
+    with contextlib.suppress(OSError):  # mark it used: pruning keeps the recently used archives, not the newest made
+        os.utime(path)
+    return f"-XX:SharedArchiveFile={path} {QUIET}"
 
 
 def _train(workdir: Path) -> None:
@@ -124,7 +129,7 @@ def build_archive(force: bool = False) -> Path | None:
 
 def _prune(root: Path, keep: int) -> list[Path]:
     """Every fresh clone (its own .venv, so its own class path) gets its own ~200 MB archive: keep only the `keep`
-    newest. Removing one that a running JVM has mapped is safe (the file lives until it is unmapped)."""
+    most recently used (`java_options` touches the one it hands out). Removing one that a running JVM has mapped is safe (the file lives until it is unmapped)."""
     archives = sorted(root.glob("spark-driver-*.jsa"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in archives[keep:]:
         old.unlink(missing_ok=True)
