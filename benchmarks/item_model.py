@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--delta-max", type=float, default=0.5)
     ap.add_argument("--users", type=int, default=None, help="demo users (default: the demo's default, 3,000)")
     ap.add_argument("--reuse", action="store_true", help="reuse the lakehouse of a previous run if present")
+    ap.add_argument("--coherent-segments", action="store_true",
+                    help="demo data whose segments shop related departments (item text predicts behaviour)")
     args = ap.parse_args()
     os.environ.setdefault("UBP_NO_PROGRESS", "1")
     os.environ.setdefault("UBP_TORCH_THREADS", "1")  # the 2 shared cores are oversubscribed: 1 thread is faster
@@ -54,7 +56,8 @@ def main() -> None:
     t = time.perf_counter()
     if not (args.reuse and (lake / "silver" / "user_sequences").exists()):
         shutil.rmtree(args.work, ignore_errors=True)
-        demo = generate_demo_data(raw) if args.users is None else generate_demo_data(raw, users=args.users)
+        sizes = {} if args.users is None else {"users": args.users}
+        demo = generate_demo_data(raw, coherent_segments=args.coherent_segments, **sizes)
         timings["demo_data"] = time.perf_counter() - t
         t = time.perf_counter()
         ingest(settings, raw)

@@ -143,6 +143,7 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     (model_version, as_of))."""
     import json
 
+    from spark_jobs.layout import in_feast_key_order
     from spark_jobs.session import get_spark
     from ubp import reader
     from ubp.errors import UbpError
@@ -162,7 +163,7 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     dest.parent.mkdir(parents=True, exist_ok=True)
     stamps = ", ".join(f"timestamp'{a.strftime('%Y-%m-%d %H:%M:%S.%f')}'" for a in as_ofs)
     where = f"model_version = '{model_version}' AND as_of IN ({stamps})"
-    writer = out.write.format("delta")
+    writer = in_feast_key_order(out, "client_id").write.format("delta")  # the publish streams key ranges
     if _is_delta(spark, dest):
         writer.mode("overwrite").option("replaceWhere", where).save(str(dest))
     else:

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from models.content_prep import ContentTransform
+from spark_jobs.layout import in_feast_key_order
 from ubp.tables import ITEM_VECTORS
 
 
@@ -63,7 +64,8 @@ def offsets_frame(spark: SparkSession, skus: np.ndarray, offset: np.ndarray) -> 
 
 
 def write_item_vectors(df: DataFrame, path: str) -> None:
-    df.write.format("delta").mode("overwrite").save(path)
+    """Overwrite gold `item_vectors`, rows in Feast's key order (the publish streams contiguous key ranges)."""
+    in_feast_key_order(df, "sku").write.format("delta").mode("overwrite").save(path)
 
 
 def count_by_coldness(spark: SparkSession, path: str) -> dict[str, int]:

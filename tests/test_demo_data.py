@@ -169,6 +169,32 @@ def test_segments_shape_category_distribution(demo):
     assert (guess == segment).mean() > 0.5  # chance is about 1/8
 
 
+def _two_department_mass(out: Path) -> float:
+    """Mean over segments of the probability mass in the segment's two most likely departments."""
+    from ubp.demo_data import category_departments
+
+    seg_cat = pq.read_table(out / TRUTH_DIR / "segment_categories.parquet").to_pandas()
+    cats = np.sort(seg_cat["category"].unique())  # category index c <-> the c-th smallest id
+    seg_cat["dept"] = seg_cat["category"].map(dict(zip(cats.tolist(), category_departments(len(cats)).tolist(),
+                                                       strict=True)))
+    mass = seg_cat.groupby(["segment", "dept"])["prob"].sum()
+    return float(mass.groupby("segment").apply(lambda m: m.nlargest(2).sum()).mean())
+
+
+def test_coherent_segments_shop_related_departments(tmp_path):
+    """--coherent-segments: a segment's core categories share departments (item text predicts behaviour); the
+    default draws random cores. Same random draws either way: the catalogue is byte-identical."""
+    args = {"users": 300, "days": 10, "seed": 3, "categories": 48}  # 48 categories in 6 departments, 6 per core
+    plain, coherent = tmp_path / "plain", tmp_path / "coherent"
+    generate_demo_data(plain, **args)
+    res = generate_demo_data(coherent, **args, coherent_segments=True)
+    assert res["args"]["coherent_segments"] is True
+    assert _two_department_mass(coherent) > 0.8  # the core (80 % of the mass) lies in <= 2 departments
+    assert _two_department_mass(coherent) - _two_department_mass(plain) > 0.15  # seed 3: 0.87 vs 0.67
+    for name in (RAW_PRODUCT_FILE, RAW_PRODUCT_TEXT_FILE):
+        assert pq.read_table(coherent / f"{name}.parquet").equals(pq.read_table(plain / f"{name}.parquet"))
+
+
 def test_search_codes_follow_the_session_category(demo):
     """Each user's mean query codes are closer to the name codes of the categories they buy than to others."""
     out, _ = demo

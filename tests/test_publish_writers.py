@@ -139,3 +139,50 @@ def test_redis_writer_counts_replies_and_reports_refusals(redis_url):  # noqa: F
     w.write(keys, ts, None, batch)
     assert client.dbsize() == 50 and all(client.hlen(k) == 3 for k in encode_entity_keys(keys, "client_id", b"ubp"))
     client.flushdb()
+
+
+def test_failed_statement_on_the_writer_thread_rolls_the_publish_back(tmp_path):
+    """Statements run on a writer thread: an error there (here a trigger refusing one key of the second statement)
+    reaches the caller at close, and the whole publish is rolled back (nothing of the first statement stays)."""
+    db = str(tmp_path / "ours.db")
+    w, view = _writer(db)
+    keys, ts, batch = _batch(40, 0, dim=3)
+    from ubp.publish import encode_entity_keys
+
+    last = keys[np.argsort(keys.astype("<i8").view(">u8"))[-1]]  # the last key in statement order
+    con = sqlite3.connect(db)
+    con.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON \"p_v\" WHEN NEW.entity_key = x'"
+                f"{encode_entity_keys(np.array([last]), 'client_id')[0].hex()}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    con.commit()
+    con.close()
+    w.max_statement_bytes = 400  # several statements: the refused key is in the last one
+    w.write(keys, ts, None, batch)
+    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+        w.close()
+    assert _dump(db) == []
+
+
+def test_publisher_reads_delta_files_in_feast_key_order(tmp_path):
+    """Files holding key ranges are read in Feast's key byte order (SQLite appends), whatever order the log lists
+    them in; `iter_batches(files=...)` reads exactly the given files in that order and refuses unknown ones."""
+    from deltalake import write_deltalake
+    from feast.value_type import ValueType
+
+    from ubp.errors import UbpError
+    from ubp.publish import ViewLayout, latest_per_key
+    from ubp.reader import iter_batches
+
+    ids = np.arange(3000, dtype=np.int64)
+    ids = ids[np.argsort(ids.astype("<i8").view(">u8"), kind="stable")]  # Feast's key byte order
+    path = str(tmp_path / "t")
+    for part in reversed(np.array_split(ids, 3)):  # appended last range first: the log lists them out of order
+        write_deltalake(path, pa.table({"client_id": part, "as_of": pa.array(part * 1000, pa.timestamp("us"))}),
+                        mode="append")
+    view = ViewLayout(name="v", path=path, join_key="client_id", timestamp_field="as_of", created_field=None,
+                      features=(("n", ValueType.INT64),))
+    keys, _, _, files = latest_per_key(path, view, 2)
+    assert sorted(keys.tolist()) == sorted(ids.tolist())
+    read = np.concatenate([b.column(0).to_numpy() for b in iter_batches(path, columns=["client_id"], files=files)])
+    assert read.tolist() == ids.tolist()  # the three ranges in key order
+    with pytest.raises(UbpError, match="no data file"):
+        list(iter_batches(path, files=["nope.parquet"]))

@@ -241,12 +241,25 @@ def _build_catalog(rng: np.random.Generator, n_items: int, n_cat: int, n_urls: i
     )
 
 
-def _build_segments(rng: np.random.Generator, n_cat: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per segment: a category distribution (a few core categories hold most mass) and a price centre."""
+def category_departments(n_cat: int) -> np.ndarray:
+    """(n_cat,) department index of each category: the department whose words its items' texts are made of."""
+    dept_of_type = [i for i, d in enumerate(_DEPARTMENTS) for _ in _DEPARTMENTS[d]["types"]]
+    return np.array([dept_of_type[c % len(dept_of_type)] for c in range(n_cat)], dtype=np.int64)
+
+
+def _build_segments(rng: np.random.Generator, n_cat: int,
+                    coherent: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per segment: a category distribution (a few core categories hold most mass) and a price centre.
+
+    `coherent`: a segment's core categories come from one or two departments (neighbours in text/content space),
+    as a real shopper of running shoes also buys sports gear; by default they are random categories, so content
+    says little about what a segment buys next. Same random draws either way."""
     n_core = min(n_cat, max(2, min(8, n_cat // N_SEGMENTS)))  # 50 categories: 6 per segment, disjoint
     background = rng.dirichlet(np.full(n_cat, 0.8))
     probs = np.empty((N_SEGMENTS, n_cat))
     perm = rng.permutation(n_cat)
+    if coherent:  # department-major order, random within a department: consecutive cores share departments
+        perm = perm[np.argsort(category_departments(n_cat)[perm], kind="stable")]
     for s in range(N_SEGMENTS):
         core = np.roll(perm, -s * n_core)[:n_core]  # disjoint cores while categories last
         p = 0.2 * background
@@ -531,11 +544,13 @@ def generate_demo_data(
     categories: int | None = None,
     urls: int | None = None,
     progress: bool = False,
+    coherent_segments: bool = False,
 ) -> dict[str, Any]:
     """Write a raw directory (RecSys 2025 layout) plus `_truth/`; returns row counts per file and the sizes.
 
     `end` is the last day of the period (default 2025-06-30); every event lies in
     [end + 1 day - days, end + 1 day). Deterministic for the same arguments (chunk_users included).
+    `coherent_segments`: segments shop related departments (content predicts behaviour; see `_build_segments`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -575,7 +590,7 @@ def generate_demo_data(
 
     rng = np.random.default_rng([seed, 0])
     cat = _build_catalog(rng, n_items, n_cat, n_urls, period_s)
-    seg_probs, seg_cdf, price_centre = _build_segments(rng, n_cat)
+    seg_probs, seg_cdf, price_centre = _build_segments(rng, n_cat, coherent_segments)
     us = _build_users(rng, users, n_cat, period_s, seg_probs, price_centre)
     w, cum = _intensity(start_ts, days)
 
@@ -701,7 +716,7 @@ def generate_demo_data(
         "status": "complete",
         "args": {"users": users, "days": days, "seed": seed, "end": end.isoformat(), "bad_row_rate": bad_row_rate,
                  "timestamp_form": timestamp_form, "chunk_users": chunk_users, "skus": n_items,
-                 "categories": n_cat, "urls": n_urls},
+                 "categories": n_cat, "urls": n_urls, **({"coherent_segments": True} if coherent_segments else {})},
         "start": start_ts.strftime("%Y-%m-%d %H:%M:%S"),
         "end": end_ts.strftime("%Y-%m-%d %H:%M:%S"),
         "end_is_exclusive": True,

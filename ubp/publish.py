@@ -29,6 +29,7 @@ import sqlite3
 import struct
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,13 +67,15 @@ def scan_delta(
     version: int | None = None,
     filter: Any = None,
     batch_size: int = 65_536,
+    files: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Arrow batches of one Delta snapshot (log-aware: only the files of that version; deleted rows are absent).
 
     `ubp.reader.iter_batches` does the reading (it also handles deletion vectors via delta-rs' own scan)."""
     from ubp.reader import iter_batches
 
-    yield from iter_batches(str(path), version=version, columns=columns, batch_size=batch_size, filter=filter)
+    yield from iter_batches(str(path), version=version, columns=columns, batch_size=batch_size, filter=filter,
+                            files=files)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -127,8 +130,9 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _varints(values: np.ndarray, tag: int) -> list[bytes]:
-    """`tag + varint(v)` for each int64 (negative numbers as 10-byte two's complement, like protobuf)."""
+def _varint_matrix(values: np.ndarray, tag: int) -> tuple[np.ndarray, np.ndarray]:
+    """`tag + varint(v)` for each int64, left-aligned in an (n, 11) uint8 matrix, and each record's length
+    (negative numbers as 10-byte two's complement, like protobuf)."""
     u = values.astype(np.int64, copy=False).view(np.uint64)
     n = len(u)
     groups = np.empty((n, 10), dtype=np.uint8)
@@ -138,13 +142,18 @@ def _varints(values: np.ndarray, tag: int) -> list[bytes]:
     nbytes = 1 + (u[:, None] >= thresholds[None, :]).sum(axis=1)
     cont = np.arange(10)[None, :] < (nbytes - 1)[:, None]
     groups[cont] |= 0x80
-    mat = np.empty((n, 11), dtype=np.uint8)
+    mat = np.zeros((n, 11), dtype=np.uint8)
     mat[:, 0] = tag
-    mat[:, 1:] = groups
-    mask = np.arange(11)[None, :] <= nbytes[:, None]
-    flat = mat[mask].tobytes()
-    ends = np.cumsum(nbytes + 1)
-    starts = ends - (nbytes + 1)
+    mat[:, 1:] = np.where(np.arange(10)[None, :] < nbytes[:, None], groups, 0)
+    return mat, (nbytes + 1).astype(np.int64)
+
+
+def _varints(values: np.ndarray, tag: int) -> list[bytes]:
+    """`tag + varint(v)` for each int64 as bytes objects (see `_varint_matrix`)."""
+    mat, lens = _varint_matrix(values, tag)
+    flat = mat[np.arange(11)[None, :] < lens[:, None]].tobytes()
+    ends = np.cumsum(lens)
+    starts = ends - lens
     return [flat[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
@@ -155,9 +164,10 @@ def _float_list_head(dim: int) -> bytes:
     return _FLOAT_LIST_TAG + _varint(len(inner) + nb) + inner
 
 
-def float_list_matrix(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
-    """`encode_float_lists` as one (n, width) uint8 matrix (row i = record i) when every row is a float32 vector of
-    the same non-zero length without nulls (the usual embedding column); None otherwise (use the record path)."""
+def float_list_matrix(col: pa.Array | pa.ChunkedArray, order: np.ndarray | None = None) -> np.ndarray | None:
+    """`encode_float_lists` as one (n, width) uint8 matrix (row i = record i, or record order[i]) when every row is a
+    float32 vector of the same non-zero length without nulls (the usual embedding column); None otherwise (use the
+    record path)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     n = len(col)
@@ -171,6 +181,8 @@ def float_list_matrix(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
     if dim == 0 or (lengths != dim).any():
         return None
     floats = col.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[0] + n * dim].reshape(n, dim)
+    if order is not None:
+        floats = floats[order]  # the row gather is the one copy of the vectors before the header is prepended
     body = np.ascontiguousarray(floats.astype("<f4", copy=False)).view(np.uint8).reshape(n, 4 * dim)
     return _fixed_matrix(_float_list_head(dim), body)
 
@@ -335,7 +347,7 @@ class ViewLayout:
 # ---------------------------------------------------------------------------------------------------------------
 # Online store writers
 # ---------------------------------------------------------------------------------------------------------------
-_W_OFF, _W_LEN = 13, 11  # digits of a byte offset / length in the bulk statement's metadata
+_TS_DIGITS = 13  # sign + digits of an epoch-seconds timestamp in the bulk statement's per-entity blob
 
 
 def _fixed_ascii(values: np.ndarray, width: int) -> np.ndarray:
@@ -351,9 +363,78 @@ def _fixed_ascii(values: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _packed(items: list[bytes]) -> tuple[bytes, np.ndarray]:
-    """One blob of all items and each item's length."""
-    return b"".join(items), np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+@dataclass
+class Slots:
+    """One feature's per-entity byte strings as an (n, width) uint8 matrix, item i left-aligned in row i.
+
+    `lens` is None when every item is `width` bytes (vectors of one dimension); otherwise each item's length, -1 for
+    NULL (value_text of non-text features)."""
+
+    mat: np.ndarray
+    lens: np.ndarray | None
+
+    @classmethod
+    def of(cls, items: list[bytes | None]) -> Slots:
+        lens = np.fromiter((-1 if b is None else len(b) for b in items), dtype=np.int64, count=len(items))
+        width = max(int(lens.max()), 0) if len(items) else 0
+        mat = np.zeros((len(items), width), dtype=np.uint8)
+        if width:  # boolean-mask assignment fills row by row, in the order of the joined bytes
+            mat[np.arange(width)[None, :] < lens[:, None]] = np.frombuffer(
+                b"".join(b for b in items if b is not None), dtype=np.uint8)
+        return cls(mat, None if (lens == width).all() else lens)
+
+    def take(self, idx: np.ndarray | slice) -> Slots:
+        return Slots(self.mat[idx], None if self.lens is None else self.lens[idx])
+
+    @property
+    def all_null(self) -> bool:
+        return self.lens is not None and bool((self.lens < 0).all())
+
+    def spec(self) -> tuple[int, int]:
+        """(slot width, digits of the length field; 0 = fixed width) - the statement's shape for this column."""
+        if self.lens is None:
+            return self.mat.shape[1], 0
+        return self.mat.shape[1], len(str(self.mat.shape[1])) + 1
+
+    def blobs(self) -> list[np.ndarray]:
+        """The statement's parameters for this column (sqlite3 binds any C-contiguous buffer as a BLOB)."""
+        width, digits = self.spec()
+        out = [np.ascontiguousarray(self.mat)]
+        if digits:
+            out.append(_fixed_ascii(self.lens, digits))
+        return out
+
+
+def encode_slots(col: pa.Array | pa.ChunkedArray, value_type: Any, order: np.ndarray) -> tuple[Slots, Slots]:
+    """`encode_column` of `col` taken at `order`, as (value, value_text) slots, without a bytes object per row for
+    the usual columns: same-length float vectors, int64 without nulls, low-cardinality values."""
+    from feast.value_type import ValueType
+
+    n = len(order)
+    no_text = Slots(np.zeros((n, 0), np.uint8), np.full(n, -1, np.int64))
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if value_type == ValueType.FLOAT_LIST:
+        mat = float_list_matrix(col, order)
+        if mat is not None:
+            return Slots(mat, None), no_text
+    if value_type == ValueType.INT64 and pa.types.is_integer(col.type) and not col.null_count:
+        ints = col.to_numpy(zero_copy_only=False).astype(np.int64)[order]
+        mat, lens = _varint_matrix(ints, _INT64_TAG)
+        text = ints.astype("S20")  # fixed-width, NUL-padded decimal: already a slot matrix
+        return (Slots(mat, lens), Slots(text.view(np.uint8).reshape(n, 20),
+                                        np.char.str_len(text).astype(np.int64)))
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_floating(col.type)
+            or pa.types.is_integer(col.type)):
+        # low cardinality (strings, bools, timestamps): Feast's conversion once per distinct value, then a gather
+        enc = pc.dictionary_encode(col)
+        if not enc.indices.null_count:
+            vals, texts = _feast_values(enc.dictionary.to_numpy(zero_copy_only=False), value_type)
+            idx = enc.indices.to_numpy(zero_copy_only=False)[order]
+            return (Slots.of(vals).take(idx),
+                    Slots.of([None if t is None else t.encode() for t in texts]).take(idx))
+    vals, texts = encode_column(col, value_type)
+    return (Slots.of(vals).take(order), Slots.of([None if t is None else t.encode() for t in texts]).take(order))
 
 
 class SqliteWriter:
@@ -361,10 +442,14 @@ class SqliteWriter:
 
     A batch goes in as ONE `INSERT ... SELECT` statement instead of an `executemany` of 4 rows per user: Python
     binds 6 values per row (~1.5 us), which cost as much as SQLite's own insert. The batch is bound as a handful of
-    blobs (entity keys at a fixed width, all values, all value texts, fixed-width ASCII offsets/lengths per row,
-    timestamps per entity) and a recursive CTE numbers the rows; `substr` cuts each row's bytes out of the blobs
-    (byte positions: blobs, never text, so `substr` is O(1)). The stored values and their SQLite types are the ones
-    Feast's own upsert stores (asserted against `write_to_online_store` and `materialize` in the tests).
+    blobs: entity keys at a fixed width, per entity two timestamps as fixed-width ASCII, and per feature its values
+    (and value texts) in fixed-width slots (`Slots`: item i at byte i * width, plus a fixed-width ASCII length
+    when lengths vary). A recursive CTE yields one row per entity (key and timestamps cut once), CROSS JOINed with
+    the feature names (entity outer, feature inner = primary-key order); `substr` cuts each value at an offset
+    computed from the row number (blobs, never text, so `substr` is O(1)). Statements run on a writer thread
+    (sqlite3 releases the GIL inside sqlite3_step) while the caller reads and encodes the next batch. The stored
+    values and their SQLite types are the ones Feast's own upsert stores (asserted against `write_to_online_store`
+    and `materialize` in the tests).
     """
 
     def __init__(self, db_path: str, project: str, view: ViewLayout, config: Any) -> None:
@@ -377,8 +462,12 @@ class SqliteWriter:
         # one transaction for the whole publish (atomic for readers, and no per-batch commit rewriting the pages);
         # journal mode and synchronous stay SQLite's defaults (rollback journal, FULL): crash-safe, and with one
         # transaction per publish they cost a handful of fsyncs, not per-row work.
-        self.conn = sqlite3.connect(db_path, isolation_level=None)
+        # the connection is used by one thread at a time: statements run on `self.pool`'s thread while the caller
+        # encodes the next batch (sqlite3 releases the GIL inside sqlite3_step); everything else waits for it first
+        self.conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA cache_size=-524288")  # 512 MiB page cache for this connection only
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ubp-sqlite")
+        self.in_flight: Future | None = None
         self.in_tx = False
         self.view = view
         self.names = sorted(f for f, _ in view.features)  # rows go in primary-key order: key bytes, feature name
@@ -389,70 +478,82 @@ class SqliteWriter:
         self._sql: dict[tuple[int, bool], str] = {}
         self.max_statement_bytes = 64 << 20
 
-    def bulk_sql(self, key_width: int, with_created: bool) -> str:
-        """The one-statement upsert of a batch (see the class doc); parameters from `bulk_params`."""
-        cache_key = (key_width, with_created)
+    def bulk_sql(self, key_width: int, with_created: bool, specs: tuple) -> str:
+        """The one-statement upsert of a batch (see the class doc); parameters from `bulk_params`.
+
+        `specs`: per feature, (value (width, digits), value_text (width, digits) or None = NULL) of its `Slots`."""
+        cache_key = (key_width, with_created, specs)
         if cache_key in self._sql:
             return self._sql[cache_key]
-        nf, m, t = len(self.names), 2 * _W_OFF + 2 * _W_LEN, 2 * _W_OFF
+        nf, tw = len(self.names), 2 * _TS_DIGITS
+        param = iter(range(4 + nf, 10_000))
 
-        def meta(pos: int, width: int) -> str:
-            return f"CAST(substr(?5, r * {m} + {pos + 1}, {width}) AS INTEGER)"
+        def cut(width: int, digits: int) -> tuple[str, str | None]:
+            """(the entity's bytes from the next slot blob, its length expression; None = fixed width)."""
+            blob = next(param)
+            if not digits:
+                return f"substr(?{blob}, s.r * {width} + 1, {width})", None
+            length = f"CAST(substr(?{next(param)}, s.r * {digits} + 1, {digits}) AS INTEGER)"
+            return f"substr(?{blob}, s.r * {width} + 1, {length})", length
 
-        def ts(pos: int) -> str:
-            return f"CAST(substr(?6, (r / {nf}) * {t} + {pos + 1}, {_W_OFF}) AS INTEGER)"
+        values, texts = [], []
+        for i, (vspec, tspec) in enumerate(specs):
+            values.append(f"WHEN {i} THEN {cut(*vspec)[0]}")
+            if tspec is None:
+                continue
+            text, length = cut(*tspec)
+            text = f"CAST({text} AS TEXT)" if length is None else (
+                f"CASE WHEN {length} < 0 THEN NULL ELSE CAST({text} AS TEXT) END")  # length -1 = NULL
+            texts.append(f"WHEN {i} THEN {text}")
 
-        vo, vl = meta(0, _W_OFF), meta(_W_OFF, _W_LEN)
-        to, tl = meta(_W_OFF + _W_LEN, _W_OFF), meta(2 * _W_OFF + _W_LEN, _W_LEN)
-        names = "CASE r % {} {} END".format(nf, " ".join(f"WHEN {i} THEN ?{7 + i}" for i in range(nf)))
+        def ts(pos: int, r: str) -> str:
+            return f"CAST(substr(?3, {r} * {tw} + {pos + 1}, {_TS_DIGITS}) AS INTEGER)"
+
+        created = (ts(_TS_DIGITS, "0"), ts(_TS_DIGITS, "(r + 1)")) if with_created else ("NULL", "NULL")
+        names = ", ".join(f"({i}, ?{4 + i})" for i in range(nf))
         sql = (
-            "WITH RECURSIVE s(r) AS (SELECT 0 UNION ALL SELECT r + 1 FROM s WHERE r < ?1) "
+            # one row per entity: its key and timestamps are cut once, not once per feature
+            f"WITH RECURSIVE s(r, k, e, c) AS (SELECT 0, substr(?2, 1, {key_width}), {ts(0, '0')}, {created[0]} "
+            f"UNION ALL SELECT r + 1, substr(?2, (r + 1) * {key_width} + 1, {key_width}), {ts(0, '(r + 1)')}, "
+            f"{created[1]} FROM s WHERE r < ?1), f(i, name) AS (VALUES {names}) "
             f"INSERT INTO {self.q} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-            f"SELECT substr(?2, (r / {nf}) * {key_width} + 1, {key_width}), {names}, substr(?3, {vo} + 1, {vl}), "
-            f"CASE WHEN {tl} < 0 THEN NULL ELSE CAST(substr(?4, {to} + 1, {tl}) AS TEXT) END, {ts(0)}, "
-            f"{ts(_W_OFF) if with_created else 'NULL'} FROM s WHERE true "
+            f"SELECT s.k, f.name, CASE f.i {' '.join(values)} END, "
+            f"{'CASE f.i ' + ' '.join(texts) + ' END' if texts else 'NULL'}, s.e, s.c "
+            "FROM s CROSS JOIN f WHERE true "  # CROSS JOIN: entities outer, features inner = primary-key order
             "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
             "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"
         )
         self._sql[cache_key] = sql
         return sql
 
-    def bulk_params(self, ek: list[bytes], cols: list[tuple[Any, list[str | None] | None]], ets: list[int],
-                    cts: list[int] | None) -> tuple:
-        """Parameters of `bulk_sql` for n entities (ek: same-width keys) x F features (`cols` in `self.names`
-        order: (value bytes, value_text) per entity, or (an (n, width) uint8 matrix of the values, None = no
-        value_text))."""
-        n, nf = len(ek), len(cols)
-        vblobs, tblobs = [], []
-        vmeta = np.empty((n, nf, 2), dtype=np.int64)  # (offset, length) of each value
-        tmeta = np.empty((n, nf, 2), dtype=np.int64)  # (offset, length or -1 = NULL) of each value_text
-        vpos = tpos = 0
-        for f, (vals, texts) in enumerate(cols):
-            if isinstance(vals, np.ndarray):
-                blob, lens = vals.tobytes(), np.full(n, vals.shape[1], dtype=np.int64)
-            else:
-                blob, lens = _packed(vals)
-            vmeta[:, f, 0] = vpos + np.cumsum(lens) - lens
-            vmeta[:, f, 1] = lens
-            vblobs.append(blob)
-            vpos += len(blob)
-            if texts is None or all(t is None for t in texts):
-                tmeta[:, f] = (0, -1)
-                continue
-            blob, lens = _packed([b"" if t is None else t.encode() for t in texts])
-            tmeta[:, f, 0] = tpos + np.cumsum(lens) - lens
-            tmeta[:, f, 1] = np.where([t is None for t in texts], -1, lens)
-            tblobs.append(blob)
-            tpos += len(blob)
-        flat_v, flat_t = vmeta.reshape(-1, 2), tmeta.reshape(-1, 2)
-        meta = np.concatenate([_fixed_ascii(flat_v[:, 0], _W_OFF), _fixed_ascii(flat_v[:, 1], _W_LEN),
-                               _fixed_ascii(flat_t[:, 0], _W_OFF), _fixed_ascii(flat_t[:, 1], _W_LEN)], axis=1)
-        tsm = np.concatenate([_fixed_ascii(np.asarray(ets, np.int64), _W_OFF),
-                              _fixed_ascii(np.asarray(cts if cts is not None else ets, np.int64), _W_OFF)], axis=1)
-        return (n * nf - 1, b"".join(ek), b"".join(vblobs), b"".join(tblobs), meta.tobytes(), tsm.tobytes(),
-                *self.names)
+    def bulk_params(self, ek: np.ndarray, cols: list[tuple[Slots, Slots]], ets: np.ndarray,
+                    cts: np.ndarray | None) -> tuple[tuple, tuple]:
+        """(specs for `bulk_sql`, its parameters) for n entities (ek: (n, key width) uint8) x F features (`cols` in
+        `self.names` order: value and value_text slots)."""
+        n = len(ek)
+        tsm = np.concatenate([_fixed_ascii(ets, _TS_DIGITS),
+                              _fixed_ascii(cts if cts is not None else ets, _TS_DIGITS)], axis=1)
+        specs, blobs = [], []
+        for vals, texts in cols:
+            specs.append((vals.spec(), None if texts.all_null else texts.spec()))
+            blobs += vals.blobs()
+            if not texts.all_null:
+                blobs += texts.blobs()
+        return tuple(specs), (n - 1, np.ascontiguousarray(ek), tsm, *self.names, *blobs)
+
+    def _wait(self) -> None:
+        """Let the statement in flight finish (and raise its error here)."""
+        if self.in_flight is not None:
+            fut, self.in_flight = self.in_flight, None
+            fut.result()
+
+    def _submit(self, sql: str, params: tuple) -> None:
+        """Run `sql` on the writer thread; at most one statement in flight, so memory stays two batches."""
+        self._wait()
+        self.in_flight = self.pool.submit(self.conn.execute, sql, params)
 
     def is_empty(self) -> bool:
+        self._wait()
         try:
             return self.conn.execute(self.count_sql).fetchone()[0] == 0
         except sqlite3.OperationalError:
@@ -461,37 +562,30 @@ class SqliteWriter:
     def write(self, keys: np.ndarray, ts: np.ndarray, created: np.ndarray | None,
               batch: pa.RecordBatch | pa.Table) -> None:
         """Rows go in primary-key order (entity key bytes, then feature name): B-tree appends, not random inserts,
-        which is ~3x less SQLite work than Feast's feature-by-entity order for the same bytes."""
+        which is ~3x less SQLite work than Feast's feature-by-entity order for the same bytes. Returns once the
+        batch's statement is queued: SQLite inserts it while the caller reads and encodes the next batch."""
         if not len(keys):
             return
         order = np.argsort(keys.astype("<i8").view(">u8"), kind="stable")  # = order of the little-endian key bytes
         keys, ts = keys[order], ts[order]
         created = created[order] if created is not None else None
-        ek = encode_entity_keys(keys, self.view.join_key)
-        # encode in batch order, then permute (cheaper than `batch.take` of the vector column): fixed-length float
-        # vectors as one (n, width) matrix whose row gather is the statement's blob, other columns as encoded lists
-        idx = order.tolist()
-        cols: list[tuple[Any, Any]] = []
-        for f in self.names:
-            mat = float_list_matrix(batch.column(f)) if self.types[f].name == "FLOAT_LIST" else None
-            if mat is not None:
-                cols.append((mat[order], None))
-                continue
-            vals, texts = encode_column(batch.column(f), self.types[f])
-            cols.append(([vals[i] for i in idx], [texts[i] for i in idx]))
-        ets = sqlite_ts(ts)
-        cts = sqlite_ts(created) if created is not None else None
-        sql = self.bulk_sql(len(ek[0]), created is not None)
+        body = np.ascontiguousarray(keys.astype("<i8", copy=False)).view(np.uint8).reshape(len(keys), 8)
+        ek = _fixed_matrix(entity_key_prefix(self.view.join_key), body)
+        cols = [encode_slots(batch.column(f), self.types[f], order) for f in self.names]
+        ets = np.asarray(sqlite_ts(ts), dtype=np.int64)
+        cts = np.asarray(sqlite_ts(created), dtype=np.int64) if created is not None else None
         # statements of <= ~64 MiB of values (SQLite's blob limit is 1 GB; 2048-float ensembles are 8 KB a user)
-        per_user = len(ek[0]) + sum(len(vals[0]) for vals, _ in cols)
+        per_user = ek.shape[1] + sum(v.mat.shape[1] + t.mat.shape[1] for v, t in cols)
         step = max(1, self.max_statement_bytes // per_user)
         self._begin()
         for i in range(0, len(ek), step):
-            part = [(vals[i : i + step], texts[i : i + step] if texts is not None else None) for vals, texts in cols]
-            self.conn.execute(sql, self.bulk_params(ek[i : i + step], part, ets[i : i + step],
-                                                    cts[i : i + step] if cts is not None else None))
+            part = slice(i, i + step)
+            specs, params = self.bulk_params(ek[part], [(v.take(part), t.take(part)) for v, t in cols], ets[part],
+                                             cts[part] if cts is not None else None)
+            self._submit(self.bulk_sql(ek.shape[1], created is not None, specs), params)
 
     def _begin(self) -> None:
+        self._wait()
         if not self.in_tx:
             self.conn.execute("BEGIN")
             self.in_tx = True
@@ -501,10 +595,19 @@ class SqliteWriter:
         self.conn.executemany(self.delete_sql, ((k,) for k in encode_entity_keys(keys, self.view.join_key)))
 
     def close(self, ok: bool = True) -> None:
+        """Commit (ok) or roll back the publish; a statement that failed in flight rolls back and raises here."""
+        error: BaseException | None = None
+        try:
+            self._wait()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below once the transaction is rolled back
+            error, ok = exc, False
+        self.pool.shutdown(wait=True)
         if self.in_tx:
             self.conn.execute("COMMIT" if ok else "ROLLBACK")
             self.in_tx = False
         self.conn.close()
+        if error is not None:
+            raise error
 
 
 def _resp(parts: list[bytes]) -> bytes:
@@ -675,24 +778,35 @@ class PublishedState:
         tmp.replace(path)
 
 
-def latest_per_key(path: str, view: ViewLayout, version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def latest_per_key(
+    path: str, view: ViewLayout, version: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str] | None]:
     """Per entity, the row Feast serves: the latest event timestamp, then the latest created timestamp.
 
-    Reads only the key and timestamp columns. Returns (keys sorted, ts_us, created_us)."""
+    Reads only the key and timestamp columns, file by file. Returns (keys sorted, ts_us, created_us, files): the
+    data files ordered by their smallest key in Feast's key byte order (None: keep the table's order), so the
+    write pass appends to the SQLite B-tree when files hold key ranges (our gold writers' layout)."""
+    from ubp.reader import iter_file_batches
+
     cols = [view.join_key, view.timestamp_field] + ([view.created_field] if view.created_field else [])
     ks, ts, cr = [], [], []
-    for b in scan_delta(path, cols, version=version):
-        ks.append(b.column(0).to_numpy(zero_copy_only=False).astype(np.int64))
+    first: dict[str | None, int] = {}
+    for f, b in iter_file_batches(path, version, cols):
+        k = b.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        ks.append(k)
         ts.append(_ts_us(b.column(1)))
         cr.append(_ts_us(b.column(2)) if view.created_field else np.zeros(b.num_rows, np.int64))
+        low = int(k.astype("<i8").view(">u8").min())  # the little-endian bytes, compared as one big-endian number
+        first[f] = min(first.get(f, low), low)
+    files = None if None in first else sorted(first, key=first.__getitem__)
     if not ks:
-        return (np.empty(0, np.int64),) * 3
+        return (np.empty(0, np.int64),) * 3 + (files,)
     k, t, c = np.concatenate(ks), np.concatenate(ts), np.concatenate(cr)
     order = np.lexsort((c, t, k))
     k, t, c = k[order], t[order], c[order]
     last = np.ones(len(k), dtype=bool)
     last[:-1] = k[1:] != k[:-1]
-    return k[last], t[last], c[last]
+    return k[last], t[last], c[last], files
 
 
 def diff_state(
@@ -730,7 +844,7 @@ class PublishResult:
 
 def _write_changes(writer: SqliteWriter | RedisWriter, view: ViewLayout, version: int, w_keys: np.ndarray,
                    w_ts: np.ndarray, w_cr: np.ndarray, batch_size: int,
-                   progress: Callable[[int], None] | None) -> int:
+                   progress: Callable[[int], None] | None, files: list[str] | None = None) -> int:
     """Stream the snapshot again (rows with as_of >= the oldest change only) and write the rows picked by the diff."""
     written = 0
     done = np.zeros(len(w_keys), dtype=bool)
@@ -752,7 +866,7 @@ def _write_changes(writer: SqliteWriter | RedisWriter, view: ViewLayout, version
         return len(k)
 
     n_pending = 0
-    for batch in scan_delta(view.path, view.columns, version=version, filter=flt, batch_size=batch_size):
+    for batch in scan_delta(view.path, view.columns, version=version, filter=flt, batch_size=batch_size, files=files):
         bk = batch.column(view.join_key).to_numpy(zero_copy_only=False).astype(np.int64)
         bt = _ts_us(batch.column(view.timestamp_field))
         bc = _ts_us(batch.column(view.created_field)) if view.created_field else np.zeros(len(bk), np.int64)
@@ -780,7 +894,7 @@ def publish_view(
     state_dir: Path,
     *,
     full: bool = False,
-    batch_size: int = 100_000,
+    batch_size: int = 25_000,  # rows per statement: with the gold layout a contiguous key range
     record: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> PublishResult:
@@ -817,7 +931,7 @@ def publish_view(
         return PublishResult(view.name, 0, 0, len(old.keys), version,
                              _naive(int(old.ts.max())).replace(tzinfo=UTC), time.perf_counter() - t0, skipped=True)
 
-    keys, ts, created = latest_per_key(view.path, view, version)
+    keys, ts, created, files = latest_per_key(view.path, view, version)
     write_mask, gone = diff_state(old, keys, ts, created)
     if rewrite_all:
         write_mask[:] = True
@@ -825,7 +939,7 @@ def publish_view(
     written = 0
     try:
         if len(w_keys):
-            written = _write_changes(writer, view, version, w_keys, w_ts, w_cr, batch_size, progress)
+            written = _write_changes(writer, view, version, w_keys, w_ts, w_cr, batch_size, progress, files)
         if len(gone):
             writer.delete(gone)
     except BaseException:

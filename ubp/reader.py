@@ -60,28 +60,58 @@ def count_rows(path: str | Path, version: int | None = None) -> int:
     return sum(b.num_rows for b in iter_batches(path, version=version, columns=[first], batch_size=65536))
 
 
+def _readable_as_dataset(dt: Any) -> bool:
+    return not set(dt.protocol().reader_features or ()) & _SCAN_ONLY_FEATURES
+
+
+def iter_file_batches(
+    path: str | Path, version: int | None = None, columns: Sequence[str] | None = None, batch_size: int = 65536
+) -> Iterator[tuple[str | None, pa.RecordBatch]]:
+    """(data file, batch) for the rows of one table version, file by file (file = None for tables read through
+    delta-rs' scan, see the module doc). Pass chosen files back to `iter_batches(files=...)` to read in that order."""
+    dt = _open(path, version)
+    cols = list(columns) if columns is not None else None
+    if not _readable_as_dataset(dt):
+        for batch in _iter_scan(dt, cols, batch_size, None):
+            yield None, batch
+        return
+    for fragment in dt.to_pyarrow_dataset().get_fragments():
+        for batch in fragment.to_batches(columns=cols, batch_size=batch_size):
+            if batch.num_rows:
+                yield fragment.path, batch
+
+
 def iter_batches(
     path: str | Path,
     version: int | None = None,
     columns: Sequence[str] | None = None,
     batch_size: int = 4096,
     filter: pc.Expression | None = None,
+    files: Sequence[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream the rows of one Delta table version as Arrow record batches.
 
     `version=None` reads the latest version; pass `table_version(path)` once and reuse it to get a consistent
     snapshot across several passes (epochs). Only the data files listed in the Delta log for that version are
     read. `filter` is a pyarrow compute expression (e.g. `pc.field("n_events") > 5`); partition filters prune files.
-    Memory is bounded: at most a couple of batches per file are in flight.
+    `files`: read exactly these data files of the version, in this order (from `iter_file_batches`); ignored for
+    tables read through delta-rs' scan. Memory is bounded: at most a couple of batches per file are in flight.
     """
     dt = _open(path, version)
-    protocol = dt.protocol()
-    features = set(protocol.reader_features or ())
     cols = list(columns) if columns is not None else None
-    if features & _SCAN_ONLY_FEATURES:
+    if not _readable_as_dataset(dt):
         yield from _iter_scan(dt, cols, batch_size, filter)
         return
     dataset = dt.to_pyarrow_dataset()
+    if files is not None:
+        import pyarrow.dataset as ds
+
+        by_path = {f.path: f for f in dataset.get_fragments()}
+        missing = [f for f in files if f not in by_path]
+        if missing:
+            raise UbpError(f"{path} version {dt.version()} has no data file {missing[0]}")
+        dataset = ds.FileSystemDataset([by_path[f] for f in files], dataset.schema, dataset.format,
+                                       dataset.filesystem)
     scanner = dataset.scanner(
         columns=cols, filter=filter, batch_size=batch_size, batch_readahead=2, fragment_readahead=1
     )

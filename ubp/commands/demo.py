@@ -26,6 +26,10 @@ def demo_data(
         "string", "--timestamp-form", help="'string' (\"YYYY-MM-DD HH:MM:SS\", the challenge's form) or 'timestamp'."
     ),
     chunk_users: int = typer.Option(20_000, "--chunk-users", min=1, help="Users per written part (memory bound)."),
+    coherent_segments: bool = typer.Option(
+        False, "--coherent-segments",
+        help="Segments shop related departments, so item text predicts behaviour (the cold-start study's data).",
+    ),
 ) -> None:
     """Generate demo data: segments, funnels, searches, churners, seasonality, cold items (truth in DIR/_truth)."""
     from datetime import date
@@ -46,7 +50,8 @@ def demo_data(
     if out.exists() and not out.is_dir():
         raise UbpError(f"--out {out} exists and is not a directory")
     res = generate_demo_data(out, users=users, days=days, seed=seed, end=end_day, bad_row_rate=bad_row_rate,
-                             timestamp_form=timestamp_form, chunk_users=chunk_users, progress=True)
+                             timestamp_form=timestamp_form, chunk_users=chunk_users, progress=True,
+                             coherent_segments=coherent_segments)
 
     console = Console()
     table = Table(title=f"demo data in {out} ({res['start']} .. {res['end']}, exclusive end)")

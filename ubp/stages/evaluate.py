@@ -149,13 +149,14 @@ def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: dat
     """Write the ensemble rows for one as-of (replacing that as-of's rows only) and return the row count."""
     from pyspark.sql import functions as F
 
+    from spark_jobs.layout import in_feast_key_order
     from spark_jobs.session import get_spark
     from ubp.tables import USER_PROFILES_ENSEMBLE
 
     spark = get_spark(settings)
     df = _frame(spark, USER_PROFILES_ENSEMBLE, client_ids, x16, version, as_of, n_events)
     path = settings.table_path("user_profiles_ensemble")
-    writer = df.write.format("delta").mode("overwrite")
+    writer = in_feast_key_order(df, "client_id").write.format("delta").mode("overwrite")  # publish: key ranges
     if (path / "_delta_log").is_dir():
         ts = _spark_ts(as_of).strftime("%Y-%m-%d %H:%M:%S.%f")
         writer = writer.option("replaceWhere", f"as_of = timestamp'{ts}'")

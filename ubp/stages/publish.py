@@ -29,7 +29,7 @@ def publish(
     online: str | None = None,
     views: tuple[str, ...] | list[str] | None = None,
     full: bool = False,
-    batch_size: int = 100_000,
+    batch_size: int = 25_000,
 ) -> dict:
     """Apply the feature repo and publish each view whose gold table exists (a missing table, e.g. no ensemble
     yet, is skipped with a reason; its view and service stay registered).

@@ -239,6 +239,7 @@ def sequences(
 def aggregates(settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
     """Build gold `user_aggregates`: the challenge's baseline counts + the seed solution's statistics per user."""
     from spark_jobs.aggregates import build_aggregates, feature_names, feature_names_version
+    from spark_jobs.layout import in_feast_key_order
     from spark_jobs.session import get_spark
     from spark_jobs.vocab import prepare_events
     from ubp.reader import count_rows
@@ -251,7 +252,8 @@ def aggregates(settings: Settings, as_of: datetime | None = None) -> dict[str, A
     out_path = settings.table_path("user_aggregates")
     rows, top_values = build_aggregates(prepare_events(events, products, as_of), as_of)
     _ensure(spark, "user_aggregates", out_path)
-    rows.write.format("delta").mode("overwrite").option("overwriteSchema", "false").save(str(out_path))
+    (in_feast_key_order(rows, "client_id")  # the publish streams contiguous key ranges (spark_jobs/layout.py)
+     .write.format("delta").mode("overwrite").option("overwriteSchema", "false").save(str(out_path)))
     _set_props(spark, out_path, {PROP_AS_OF: as_of.isoformat(), "ubp.feature_names_version": feature_names_version()})
     n = count_rows(out_path)
     seconds = round(time.perf_counter() - t0, 1)
