@@ -368,7 +368,8 @@ class Slots:
     """One feature's per-entity byte strings as an (n, width) uint8 matrix, item i left-aligned in row i.
 
     `lens` is None when every item is `width` bytes (vectors of one dimension); otherwise each item's length, -1 for
-    NULL (value_text of non-text features)."""
+    NULL (value_text of non-text features). The width is the batch's longest item: fine for vectors and short
+    scalars (what feature views hold); a column with rare huge values would pad every row to them."""
 
     mat: np.ndarray
     lens: np.ndarray | None
@@ -398,7 +399,7 @@ class Slots:
 
     def blobs(self) -> list[np.ndarray]:
         """The statement's parameters for this column (sqlite3 binds any C-contiguous buffer as a BLOB)."""
-        width, digits = self.spec()
+        digits = self.spec()[1]
         out = [np.ascontiguousarray(self.mat)]
         if digits:
             out.append(_fixed_ascii(self.lens, digits))
@@ -475,7 +476,7 @@ class SqliteWriter:
         self.q = '"' + self.table.replace('"', '""') + '"'
         self.delete_sql = f"DELETE FROM {self.q} WHERE entity_key = ?"
         self.count_sql = f"SELECT COUNT(*) FROM {self.q}"
-        self._sql: dict[tuple[int, bool], str] = {}
+        self._sql: dict[tuple, str] = {}  # (key width, with created, column specs) -> statement
         self.max_statement_bytes = 64 << 20
 
     def bulk_sql(self, key_width: int, with_created: bool, specs: tuple) -> str:
