@@ -129,7 +129,8 @@ def build_archive(force: bool = False) -> Path | None:
 
 def _prune(root: Path, keep: int) -> list[Path]:
     """Every fresh clone (its own .venv, so its own class path) gets its own ~200 MB archive: keep only the `keep`
-    most recently used (`java_options` touches the one it hands out). Removing one that a running JVM has mapped is safe (the file lives until it is unmapped)."""
+    most recently used (`java_options` touches the one it hands out). Removing one that a running JVM has mapped is
+    safe (the file lives until it is unmapped)."""
     archives = sorted(root.glob("spark-driver-*.jsa"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in archives[keep:]:
         old.unlink(missing_ok=True)

@@ -259,18 +259,22 @@ def encode_column(col: pa.Array | pa.ChunkedArray, value_type: Any) -> tuple[lis
         return _varints(ints, _INT64_TAG), [str(v) for v in ints.tolist()]
     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
         return _feast_values(col.to_numpy(zero_copy_only=False), value_type)
-    # low cardinality (strings, bools, timestamps): Feast's conversion once per distinct value
+    vals, texts, idx = _distinct_values(col, value_type)
+    return [vals[i] for i in idx.tolist()], [texts[i] for i in idx.tolist()]
+
+
+def _distinct_values(col: pa.Array, value_type: Any) -> tuple[list[bytes], list[str | None], np.ndarray]:
+    """Feast's conversion once per distinct value (strings, bools, timestamps are low cardinality): (values, texts,
+    index of each row's value). A null is converted exactly as Feast sees it in this column (None, NaT, NaN)."""
     enc = pc.dictionary_encode(col)
     vals, texts = _feast_values(enc.dictionary.to_numpy(zero_copy_only=False), value_type)
     indices = enc.indices
     if indices.null_count:
-        # convert a null exactly as Feast sees it in this column (None, NaT, NaN depending on the type)
         nvals, ntexts = _feast_values(col.filter(col.is_null()).slice(0, 1).to_numpy(zero_copy_only=False),
                                       value_type)
         indices = indices.fill_null(len(vals))
         vals, texts = vals + nvals, texts + ntexts
-    idx = indices.to_numpy(zero_copy_only=False)
-    return [vals[i] for i in idx.tolist()], [texts[i] for i in idx.tolist()]
+    return vals, texts, indices.to_numpy(zero_copy_only=False)
 
 
 def _naive(us: int) -> datetime:
@@ -425,17 +429,13 @@ def encode_slots(col: pa.Array | pa.ChunkedArray, value_type: Any, order: np.nda
         text = ints.astype("S20")  # fixed-width, NUL-padded decimal: already a slot matrix
         return (Slots(mat, lens), Slots(text.view(np.uint8).reshape(n, 20),
                                         np.char.str_len(text).astype(np.int64)))
-    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_floating(col.type)
-            or pa.types.is_integer(col.type)):
-        # low cardinality (strings, bools, timestamps): Feast's conversion once per distinct value, then a gather
-        enc = pc.dictionary_encode(col)
-        if not enc.indices.null_count:
-            vals, texts = _feast_values(enc.dictionary.to_numpy(zero_copy_only=False), value_type)
-            idx = enc.indices.to_numpy(zero_copy_only=False)[order]
-            return (Slots.of(vals).take(idx),
-                    Slots.of([None if t is None else t.encode() for t in texts]).take(idx))
-    vals, texts = encode_column(col, value_type)
-    return (Slots.of(vals).take(order), Slots.of([None if t is None else t.encode() for t in texts]).take(order))
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        vals, texts = encode_column(col, value_type)
+        idx = order
+    else:  # as `encode_column`: each distinct value once, then a gather
+        vals, texts, idx = _distinct_values(col, value_type)
+        idx = idx[order]
+    return Slots.of(vals).take(idx), Slots.of([None if t is None else t.encode() for t in texts]).take(idx)
 
 
 class SqliteWriter:
