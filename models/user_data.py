@@ -19,16 +19,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ubp.tables import BOS_ID, EOS_ID, QUERY_CODES
+from ubp.tables import BOS_ID, EOS_ID, EVENT_TYPE_CODE, FIRST_TOKEN_ID, PAD_ID, QUERY_CODES
 
 TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "day", "week")
+SEARCH_TOKEN = EVENT_TYPE_CODE["search_query"] + FIRST_TOKEN_ID
 Batch = dict[str, torch.Tensor]
 
 
 def columns_for(fields: Iterable[str]) -> list[str]:
     """Table columns needed to build batches with these fields."""
-    return ["client_id", "n_events", *[f for f in TOKEN_FIELDS if f in set(fields)],
-            *(["query"] if "query" in set(fields) else [])]
+    fields = set(fields) | {"event_type"}  # event_type lines the fields up (and places the sparse query codes)
+    return ["client_id", "n_events", *[f for f in TOKEN_FIELDS if f in fields], *(["query"] if "query" in fields else [])]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -84,9 +85,11 @@ class SequenceChunk:
             col = batch.column(f)
             base = col.offsets.to_numpy().astype(np.int64)
             vals = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
-            if not np.array_equal(base, offsets * (QUERY_CODES if f == "query" else 1)):
+            if f == "query":
+                vals = _dense_query(vals, base, ref.values.to_numpy(zero_copy_only=False), offsets)
+            elif not np.array_equal(base, offsets):
                 raise ValueError(f"user_sequences column {f!r} does not line up with event_type "
-                                 f"({'16 codes' if f == 'query' else 'one token'} per event expected)")
+                                 "(one token per event expected)")
             values[f] = vals
         nonempty = keep_len > 0
         return cls(client_id[nonempty], n_events[nonempty], keep_len[nonempty], starts[nonempty], values)
@@ -124,6 +127,23 @@ class SequenceChunk:
     def select(self, mask: np.ndarray) -> SequenceChunk:
         return SequenceChunk(self.client_id[mask], self.n_events[mask], self.lengths[mask], self.starts[mask],
                              self.values)
+
+
+def _dense_query(codes: np.ndarray, code_offsets: np.ndarray, event_types: np.ndarray,
+                 offsets: np.ndarray) -> np.ndarray:
+    """The contract's sparse query column (16 codes per SEARCH event only) -> 16 codes per event, PAD elsewhere:
+    flat [events * 16], indexed like the event_type values. Refuses a column that does not hold 16 codes per search
+    event (e.g. a table written before the sparse layout: rebuild it with `ubp sequences`)."""
+    lo, hi = int(offsets[0]), int(offsets[-1])  # the events the rows reference
+    is_search = np.zeros(len(event_types), dtype=bool)  # [events]
+    is_search[lo:hi] = np.asarray(event_types[lo:hi]) == SEARCH_TOKEN
+    searches = np.concatenate([[0], np.cumsum(is_search)])[offsets]  # [U+1] search events before each row
+    if not np.array_equal(code_offsets - code_offsets[0], (searches - searches[0]) * QUERY_CODES):
+        raise ValueError("user_sequences column 'query' does not line up with event_type (16 codes per search event "
+                         "expected; a table from before the sparse query layout needs `ubp sequences` again)")
+    dense = np.full((len(event_types), QUERY_CODES), PAD_ID, dtype=np.int64)  # [events, 16]
+    dense[is_search] = codes[int(code_offsets[0]):int(code_offsets[-1])].reshape(-1, QUERY_CODES)  # [searches, 16]
+    return dense.reshape(-1)  # [events * 16]
 
 
 class UserSequenceDataset(torch.utils.data.Dataset):

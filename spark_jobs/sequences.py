@@ -1,14 +1,20 @@
 """Bronze events -> silver `user_sequences`: one chronological token sequence per user, all event types merged.
 
 How it stays fast and out of core (no global sort, no window over all events, no Python UDF, nothing collected):
-1. `tokenize`: per event, map raw values to token ids with broadcast joins (sku, url, category) and small literal
-   maps (price, query codes) or arithmetic (event type, day, week).
+1. `tokenize`: per event, map raw values to token ids with broadcast joins (sku, url, category), literal arrays
+   indexed by the raw value (price buckets, query codes: `get`, code-generated) or arithmetic (event type, day, week).
 2. `build_sequences`: ONE `groupBy(client_id)` with `collect_list` of a per-event struct whose leading fields are
    the sort key (timestamp, event-type code, sku, url, query); `sort_array` orders each user's events locally
    (deterministic: equal keys are equal events), `slice` keeps the newest `max_len`, and `array.field` extraction
-   (code-generated; only the query codes need a `transform` lambda) splits the structs into the per-field arrays of
-   the contract. Spark's object-hash aggregate falls back to a spilling
-   sort-based aggregate when a task has many users, so tens of millions of users do not need to fit in memory.
+   plus `flatten` (code-generated) split the structs into the per-field arrays of the contract. Spark's
+   object-hash aggregate falls back to a spilling sort-based aggregate when a task has many users, so tens of
+   millions of users do not need to fit in memory.
+
+No higher-order function (`transform`, `filter`) runs per event: Spark interprets their lambdas element by
+element, and on Spark 4 every interpreted array-element read also builds a fresh read-only SQL conf; the query
+`transform` was a quarter of the build's JVM samples (JFR, 10M events). The query codes are therefore stored
+sparsely (only search events carry their 16 codes, see the `user_sequences` contract), which also keeps 16 PAD
+values per non-search event out of the shuffle and the Parquet files.
 """
 
 from __future__ import annotations
@@ -22,11 +28,36 @@ from spark_jobs.vocab import PRODUCT_CODES, SEARCH_CODE, VISIT_CODE, Vocab
 from ubp.tables import FIRST_TOKEN_ID, OOV_ID, PAD_ID, QUERY_CODES, USER_SEQUENCES
 
 
+def _int_array(values: list[int], bigint: bool = False):
+    """A literal array<int> (or array<bigint>) column from ONE SQL expression (`F.lit(list)` makes a py4j call per
+    element: 16 query lookups of 256 codes took 1.5-2 s of driver time to plan). The optimizer folds it into one
+    literal."""
+    suffix = "L" if bigint else ""
+    return F.expr(f"array({', '.join(f'{int(v)}{suffix}' for v in values)})").cast(
+        "array<bigint>" if bigint else "array<int>")
+
+
 def _small_map(mapping: dict[int, int]):
-    """A literal map column for a small vocabulary (price buckets, query codes)."""
+    """A literal map column for a small vocabulary whose raw values are not small non-negative integers."""
     if not mapping:
         return F.create_map().cast("map<bigint,int>")
-    return F.create_map(*[x for k, v in sorted(mapping.items()) for x in (F.lit(k).cast("bigint"), F.lit(v))])
+    keys, values = zip(*sorted(mapping.items()), strict=True)
+    return F.map_from_arrays(_int_array(list(keys), bigint=True), _int_array(list(values)))
+
+
+def _small_lookup(mapping: dict[int, int], limit: int = 1 << 16):
+    """raw (an int column) -> token of a small vocabulary (price buckets, query codes), null when unknown: through a
+    literal array indexed by the raw value (`get`: O(1), code-generated, null outside the array) when the raw values
+    are small non-negative integers, else a literal map (a linear scan per lookup). Returns a function of the raw
+    column, so the literal is built once for many lookups (the 16 query codes); one `get` per lookup keeps the 16
+    of them small enough for one generated method to be JIT-compiled."""
+    if not mapping:
+        return lambda raw: F.lit(None).cast("int")
+    if min(mapping) < 0 or max(mapping) >= limit:
+        table = _small_map(mapping)
+        return lambda raw: F.element_at(table, raw.cast("bigint"))
+    array = _int_array([mapping.get(k, OOV_ID) for k in range(max(mapping) + 1)])
+    return lambda raw: F.get(array, raw)
 
 
 def _lookup_frame(spark: SparkSession, mapping: dict[int, int], key: str, tok: str) -> DataFrame:
@@ -47,26 +78,29 @@ def tokenize(spark: SparkSession, prepared: DataFrame, vocab: Vocab) -> DataFram
         .join(_lookup_frame(spark, m["category"], "category", "cat_t"), on="category", how="left")
     )
     is_product = F.col("etype").isin(*PRODUCT_CODES)
-    qmap = _small_map(m["query"])
-    pmap = _small_map(m["price"])
+    is_search = F.col("etype") == SEARCH_CODE
     first, last = vocab.first_day, vocab.last_day
     last_week = max(m["week"]) if m["week"] else -1
     day_idx = F.col("eday") - F.lit(first)
     week_idx = F.floor(day_idx / 7)
+    # 16 codes per search event (PAD when a search has no query), none for other events: see the module docstring
+    query_token, price_token = _small_lookup(m["query"]), _small_lookup(m["price"])
+    codes = F.array(*[F.coalesce(query_token(F.get("query", i)), F.lit(OOV_ID))
+                      for i in range(QUERY_CODES)])
+    q_t = (F.when(is_search & F.col("query").isNotNull(), codes)
+           .when(is_search, F.array_repeat(F.lit(PAD_ID), QUERY_CODES))
+           .otherwise(F.array().cast("array<int>")))
     return ev.select(
         "client_id",
         "ts_us",
         "etype",
         F.when(is_product, F.coalesce("sku", F.lit(-1))).otherwise(F.lit(-1)).cast("bigint").alias("sku_raw"),
         F.coalesce("url", F.lit(-1)).cast("bigint").alias("url_raw"),
-        F.when(
-            (F.col("etype") == SEARCH_CODE) & F.col("query").isNotNull(),
-            F.transform("query", lambda q: F.coalesce(F.element_at(qmap, q.cast("bigint")), F.lit(OOV_ID))),
-        ).alias("q_t"),
+        q_t.alias("q_t"),
         (F.col("etype") + FIRST_TOKEN_ID).cast("int").alias("et_t"),
         F.when(is_product, F.coalesce("sku_t", F.lit(OOV_ID))).otherwise(PAD_ID).cast("int").alias("sku_t"),
         F.when(is_product, F.coalesce("cat_t", F.lit(OOV_ID))).otherwise(PAD_ID).cast("int").alias("cat_t"),
-        F.when(is_product, F.coalesce(F.element_at(pmap, F.col("price").cast("bigint")), F.lit(OOV_ID)))
+        F.when(is_product, F.coalesce(price_token(F.col("price")), F.lit(OOV_ID)))
         .otherwise(PAD_ID).cast("int").alias("price_t"),
         F.when(F.col("etype") == VISIT_CODE, F.coalesce("url_t", F.lit(OOV_ID))).otherwise(PAD_ID)
         .cast("int").alias("url_t"),
@@ -77,8 +111,14 @@ def tokenize(spark: SparkSession, prepared: DataFrame, vocab: Vocab) -> DataFram
     )
 
 
+# Run `build_sequences` with this SQL conf (see `with_sql_conf`): collect_list then plans as a sort aggregate over
+# the user-sorted rows; 10M events: 26.6 vs 29.0 s build, 5 CPU-s less (docs/benchmarks.md).
+SORT_AGGREGATE_CONF: dict[str, str] = {"spark.sql.execution.useObjectHashAggregateExec": "false"}
+
+
 def build_sequences(tokens: DataFrame, as_of: datetime, max_len: int, vocab_version: str) -> DataFrame:
-    """Tokenised events -> one row per user in the `user_sequences` contract (newest `max_len` events kept)."""
+    """Tokenised events -> one row per user in the `user_sequences` contract (newest `max_len` events kept).
+    Execute it under SORT_AGGREGATE_CONF for speed; the result does not depend on it."""
     if max_len < 1:
         raise ValueError("max_len must be >= 1")
     # sort key first: ts, event type, sku, url, query; then the payload (`ts` seconds rides along so that no
@@ -87,21 +127,27 @@ def build_sequences(tokens: DataFrame, as_of: datetime, max_len: int, vocab_vers
         "ts_us", "etype", "sku_raw", "url_raw", "q_t", "et_t", "sku_t", "cat_t", "price_t", "url_t", "day_t", "week_t",
         F.floor(F.col("ts_us") / 1_000_000).alias("ts"),
     )
-    g = tokens.groupBy("client_id").agg(
-        F.count(F.lit(1)).alias("n_events"),
+    # The struct is built in a projection BEFORE the aggregate: there it is code-generated, while as the argument
+    # of `collect_list` (an imperative aggregate) it would be evaluated field by field, interpreted, per event.
+    # `count("ev")` references it a second time, which keeps the optimizer from inlining it back (CollapseProject
+    # only inlines a non-trivial expression that is used once). Events are shuffled as rows and sorted by user, so
+    # with SORT_AGGREGATE_CONF the aggregate streams user after user (no map-side partial lists to build, serialize
+    # and merge); without it the plan is an object-hash aggregate over the same rows, equally correct.
+    per_user = tokens.select("client_id", "ts_us", ev.alias("ev")).repartition("client_id").sortWithinPartitions(
+        "client_id")
+    g = per_user.groupBy("client_id").agg(
+        F.count("ev").alias("n_events"),  # = events: the struct is never null
         F.min("ts_us").alias("first_us"),
         F.max("ts_us").alias("last_us"),
-        F.collect_list(ev).alias("evs"),
+        F.collect_list("ev").alias("evs"),
     )
     n = F.size("evs")
     kept = F.slice(F.sort_array("evs"), F.greatest(n - max_len + 1, F.lit(1)), max_len)
 
     def field(name: str):
-        # array<struct>.field -> array<field> (GetArrayStructFields: code-generated, unlike a `transform` lambda,
-        # which Spark interprets per element; the lambdas were a third of the whole build's CPU)
+        # array<struct>.field -> array<field> (GetArrayStructFields: code-generated, unlike a `transform` lambda)
         return F.col("s").getField(name)
 
-    pad_query = F.array_repeat(F.lit(PAD_ID), QUERY_CODES)
     out = g.select("client_id", "n_events", "first_us", "last_us", kept.alias("s")).select(
         "client_id",
         F.lit(as_of).cast("timestamp").alias("as_of"),
@@ -115,7 +161,7 @@ def build_sequences(tokens: DataFrame, as_of: datetime, max_len: int, vocab_vers
         field("cat_t").alias("category"),
         field("price_t").alias("price"),
         field("url_t").alias("url"),
-        F.flatten(F.transform("s", lambda e: F.coalesce(e["q_t"], pad_query))).alias("query"),
+        F.flatten(field("q_t")).alias("query"),  # 16 codes per kept search event
         field("day_t").alias("day"),
         field("week_t").alias("week"),
         field("sku_raw").alias("sku_raw"),

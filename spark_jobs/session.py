@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -22,7 +24,11 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
-    "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR",
+    # CompileThresholdScaling=3: JIT-compile only code that stays hot 3x longer. A local ubp job runs for tens of
+    # seconds in a fresh JVM, and C2 compiling lukewarm planning code competes with the two task threads for the two
+    # cores: `ubp sequences` at 10M events 42.3 s median vs 43.0 s, 4 CPU-s less, 3 of 3 alternating pairs
+    # (docs/benchmarks.md); 0.1 (compile sooner) cost 20 s.
+    "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR -XX:CompileThresholdScaling=3",
 }
 
 
@@ -82,3 +88,20 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+@contextmanager
+def with_sql_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """Set runtime SQL confs for the queries executed inside the block (planning happens at the action), then put
+    the previous values back, so one job's planner choice does not leak into the next stage of the same session."""
+    before = {k: spark.conf.get(k, None) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)

@@ -67,34 +67,45 @@ def vocab_version(maps: dict[str, dict[int, int]]) -> str:
     return h.hexdigest()[:16]
 
 
-def select_events(events: DataFrame, as_of: datetime) -> DataFrame:
+def _epoch_day(micros):
+    """UTC epoch day of epoch microseconds, by exact integer arithmetic (floor, also before 1970): `to_date` goes
+    through java.time for every row."""
+    day = F.lit(86_400_000_000)
+    return ((micros - F.pmod(micros, day)) / day).cast("int")
+
+
+def select_events(events: DataFrame, as_of: datetime, all_before: bool = False) -> DataFrame:
     """Bronze events strictly before `as_of` with the event-type code and epoch seconds/day (no product columns).
 
-    Columns: client_id, etype, ts_us, ts, eday, sku, url, query.
+    Columns: client_id, etype, ts_us, ts, eday, sku, url, query. `all_before`: the caller knows that every event is
+    before `as_of` (e.g. from the Delta log's statistics), so the filter is left out: it would select every row
+    anyway, and a filtered Delta scan costs a data-skipping job per scan in planning.
     """
     code = F.element_at(
         F.create_map(*[x for t in EVENT_TYPES for x in (F.lit(t), F.lit(EVENT_TYPE_CODE[t]))]), F.col("event_type")
     )
-    return events.where(F.col("timestamp") < F.lit(as_of)).select(
+    if not all_before:
+        events = events.where(F.col("timestamp") < F.lit(as_of))
+    return events.select(
         "client_id",
         code.cast("int").alias("etype"),
         F.unix_micros("timestamp").alias("ts_us"),
         F.unix_seconds("timestamp").alias("ts"),
-        F.unix_date(F.to_date("timestamp")).alias("eday"),
+        _epoch_day(F.unix_micros("timestamp")).alias("eday"),
         "sku",
         "url",
         "query",
     ).where(F.col("etype").isNotNull())
 
 
-def prepare_events(events: DataFrame, products: DataFrame, as_of: datetime) -> DataFrame:
+def prepare_events(events: DataFrame, products: DataFrame, as_of: datetime, all_before: bool = False) -> DataFrame:
     """`select_events` plus the product attributes of product events.
 
     Columns: client_id, etype, ts_us, ts, eday, sku, url, query, category, price. Product attributes are null for
     non-product events and for skus missing from the catalog.
     """
     prod = products.select("sku", "category", "price")
-    return select_events(events, as_of).join(prod, on="sku", how="left").select(
+    return select_events(events, as_of, all_before).join(prod, on="sku", how="left").select(
         "client_id", "etype", "ts_us", "ts", "eday", "sku", "url", "query",
         F.when(F.col("etype").isin(*PRODUCT_CODES), F.col("category")).alias("category"),
         F.when(F.col("etype").isin(*PRODUCT_CODES), F.col("price")).alias("price"),

@@ -51,8 +51,8 @@ def test_sequence_ordering_truncation_asof_and_oov(spark, settings):
     assert u1["sku"] == [PAD_ID, OOV_ID, sku10]
     assert u1["sku_raw"] == [-1, 11, 10]
     assert u1["url"] == [PAD_ID, PAD_ID, PAD_ID]
-    assert u1["query"][:16] == [vocab["query"][q] for q in Q] and u1["query"][16:] == [PAD_ID] * 32
-    assert len(u1["query"]) == 3 * 16
+    # sparse query layout: 16 codes for the one kept search event, none for the other two
+    assert u1["query"] == [vocab["query"][q] for q in Q]
     assert u1["category"] == [PAD_ID, vocab["category"][501], vocab["category"][500]]
     assert u1["price"] == [PAD_ID, vocab["price"][8], vocab["price"][7]]
     assert u1["ts"] == [int(ts(s).timestamp()) for s in ("2024-01-02 08:00:00", "2024-01-02 09:00:00",
@@ -66,6 +66,7 @@ def test_sequence_ordering_truncation_asof_and_oov(spark, settings):
     u2 = rows[2]
     assert u2["n_events"] == 5 and u2["seq_len"] == 3
     assert [r for r in u2["sku_raw"]] == [-1, -1, -1]
+    assert u2["query"] == []  # no searches
     assert u2["day"] == [FIRST_TOKEN_ID + 2, FIRST_TOKEN_ID + 3, FIRST_TOKEN_ID + 4]  # the newest three days
     # url top_k=2 over visits before as-of: 101 (u2) and 100 (u1) tie with 102..105 at 1 visit -> smallest raw wins
     assert vocab["url"] == {100: FIRST_TOKEN_ID, 101: FIRST_TOKEN_ID + 1}
@@ -139,3 +140,86 @@ def test_missing_bronze_is_a_clear_error(settings):
         sequences(settings)
     with pytest.raises(UbpError, match="no events table"):
         aggregates(settings)
+
+
+def test_sparse_query_codes_follow_the_kept_searches_into_model_batches(spark, settings):
+    """Only search events carry query codes (16 each); truncation drops a search's codes with it; a search without
+    a query keeps 16 PAD codes; the model's reader expands them back to [B, T, 16] lined up with the events."""
+    from models.user_data import SequenceChunk
+    from ubp.stages.sequences import sequences
+
+    rev = Q[::-1]
+    events = [
+        event("search_query", 7, "2024-01-01 09:00:00", query=[15] * 16),  # dropped by max_len
+        event("search_query", 7, "2024-01-02 09:00:00"),  # no query: 16 PAD codes
+        event("page_visit", 7, "2024-01-02 10:00:00", url=100),
+        event("search_query", 7, "2024-01-03 09:00:00", query=rev),
+        event("add_to_cart", 7, "2024-01-04 09:00:00", sku=10),
+    ]
+    write_bronze(spark, settings, events, PRODUCTS)
+    res = sequences(settings, as_of=AS_OF, max_len=4)
+    vocab = reader.read_vocab(settings, res["vocab_version"])
+    row = read_table(spark, settings, "user_sequences")[7]
+    codes = [vocab["query"][q] for q in rev]
+    assert row["seq_len"] == 4 and row["query"] == [PAD_ID] * 16 + codes
+
+    (batch,) = reader.iter_batches(settings.table_path("user_sequences"), columns=["client_id", "event_type", "query"])
+    chunk = SequenceChunk.from_arrow(batch, fields=("event_type", "query"), max_len=128)
+    grid = chunk.collate([0])["query"][0].tolist()  # [T, 16]: BOS, 4 events, EOS
+    assert grid[1] == [PAD_ID] * 16 and grid[2] == [PAD_ID] * 16  # the query-less search, the visit
+    assert grid[3] == codes and grid[4] == [PAD_ID] * 16  # the search, the add
+    assert grid[0] == grid[5] == [PAD_ID] * 16  # BOS, EOS
+
+
+def test_as_of_filter_is_left_out_only_when_the_pinned_log_proves_every_event_is_before(spark, settings):
+    """The stage reads the events at one pinned version; the as-of filter is dropped only when that version's log
+    statistics (millisecond-truncated) prove every event is before the as-of."""
+    from datetime import timedelta
+
+    from ubp.stages.sequences import _bronze, resolve_as_of, sequences
+
+    late = event("page_visit", 9, "2024-01-05 10:00:00", url=100)
+    t = late[3].replace(microsecond=500)
+    write_bronze(spark, settings, [(*late[:3], t, *late[4:]), event("page_visit", 9, "2024-01-04 10:00:00", url=101)],
+                 PRODUCTS)
+    events, _, version = _bronze(spark, settings)
+    path = settings.table_path("events")
+    as_of, _, all_before = resolve_as_of(events, None, path, version)
+    assert as_of == ts("2024-01-05 10:00:01") and all_before
+    assert not resolve_as_of(events, t + timedelta(microseconds=100), path, version)[2]  # the stat says 10:00:00.000
+    assert resolve_as_of(events, ts("2024-01-05 10:00:00") + timedelta(milliseconds=1), path, version)[2]
+
+    # an append after the stage pinned its version does not move that version's as-of
+    write_bronze(spark, settings, [event("page_visit", 9, "2024-01-06 10:00:00", url=100)], None, mode="append")
+    assert resolve_as_of(events, None, path, version)[0] == ts("2024-01-05 10:00:01")
+
+    # at the latest event itself the filter stays and excludes it (strictly before)
+    sequences(settings, as_of=ts("2024-01-05 10:00:00"))
+    assert read_table(spark, settings, "user_sequences")[9]["n_events"] == 1
+
+
+def test_small_vocab_lookups_are_literal_arrays_or_maps(spark):
+    """Price buckets and query codes: a literal array indexed by the raw value (null outside it, OOV inside it for
+    values the vocabulary dropped), a literal map when the raw values are not small non-negative integers."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.sequences import _small_lookup
+
+    df = spark.createDataFrame([(v,) for v in (0, 1, 2, 3, 4, -1, None)], "x int")
+    dense, sparse, empty = _small_lookup({0: 5, 1: 4, 3: 7}), _small_lookup({-1: 4, 10**12: 6}), _small_lookup({})
+    rows = df.select(dense(F.col("x")).alias("d"), sparse(F.col("x")).alias("s"), empty(F.col("x")).alias("e")).collect()
+    assert [r["d"] for r in rows] == [5, 4, OOV_ID, 7, None, None, None]
+    assert [r["s"] for r in rows] == [None, None, None, None, None, 4, None]
+    assert {r["e"] for r in rows} == {None}
+
+
+def test_with_sql_conf_puts_the_previous_values_back(spark):
+    from spark_jobs.sequences import SORT_AGGREGATE_CONF
+    from spark_jobs.session import with_sql_conf
+
+    (key,) = SORT_AGGREGATE_CONF
+    spark.conf.set(key, "true")
+    with pytest.raises(RuntimeError), with_sql_conf(spark, {key: "false", "ubp.test.unset": "x"}):
+        assert spark.conf.get(key) == "false" and spark.conf.get("ubp.test.unset") == "x"
+        raise RuntimeError("the block fails")
+    assert spark.conf.get(key) == "true" and spark.conf.get("ubp.test.unset", None) is None

@@ -50,7 +50,7 @@ def make_sequences(n_users: int, seed: int = 0, min_len: int = 1, max_len: int =
         rows["category"].append(cat.tolist())
         rows["price"].append(price.tolist())
         rows["url"].append(url.tolist())
-        rows["query"].append(q.reshape(-1).tolist())
+        rows["query"].append(q[is_search].reshape(-1).tolist())  # sparse: searches only
         rows["day"].append(day.tolist())
         rows["week"].append((FIRST_TOKEN_ID + (day - FIRST_TOKEN_ID) // 7).tolist())
         rows["sku_raw"].append(np.where(is_prod, sku * 10, -1).tolist())
@@ -108,12 +108,13 @@ def make_sequences_fast(n_users: int, seed: int = 0, zipf: float = 1.35, max_len
     cat = np.where(prod, FIRST_TOKEN_ID + sku % (sizes["category"] - FIRST_TOKEN_ID), PAD_ID)
     price = np.where(prod, FIRST_TOKEN_ID + sku % (sizes["price"] - FIRST_TOKEN_ID), PAD_ID)
     url = np.where(visit, rng.zipf(1.3, n) % (sizes["url"] - FIRST_TOKEN_ID) + FIRST_TOKEN_ID, PAD_ID)
-    query = (rng.integers(FIRST_TOKEN_ID, sizes["query"], (n, QUERY_CODES)) * search[:, None]).reshape(-1)
+    query = rng.integers(FIRST_TOKEN_ID, sizes["query"], (int(search.sum()), QUERY_CODES)).reshape(-1)  # searches only
+    q_offsets = np.concatenate([[0], np.cumsum(search)])[offsets] * QUERY_CODES
     day = np.sort(rng.integers(FIRST_TOKEN_ID, sizes["day"], n))
     ts = (int(AS_OF.timestamp()) - 180 * 86400 + (day - FIRST_TOKEN_ID) * 86400).astype(np.int64)
 
-    def lst(values: np.ndarray, width: int = 1, typ=pa.int32()) -> pa.Array:
-        return pa.ListArray.from_arrays(pa.array(offsets * width, pa.int32()), pa.array(values, typ))
+    def lst(values: np.ndarray, typ=pa.int32(), offs: np.ndarray = offsets) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pa.array(values, typ))
 
     first = ts[offsets[:-1]]
     last = ts[offsets[1:] - 1]
@@ -126,7 +127,7 @@ def make_sequences_fast(n_users: int, seed: int = 0, zipf: float = 1.35, max_len
         "last_ts": pa.array(last * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
         "seq_len": pa.array(lens.astype(np.int32)),
         "event_type": lst(et + FIRST_TOKEN_ID), "sku": lst(sku), "category": lst(cat), "price": lst(price),
-        "url": lst(url), "query": lst(query, QUERY_CODES), "day": lst(day),
+        "url": lst(url), "query": lst(query, offs=q_offsets), "day": lst(day),
         "week": lst(FIRST_TOKEN_ID + (day - FIRST_TOKEN_ID) // 7),
         "sku_raw": lst(np.where(prod, sku, -1), typ=pa.int64()), "ts": lst(ts, typ=pa.int64()),
     }

@@ -207,7 +207,8 @@ USER_SEQUENCES = _t(
         ("category", "array<int>", False, "token ids, PAD_ID where the event has no product"),
         ("price", "array<int>", False, "token ids, PAD_ID where the event has no product"),
         ("url", "array<int>", False, "token ids, PAD_ID where the event is not a visit"),
-        ("query", "array<int>", False, "flattened seq_len x 16 token ids, PAD_ID where the event is not a search"),
+        ("query", "array<int>", False, "16 token ids per SEARCH event, flattened in event order (16 x the number of "
+         "search events; other events carry none)"),
         ("day", "array<int>", False, "day index since the first date in the data, + FIRST_TOKEN_ID"),
         ("week", "array<int>", False, "week index since the first date in the data, + FIRST_TOKEN_ID"),
         ("sku_raw", "array<bigint>", False, "raw sku, -1 where the event has no sku (for the item model)"),
