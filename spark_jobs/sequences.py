@@ -3,12 +3,13 @@
 How it stays fast and out of core (no global sort, no window over all events, no Python UDF, nothing collected):
 1. `tokenize`: per event, map raw values to token ids with broadcast joins (sku, url, category), literal arrays
    indexed by the raw value (price buckets, query codes: `get`, code-generated) or arithmetic (event type, day, week).
-2. `build_sequences`: ONE `groupBy(client_id)` with `collect_list` of a per-event struct whose leading fields are
-   the sort key (timestamp, event-type code, sku, url, query); `sort_array` orders each user's events locally
-   (deterministic: equal keys are equal events), `slice` keeps the newest `max_len`, and `array.field` extraction
-   plus `flatten` (code-generated) split the structs into the per-field arrays of the contract. Spark's
-   object-hash aggregate falls back to a spilling sort-based aggregate when a task has many users, so tens of
-   millions of users do not need to fit in memory.
+2. `build_sequences`: the events are shuffled as rows by user and sorted by user within partitions (Spark's
+   sorter spills), then ONE `groupBy(client_id)` with `collect_list` of a per-event struct whose leading fields are
+   the sort key (timestamp, event-type code, sku, url, query) streams user after user as a sort aggregate (under
+   SORT_AGGREGATE_CONF; otherwise an object-hash aggregate that falls back to sorting); `sort_array` orders each
+   user's events locally (deterministic: equal keys are equal events), `slice` keeps the newest `max_len`, and
+   `array.field` extraction plus `flatten` (code-generated) split the structs into the per-field arrays of the
+   contract. Only one user's events are in memory at a time, so tens of millions of users need not fit.
 
 No higher-order function (`transform`, `filter`) runs per event: Spark interprets their lambdas element by
 element, and on Spark 4 every interpreted array-element read also builds a fresh read-only SQL conf; the query
@@ -38,9 +39,7 @@ def _int_array(values: list[int], bigint: bool = False):
 
 
 def _small_map(mapping: dict[int, int]):
-    """A literal map column for a small vocabulary whose raw values are not small non-negative integers."""
-    if not mapping:
-        return F.create_map().cast("map<bigint,int>")
+    """A literal map column for a (non-empty) small vocabulary whose raw values are not small non-negative ints."""
     keys, values = zip(*sorted(mapping.items()), strict=True)
     return F.map_from_arrays(_int_array(list(keys), bigint=True), _int_array(list(values)))
 

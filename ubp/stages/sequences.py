@@ -47,11 +47,11 @@ def _bronze(spark, settings: Settings):
     """(events, products). The events are pinned to the table version current now, so the as-of resolved from that
     version's log statistics (`resolve_as_of`) and every scan of the stage see the same events, even while an ingest
     appends."""
-    from deltalake import DeltaTable as RsTable
+    from ubp.reader import table_version
 
     _require_events(settings)
     events_path, products_path = settings.table_path("events"), settings.table_path("products")
-    version = RsTable(str(events_path)).version()
+    version = table_version(events_path)
     events = spark.read.format("delta").option("versionAsOf", version).load(str(events_path))
     if _is_delta(products_path):
         products = spark.read.format("delta").load(str(products_path))
@@ -93,9 +93,9 @@ def resolve_as_of(events, as_of: datetime | None, path: Path | None = None,
     the as-of).
 
     Read from the Delta log's statistics (of `version`: the one `events` is pinned to) when they are complete,
-    else with one aggregate over the events. Delta
-    keeps timestamp statistics to the millisecond (truncated), so "every event is before" needs the recorded
-    maximum + 1 ms <= as-of; then the jobs can leave the as-of filter out (see `spark_jobs.vocab.select_events`)."""
+    else with one aggregate over the events. Delta keeps timestamp statistics to the millisecond (truncated), so
+    "every event is before" needs the recorded maximum + 1 ms <= as-of; then the jobs can leave the as-of filter out
+    (see `spark_jobs.vocab.select_events`)."""
     from pyspark.sql import functions as F
 
     maxima = _log_maxima(path, version) if path is not None else None
@@ -131,12 +131,11 @@ def _set_props(spark, path: Path, props: dict[str, str]) -> None:
 def _ensure(spark, name: str, path: Path) -> None:
     """Create the table with its contract schema and comment when it does not exist yet (a no-op builder costs
     ~0.5 s of JVM time, so an existing table is left alone)."""
+    if _is_delta(path):
+        return
     from delta.tables import DeltaTable
 
     from ubp.tables import TABLES
-
-    if _is_delta(path):
-        return
 
     table = TABLES[name]
     builder = DeltaTable.createIfNotExists(spark).location(str(path)).addColumns(table.spark_schema())
