@@ -223,3 +223,32 @@ def test_with_sql_conf_puts_the_previous_values_back(spark):
         assert spark.conf.get(key) == "false" and spark.conf.get("ubp.test.unset") == "x"
         raise RuntimeError("the block fails")
     assert spark.conf.get(key) == "true" and spark.conf.get("ubp.test.unset", None) is None
+
+
+def test_bronze_is_read_over_exactly_the_files_of_the_pinned_version(spark, settings):
+    """`_bronze` scans the data files the pinned version's log lists (no Delta snapshot jobs): rows deleted before
+    stay deleted although their old files are still on disk, later commits are not seen, and a table with deletion
+    vectors falls back to Delta's own reader (the log's file list alone would resurrect soft-deleted rows)."""
+    from delta.tables import DeltaTable
+
+    from ubp.stages.sequences import _bronze, _read_listed
+
+    write_bronze(spark, settings, EVENTS, PRODUCTS)
+    path = settings.table_path("events")
+    DeltaTable.forPath(spark, str(path)).delete("client_id = 2")  # rewrites files: the old ones stay on disk
+    on_disk = len(list(path.rglob("*.parquet")))
+    events, products, version = _bronze(spark, settings)
+    assert on_disk > len(reader._open(path, version).file_uris())  # a directory glob would read deleted rows
+    assert "event_date" not in events.columns  # partition columns are left out
+    assert products.count() == len(PRODUCTS)
+    assert sorted(r.client_id for r in events.select("client_id").distinct().collect()) == [1, 3, 4]
+    assert events.count() == len(EVENTS) - 5
+
+    write_bronze(spark, settings, [event("page_visit", 7, "2024-01-06 10:00:00", url=100)], None, mode="append")
+    assert events.count() == len(EVENTS) - 5  # pinned: the append after it is not read
+
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    DeltaTable.forPath(spark, str(path)).delete("client_id = 3")
+    assert _read_listed(spark, path, "events") is None
+    events, _, _ = _bronze(spark, settings)
+    assert sorted(r.client_id for r in events.select("client_id").distinct().collect()) == [1, 4, 7]
