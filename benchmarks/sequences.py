@@ -299,8 +299,8 @@ def reset_outputs(lake: Path) -> None:
     """Drop the Spark stage's output tables, so every invocation measures the same thing: the first run creates
     them, the later ones rebuild over a table with a short log, as a daily rebuild does. Kept across invocations,
     the output's Delta log grew by a version per run (300+ after a day of benchmarking, every overwrite's removed
-    files kept as tombstones for 7 days), and loading that snapshot cost ~2 s of every run: the benchmark measured
-    its own history. DuckDB's output is a plain file, rewritten each run."""
+    files kept as tombstones for 7 days), so results depended on how often the benchmark had run before (loading
+    that snapshot: ~2.7 s of Spark jobs in a fresh JVM). DuckDB's output is a plain file, rewritten each run."""
     import shutil
 
     from ubp.config import Settings
