@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is needed (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install -q uv
 	@test -x $(BIN)/python || $(PY) -m uv venv -q -p $(PY) $(VENV)
-	$(PY) -m uv pip install -q -p $(BIN)/python -e ".[dev]"
+	@# offline first: the pinned stack is usually all in the cache. Online, uv fetched pyspark's sdist again on
+	@# every install on this machine and rebuilt it into a new 1.4 GB cache revision each time (53 GB after a day
+	@# of fresh clones); online only when something is missing.
+	$(PY) -m uv pip install -q --offline -p $(BIN)/python -e ".[dev]" 2>/dev/null || \
+	  $(PY) -m uv pip install -q -p $(BIN)/python -e ".[dev]"
 	$(BIN)/python -m ubp.jars >/dev/null
 	$(BIN)/python -m ubp.jvm_cds >/dev/null  # faster Spark JVM start; best effort, once per JVM + class path
 	@touch $@
