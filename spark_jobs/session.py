@@ -12,6 +12,8 @@ from pyspark.sql import SparkSession
 from ubp.config import Settings
 from ubp.jars import ensure_delta_jars
 
+_OFFHEAP = os.environ.get("UBP_SPARK_OFFHEAP_MEMORY", "1500m")
+
 # Local defaults for a 2-core / 24 GB machine. Anything here can be overridden with --conf key=value.
 LOCAL_DEFAULTS: dict[str, str] = {
     "spark.driver.memory": os.environ.get("UBP_SPARK_DRIVER_MEMORY", "4g"),
@@ -27,8 +29,8 @@ LOCAL_DEFAULTS: dict[str, str] = {
     # Tungsten's sort and aggregation pages off the Java heap: the garbage collector no longer copies and compacts
     # hundreds of MB of sort buffers in every full collection (`ubp sequences`, 10M events: ~1.5 s less; with 1g
     # its build was 2 s slower than without, see docs/benchmarks.md). UBP_SPARK_OFFHEAP_MEMORY=0 turns it off.
-    "spark.memory.offHeap.enabled": str(os.environ.get("UBP_SPARK_OFFHEAP_MEMORY", "1500m") != "0").lower(),
-    "spark.memory.offHeap.size": os.environ.get("UBP_SPARK_OFFHEAP_MEMORY", "1500m"),
+    "spark.memory.offHeap.enabled": str(_OFFHEAP != "0").lower(),
+    "spark.memory.offHeap.size": _OFFHEAP,
     # JVM options of a local driver (one process for driver and tasks):
     # - CompileThresholdScaling=3: JIT-compile only code that stays hot 3x longer. A local ubp job runs for tens of
     #   seconds in a fresh JVM, and C2 compiling lukewarm planning code competes with the two task threads for the

@@ -43,41 +43,37 @@ def _require_events(settings: Settings) -> None:
         raise UbpError(f"no events table at {events_path}: run `ubp ingest --raw DIR` first")
 
 
-def _read_listed(spark, path: Path, name: str, version: int | None = None):
-    """The data columns of one Delta table version as a Spark Parquet scan over exactly the files its log lists
-    (delta-rs reads the log: no Spark job), or None when the table needs Delta's own reader (deletion vectors,
-    column mapping). Spark's Delta reader spends ~3 s of a cold JVM on snapshot and file-listing jobs before the
-    first row (docs/benchmarks.md). Partition columns are left out: the stages never read them."""
+def _read_pinned(spark, path: Path, name: str, version: int | None = None):
+    """(DataFrame, version) of one Delta table version (None: the latest, which is then the pinned one).
+
+    A Spark Parquet scan over exactly the files that version's log lists (delta-rs reads the log: no Spark job;
+    Spark's Delta reader spent ~3 s of a cold JVM on snapshot and file-listing jobs before the first row, see
+    docs/benchmarks.md); partition columns are left out, the stages never read them. A table with deletion vectors
+    or column mapping needs Delta's own reader: the file list alone would bring soft-deleted rows back."""
     from pyspark.sql.types import StructType
 
     from ubp.reader import _open, _readable_as_dataset
     from ubp.tables import TABLES
 
     dt = _open(path, version)
+    version = int(dt.version())
     if not _readable_as_dataset(dt):
-        return None
+        return spark.read.format("delta").option("versionAsOf", version).load(str(path)), version
     table = TABLES[name]
     schema = StructType([f for f in table.spark_schema().fields if f.name not in table.partition_by])
     files = dt.file_uris()
-    return spark.read.schema(schema).parquet(*files) if files else spark.createDataFrame([], schema)
+    return (spark.read.schema(schema).parquet(*files) if files else spark.createDataFrame([], schema)), version
 
 
 def _bronze(spark, settings: Settings):
     """(events, products, events version). The events are pinned to the table version current now, so the as-of
     resolved from that version's log statistics (`resolve_as_of`) and every scan of the stage see the same events,
     even while an ingest appends."""
-    from ubp.reader import table_version
-
     _require_events(settings)
     events_path, products_path = settings.table_path("events"), settings.table_path("products")
-    version = table_version(events_path)
-    events = _read_listed(spark, events_path, "events", version)
-    if events is None:
-        events = spark.read.format("delta").option("versionAsOf", version).load(str(events_path))
+    events, version = _read_pinned(spark, events_path, "events")
     if _is_delta(products_path):
-        products = _read_listed(spark, products_path, "products")
-        if products is None:
-            products = spark.read.format("delta").load(str(products_path))
+        products, _ = _read_pinned(spark, products_path, "products")
     else:
         from ubp.tables import PRODUCTS
 
