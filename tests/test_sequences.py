@@ -198,31 +198,32 @@ def test_as_of_filter_is_left_out_only_when_the_pinned_log_proves_every_event_is
     assert read_table(spark, settings, "user_sequences")[9]["n_events"] == 1
 
 
-def test_small_vocab_lookups_are_literal_arrays_or_maps(spark):
-    """Price buckets and query codes: a literal array indexed by the raw value (null outside it, OOV inside it for
-    values the vocabulary dropped), a literal map when the raw values are not small non-negative integers."""
-    from pyspark.sql import functions as F
+def test_a_table_with_constraints_is_written_through_sparks_delta_writer(spark, settings):
+    """The build commits its own Parquet files only when the table asks nothing more of a writer; with a CHECK
+    constraint on it, the same rows go through Spark's Delta writer (which enforces the constraint)."""
+    from ubp.stages.sequences import sequences
 
-    from spark_jobs.sequences import _small_lookup
-
-    df = spark.createDataFrame([(v,) for v in (0, 1, 2, 3, 4, -1, None)], "x int")
-    dense, sparse, empty = _small_lookup({0: 5, 1: 4, 3: 7}), _small_lookup({-1: 4, 10**12: 6}), _small_lookup({})
-    rows = df.select(dense(F.col("x")).alias("d"), sparse(F.col("x")).alias("s"), empty(F.col("x")).alias("e")).collect()
-    assert [r["d"] for r in rows] == [5, 4, OOV_ID, 7, None, None, None]
-    assert [r["s"] for r in rows] == [None, None, None, None, None, 4, None]
-    assert {r["e"] for r in rows} == {None}
+    write_bronze(spark, settings, EVENTS, PRODUCTS)
+    first = sequences(settings, as_of=AS_OF, max_len=3)
+    assert first["writer"] == "arrow"
+    rows = read_table(spark, settings, "user_sequences")
+    path = settings.table_path("user_sequences")
+    spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT has_events CHECK (n_events > 0)")
+    again = sequences(settings, as_of=AS_OF, max_len=3)
+    assert again["writer"] == "spark" and again["rows"]["user_sequences"] == 3
+    assert read_table(spark, settings, "user_sequences") == rows
 
 
 def test_with_sql_conf_puts_the_previous_values_back(spark):
-    from spark_jobs.sequences import SORT_AGGREGATE_CONF
+    from spark_jobs.sequences import BUILD_CONF
     from spark_jobs.session import with_sql_conf
 
-    (key,) = SORT_AGGREGATE_CONF
-    spark.conf.set(key, "true")
-    with pytest.raises(RuntimeError), with_sql_conf(spark, {key: "false", "ubp.test.unset": "x"}):
-        assert spark.conf.get(key) == "false" and spark.conf.get("ubp.test.unset") == "x"
+    (key,) = BUILD_CONF
+    spark.conf.set(key, "1000")
+    with pytest.raises(RuntimeError), with_sql_conf(spark, {key: "2000", "ubp.test.unset": "x"}):
+        assert spark.conf.get(key) == "2000" and spark.conf.get("ubp.test.unset") == "x"
         raise RuntimeError("the block fails")
-    assert spark.conf.get(key) == "true" and spark.conf.get("ubp.test.unset", None) is None
+    assert spark.conf.get(key) == "1000" and spark.conf.get("ubp.test.unset", None) is None
 
 
 def test_bronze_is_read_over_exactly_the_files_of_the_pinned_version(spark, settings):
