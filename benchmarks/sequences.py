@@ -227,7 +227,8 @@ def worker_duckdb(lake: Path, threads: int) -> dict:
 def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, float, float]:
     """Run a worker subprocess; return (its JSON result, wall seconds, peak RSS GiB of its process tree).
 
-    The result also gets `peak_rss_gib_by_role`: the Python driver process alone and the JVM (its children)."""
+    The result also gets `peak_rss_gib_by_role`: the Python driver process alone and its children (the JVM and the
+    Python workers it forks; forked workers share pages, so the sum overstates)."""
     import psutil
 
     t0 = time.perf_counter()
@@ -367,7 +368,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     print("\n| events | users | Spark wall s | of which JVM start s | Spark ev/s | Spark peak RSS GiB (Python driver / "
-          "JVM) | DuckDB wall s | DuckDB ev/s | DuckDB peak RSS GiB | ratio | ratio w/o JVM start |")
+          "JVM + workers) | DuckDB wall s | DuckDB ev/s | DuckDB peak RSS GiB | ratio | ratio w/o JVM start |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['events']:,} | {r['users']:,} | {r['spark_wall_s']} | {r['spark_jvm_start_s']} | "

@@ -198,6 +198,18 @@ def test_as_of_filter_is_left_out_only_when_the_pinned_log_proves_every_event_is
     assert read_table(spark, settings, "user_sequences")[9]["n_events"] == 1
 
 
+def test_an_as_of_before_every_event_commits_an_empty_table(spark, settings):
+    """No event before the as-of: the tasks write no file and the commit removes the previous rows (an empty
+    table, not the old one)."""
+    from ubp.stages.sequences import sequences
+
+    write_bronze(spark, settings, EVENTS, PRODUCTS)
+    assert sequences(settings, as_of=AS_OF, max_len=3)["rows"]["user_sequences"] == 3
+    res = sequences(settings, as_of=ts("2023-12-31 00:00:00"), max_len=3)
+    assert res["writer"] == "arrow" and res["rows"]["user_sequences"] == 0
+    assert read_table(spark, settings, "user_sequences") == {}
+
+
 def test_a_table_with_constraints_is_written_through_sparks_delta_writer(spark, settings):
     """The build commits its own Parquet files only when the table asks nothing more of a writer; with a CHECK
     constraint on it, the same rows go through Spark's Delta writer (which enforces the constraint)."""
