@@ -220,25 +220,29 @@ def _break_query_ties(order: np.ndarray, keys: tuple[np.ndarray, ...], is_search
 def stream_user_rows(batches: Iterable[pa.RecordBatch], spec: SequenceSpec,
                      chunk_rows: int = 262_144) -> Iterator[pa.Table]:
     """User-grouped event batches (every user's events contiguous, as Spark's sort by user delivers them) -> tables
-    of `user_sequences` rows, about `chunk_rows` events at a time. The last user of a chunk may continue in the next
-    batch, so it is carried over; memory is one chunk plus one user's events."""
+    of `user_sequences` rows, about `chunk_rows` events at a time. The last user of a batch may continue in the
+    next one, so a chunk ends only where a user starts; memory is one chunk plus one user's events, and each batch
+    is searched once (a user spanning many batches costs no rescans)."""
     pending: list[pa.RecordBatch] = []
-    rows = 0
+    rows, last = 0, None
     for batch in batches:
-        if batch.num_rows == 0:
+        n = batch.num_rows
+        if n == 0:
             continue
-        pending.append(batch)
-        rows += batch.num_rows
-        if rows < chunk_rows:
+        cid = batch.column("client_id")
+        tail = cid[n - 1].as_py()
+        start = int(pc.index(cid, tail).as_py())  # where this batch's last user begins (grouped by user)
+        if start == 0 and tail == last:  # the pending last user goes on
+            pending.append(batch)
+            rows += n
             continue
-        table = pa.Table.from_batches(pending)
-        cid = table.column("client_id")
-        last = cid[-1]
-        first_of_last = int(pc.index(cid, last).as_py())  # the table is grouped by user
-        if first_of_last > 0:
-            yield user_rows(table.slice(0, first_of_last), spec)
-            carry = table.slice(first_of_last)
-            pending, rows = carry.to_batches(), carry.num_rows
+        if rows + start >= chunk_rows:
+            yield user_rows(pa.Table.from_batches([*pending, batch.slice(0, start)]), spec)
+            pending, rows = [batch.slice(start)], n - start
+        else:
+            pending.append(batch)
+            rows += n
+        last = tail
     if rows:
         yield user_rows(pa.Table.from_batches(pending), spec)
 

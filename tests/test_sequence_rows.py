@@ -88,6 +88,11 @@ def test_streamed_chunks_carry_a_user_across_batches():
     whole = user_rows(t, spec(max_len=7))
     streamed = pa.concat_tables(stream_user_rows(t.to_batches(max_chunksize=9), spec(max_len=7), chunk_rows=20))
     assert streamed.num_rows == 40 and streamed.to_pylist() == whole.to_pylist()
+    # one user over many batches, between two small ones: three rows, the long one complete
+    long = table([ev(1, 0, 0, "page_visit", url=100)] + [ev(2, 0, s, "page_visit", url=100) for s in range(50)]
+                 + [ev(3, 0, 0, "page_visit", url=100)])
+    parts = list(stream_user_rows(long.to_batches(max_chunksize=4), spec(max_len=7), chunk_rows=3))
+    assert [r["n_events"] for p in parts for r in p.to_pylist()] == [1, 50, 1]
 
 
 def test_written_files_carry_delta_statistics(tmp_path):
