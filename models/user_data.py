@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ubp.tables import BOS_ID, EOS_ID, EVENT_TYPE_CODE, FIRST_TOKEN_ID, PAD_ID, QUERY_CODES
+from ubp.tables import BOS_ID, EOS_ID, FIRST_TOKEN_ID, PAD_ID, QUERY_CODES, SEARCH_CODE
 
 TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "day", "week")
-SEARCH_TOKEN = EVENT_TYPE_CODE["search_query"] + FIRST_TOKEN_ID
+SEARCH_TOKEN = SEARCH_CODE + FIRST_TOKEN_ID
 Batch = dict[str, torch.Tensor]
 
 

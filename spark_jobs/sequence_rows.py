@@ -32,20 +32,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ubp.tables import (
-    EVENT_TYPE_CODE,
     FIRST_TOKEN_ID,
     OOV_ID,
     PAD_ID,
-    PRODUCT_EVENTS,
+    PRODUCT_CODES,
     QUERY_CODES,
+    SEARCH_CODE,
     USER_SEQUENCES,
+    VISIT_CODE,
 )
 
 # What the worker receives per event (`spark_jobs.sequences.event_rows` selects exactly these).
 EVENT_COLUMNS: tuple[str, ...] = ("client_id", "ts_us", "etype", "sku", "url", "category", "price", "query")
-PRODUCT_CODES = np.array([EVENT_TYPE_CODE[t] for t in PRODUCT_EVENTS], np.int32)
-VISIT_CODE = EVENT_TYPE_CODE["page_visit"]
-SEARCH_CODE = EVENT_TYPE_CODE["search_query"]
 _DAY_US = 86_400_000_000
 # Scalar columns whose min/max go into the Delta log (as Spark's Delta writer records them).
 _STATS_COLUMNS = ("client_id", "as_of", "vocab_version", "n_events", "first_ts", "last_ts", "seq_len")

@@ -22,14 +22,20 @@ from datetime import datetime
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ubp.tables import EVENT_TYPE_CODE, EVENT_TYPES, FIRST_TOKEN_ID, OOV_ID, PRODUCT_EVENTS, VOCAB_FIELDS
+from ubp.tables import (
+    EVENT_TYPE_CODE,
+    EVENT_TYPES,
+    FIRST_TOKEN_ID,
+    OOV_ID,
+    PRODUCT_CODES,
+    SEARCH_CODE,
+    VISIT_CODE,
+    VOCAB_FIELDS,
+)
 
 TIME_FIELDS: tuple[str, ...] = ("day", "week")
 ALL_FIELDS: tuple[str, ...] = (*VOCAB_FIELDS, *TIME_FIELDS)
 DEFAULT_TOP_K: dict[str, int | None] = {"sku": 5000, "url": 5000, "category": None, "price": None, "query": None}
-PRODUCT_CODES: tuple[int, ...] = tuple(EVENT_TYPE_CODE[t] for t in PRODUCT_EVENTS)
-VISIT_CODE = EVENT_TYPE_CODE["page_visit"]
-SEARCH_CODE = EVENT_TYPE_CODE["search_query"]
 
 
 @dataclass

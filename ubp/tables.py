@@ -17,6 +17,9 @@ EVENT_TYPES: tuple[str, ...] = ("add_to_cart", "remove_from_cart", "product_buy"
 # Event-type codes as in the challenge's 2nd-place solution: add=0, remove=1, buy=2, visit=3, search=4.
 EVENT_TYPE_CODE: dict[str, int] = {name: i for i, name in enumerate(EVENT_TYPES)}
 PRODUCT_EVENTS: tuple[str, ...] = ("add_to_cart", "remove_from_cart", "product_buy")
+PRODUCT_CODES: tuple[int, ...] = tuple(EVENT_TYPE_CODE[t] for t in PRODUCT_EVENTS)
+VISIT_CODE = EVENT_TYPE_CODE["page_visit"]
+SEARCH_CODE = EVENT_TYPE_CODE["search_query"]
 RAW_EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
     "product_buy": ("client_id", "timestamp", "sku"),
     "add_to_cart": ("client_id", "timestamp", "sku"),
