@@ -55,8 +55,8 @@ def _sync(dev) -> None:
 def user_model(dev, preset: str, batches: list[dict], sizes: dict, reps: int = 3) -> dict:
     import torch
 
+    from models.common import to_device
     from models.gru_ae import GRUAEConfig, GRUAutoencoder
-    from models.train_user import to_device
 
     cfg = GRUAEConfig.preset(preset, sizes, batch_size=int(batches[0]["lengths"].shape[0]))
     torch.manual_seed(0)

@@ -34,7 +34,7 @@ def _steps(model, opt, batches, padded: bool = False) -> tuple[float, int]:
     """Run one optimizer step per batch; return (seconds, real tokens)."""
     import torch
 
-    from models.train_user import to_device
+    from models.common import to_device
 
     dev = torch.device("cpu")
     tokens = 0

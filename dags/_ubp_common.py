@@ -98,7 +98,7 @@ RUNTIME_DEFAULTS: dict[str, Any] = {
     "raw_dir": None,  # raw drop folder ingested daily; None: <lakehouse>/_landing
     "feast_online": None,  # Feast online store: sqlite | redis; None: sqlite (UBP_REDIS_URL for redis)
     "spark_master": None,  # None: local[2] (or the master spark-submit sets)
-    "user_preset": "small",  # GRU-AE preset for weekly training: small | paper
+    "user_preset": "day_event",  # GRU-AE member the weekly training DAG trains (the served one)
     "user_max_epochs": None,  # None: the preset's
     "item_variant": "delta",  # item model variant
     "item_max_epochs": None,
@@ -115,7 +115,7 @@ def params(*names: str) -> dict[str, Param]:
         "raw_dir": "Raw drop folder. Empty: Variable ubp_raw_dir, env UBP_RAW_DIR, <lakehouse>/_landing.",
         "feast_online": "Online store sqlite|redis. Empty: Variable ubp_feast_online, env UBP_FEAST_ONLINE, sqlite.",
         "spark_master": "Spark master. Empty: Variable ubp_spark_master, env UBP_SPARK_MASTER, local[2].",
-        "user_preset": "GRU-AE preset. Empty: Variable ubp_user_preset, env UBP_USER_PRESET, small.",
+        "user_preset": "GRU-AE member. Empty: Variable ubp_user_preset, env UBP_USER_PRESET, day_event.",
         "user_max_epochs": "Epoch cap. Empty: Variable ubp_user_max_epochs, env, the preset's.",
         "item_variant": "Item model variant. Empty: Variable ubp_item_variant, env UBP_ITEM_VARIANT, delta.",
         "item_max_epochs": "Epoch cap. Empty: Variable ubp_item_max_epochs, env, the trainer's.",

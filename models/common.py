@@ -48,6 +48,11 @@ def autocast_context(device: torch.device | str) -> contextlib.AbstractContextMa
     return contextlib.nullcontext()
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Tensors to the device; "lengths" stays on CPU (packing wants it there); "client_id" is dropped."""
+    return {k: (v if k == "lengths" else v.to(device, non_blocking=True)) for k, v in batch.items() if k != "client_id"}
+
+
 def seed_everything(seed: int) -> None:
     """Fix python, numpy and torch (all devices) seeds."""
     random.seed(seed)

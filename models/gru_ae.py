@@ -1,17 +1,21 @@
 """GRU autoencoder over a user's event sequence; its latent is the user's profile (RecSys Challenge 2025, 2nd place).
 
-One event = the sum of its field embeddings (event type, sku, category, price, url, the mean of its 16 query codes,
-a time token). A GRU encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent. A GRU
-decoder, started from the encoder's hidden state and with the latent added to every input, rebuilds `e1 .. en EOS`
-from `BOS e1 .. en` (teacher forcing). Loss = sum over fields of the cross-entropy on non-pad targets.
+One event = its field embeddings (event type, sku, category, price, url, the mean of its 16 query codes, a time
+token), summed (`combine="sum"`) or concatenated (`combine="concat"`, as the seed's day+event member). A GRU
+encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent. A GRU decoder, started from
+the encoder's hidden state and with the latent added to every input, rebuilds `e1 .. en EOS` from `BOS e1 .. en`
+(teacher forcing). Loss = sum over target fields of the cross-entropy on non-pad targets; a time field (day or
+week) can be a target like any other.
 
 Unlike the seed code, both GRUs run on packed sequences, so pad steps never touch a hidden state and a user's
 latent does not depend on who else is in the batch; and the output heads run only on the packed (non-pad)
-positions whose target is not PAD, which gives the same loss as a masked cross-entropy over the padded grid at a
-fraction of the cost (the heads dominate the step).
+positions whose target is not PAD. Large heads (sku/url, thousands of classes) can train with a sampled softmax
+(`sampled_negatives` shared uniform negatives per step): the heads are most of a CPU step, and validation always
+uses the full softmax.
 
 A batch is a dict: one int64 tensor [B, T] per token field, "query" [B, T, 16], "lengths" [B] (tokens incl.
-BOS/EOS). See `models.user_data.collate`.
+BOS/EOS). See `models.user_data.collate`. The member presets (which fields, which sizes) live in
+`models.members`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class GRUAEConfig:
     n_layers: int = 2
     dropout: float = 0.5
     max_len: int = 128  # incl. BOS/EOS
+    combine: str = "sum"  # sum | concat: how an event's field embeddings become one input vector
+    sampled_negatives: int = 0  # > 0: sampled softmax in training for heads with > 4x this many classes
     lr: float = 1e-3
     batch_size: int = 256
     max_epochs: int = 30
@@ -46,15 +52,16 @@ class GRUAEConfig:
 
     @classmethod
     def preset(cls, name: str, vocab_sizes: dict[str, int], **overrides) -> GRUAEConfig:
-        """`small` (CPU, tests) or `paper` (the seed's large config)."""
-        presets = {
-            "small": dict(emb_dim=64, hidden=128, n_layers=2, dropout=0.5, max_epochs=30, patience=5),
-            "paper": dict(emb_dim=512, hidden=512, n_layers=3, dropout=0.1, max_epochs=10, patience=3),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
-        cfg = cls(vocab_sizes=dict(vocab_sizes), **presets[name])
+        """The config of a member preset (`models.members`), e.g. `day_event`, `week_all`, or the older `small`."""
+        from models.members import member
+
+        cfg = cls(vocab_sizes=dict(vocab_sizes), **member(name).model)
         return replace(cfg, **overrides) if overrides else cfg
+
+    @property
+    def input_dim(self) -> int:
+        """Width of one event's input vector (the GRUs' input size)."""
+        return self.emb_dim * (len(self.input_fields) if self.combine == "concat" else 1)
 
     def __post_init__(self) -> None:
         self.input_fields = tuple(self.input_fields)
@@ -64,6 +71,8 @@ class GRUAEConfig:
             raise ValueError(f"unknown fields {unknown}; known: {ALL_FIELDS}")
         if "query" in self.target_fields:
             raise ValueError("query codes are an input only (16 codes per event), not a target")
+        if self.combine not in ("sum", "concat"):
+            raise ValueError(f"combine must be sum or concat, not {self.combine!r}")
         missing = [f for f in {*self.input_fields, *self.target_fields} if f not in self.vocab_sizes]
         if self.vocab_sizes and missing:
             raise ValueError(f"vocab_sizes lacks {sorted(missing)}")
@@ -80,8 +89,8 @@ class GRUAEConfig:
 
 
 class EventEmbedding(nn.Module):
-    """Sum of per-field embeddings -> one vector per event. Ids beyond a table's size (e.g. a day index newer than
-    the training data) map to OOV; PAD embeds to zero."""
+    """Per-field embeddings, summed or concatenated -> one vector per event. Ids beyond a table's size (e.g. a day
+    index newer than the training data) map to OOV; PAD embeds to zero."""
 
     def __init__(self, config: GRUAEConfig) -> None:
         super().__init__()
@@ -95,21 +104,23 @@ class EventEmbedding(nn.Module):
             else None
         )
         self.sizes = {f: config.vocab_sizes[f] for f in config.input_fields}
+        self.concat = config.combine == "concat"
 
     def _ids(self, x: torch.Tensor, f: str) -> torch.Tensor:
         return torch.where(x < self.sizes[f], x, torch.full_like(x, OOV_ID))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = None
-        for f in self.token_fields:
-            e = self.tables[f](self._ids(batch[f], f))  # [B, T, E]
-            out = e if out is None else out + e
+        parts = [self.tables[f](self._ids(batch[f], f)) for f in self.token_fields]  # each [B, T, E]
         if self.query is not None:
             q = batch["query"]  # [B, T, 16]
             B, T, K = q.shape
-            e = self.query(self._ids(q, "query").reshape(B * T, K)).reshape(B, T, -1)  # [B*T, E] -> [B, T, E]
-            out = e if out is None else out + e
-        return out
+            parts.append(self.query(self._ids(q, "query").reshape(B * T, K)).reshape(B, T, -1))  # [B, T, E]
+        if self.concat:
+            return torch.cat(parts, dim=-1)  # [B, T, E * n_fields]
+        out = parts[0]
+        for e in parts[1:]:
+            out = out + e
+        return out  # [B, T, E]
 
 
 class GRUAutoencoder(nn.Module):
@@ -120,9 +131,9 @@ class GRUAutoencoder(nn.Module):
         self.embed = EventEmbedding(c)
         self.drop = nn.Dropout(c.dropout)
         gru_dropout = c.dropout if c.n_layers > 1 else 0.0
-        self.encoder = nn.GRU(c.emb_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
-        self.decoder = nn.GRU(c.emb_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
-        self.latent_to_input = nn.Linear(c.hidden, c.emb_dim)
+        self.encoder = nn.GRU(c.input_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
+        self.decoder = nn.GRU(c.input_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
+        self.latent_to_input = nn.Linear(c.hidden, c.input_dim)
         self.heads = nn.ModuleDict({f: nn.Linear(c.hidden, c.vocab_sizes[f]) for f in c.target_fields})
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -182,12 +193,33 @@ class GRUAutoencoder(nn.Module):
             n = int(mask.sum())
             if n == 0:
                 continue
-            logits = self.heads[f](hidden[mask])  # [n, V_f]: heads only where there is something to predict
-            y = tgt[mask]
-            loss = F.cross_entropy(logits.float(), y)
+            h, y = hidden[mask], tgt[mask]  # heads only where there is something to predict
+            if self.training and self._sampled(f):
+                logits = self._sampled_logits(f, h, y)  # [n, 1 + K]: the target is column 0
+                loss = F.cross_entropy(logits.float(), torch.zeros_like(y))
+                correct = (logits.argmax(-1) == 0).sum()
+            else:
+                logits = self.heads[f](h)  # [n, V_f]
+                loss = F.cross_entropy(logits.float(), y)
+                correct = (logits.argmax(-1) == y).sum()
             total = total + loss
-            stats[f] = {"loss": loss.detach(), "correct": (logits.argmax(-1) == y).sum().detach(), "count": n}
+            stats[f] = {"loss": loss.detach(), "correct": correct.detach(), "count": n}
         return total, stats
+
+    def _sampled(self, f: str) -> bool:
+        k = self.config.sampled_negatives
+        return k > 0 and self.config.vocab_sizes[f] > 4 * k
+
+    def _sampled_logits(self, f: str, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sampled softmax: the target's logit and K uniform negatives shared by the step (PAD never sampled; a
+        negative equal to the row's target is masked out). Uniform proposals need no log-Q correction."""
+        head = self.heads[f]
+        neg = torch.randint(PAD_ID + 1, self.config.vocab_sizes[f], (self.config.sampled_negatives,),
+                            device=h.device)  # [K]
+        pos = (h * head.weight[y]).sum(-1, keepdim=True) + head.bias[y][:, None]  # [n, 1]
+        negl = h @ head.weight[neg].T + head.bias[neg]  # [n, K]
+        negl = negl.masked_fill(neg[None, :] == y[:, None], float("-inf"))
+        return torch.cat([pos, negl], dim=1)
 
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -91,7 +91,8 @@ def fit_probe(
     """Train on (x_train, y_train); after every epoch score the test logits; return the best epoch's metrics.
 
     `y` is (N,) for binary tasks or (N, T) for multilabel ones; `score_fn(y_test, logits)` returns a dict with
-    at least "score". Returns {"best_epoch", "epochs": [per-epoch dicts], **best epoch's metrics}.
+    at least "score". Returns {"best_epoch", "epochs": [per-epoch dicts], "logits": the best epoch's test logits,
+    **best epoch's metrics} (the logits let a caller compare two profiles on the same test users).
     """
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -105,6 +106,7 @@ def fit_probe(
         return _fit_logistic(model, x_tr, y_tr, x_test, y_test, binary, score_fn, config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict] = []
+    all_logits: list[np.ndarray] = []
     for epoch in range(config.epochs):
         model.train()
         perm = torch.randperm(len(x_tr), generator=gen)
@@ -121,8 +123,9 @@ def fit_probe(
             logits = logits[:, 0]
         metrics = score_fn(y_test, logits)
         history.append({"epoch": epoch, "train_loss": total / max(len(perm), 1), **metrics})
+        all_logits.append(logits)
     best = max(history, key=lambda m: -np.inf if m["score"] is None or np.isnan(m["score"]) else m["score"])
-    return {**best, "best_epoch": best["epoch"], "epochs": history}
+    return {**best, "best_epoch": best["epoch"], "epochs": history, "logits": all_logits[best["epoch"]]}
 
 
 def _fit_logistic(model, x_tr, y_tr, x_test, y_test, binary, score_fn, config: ProbeConfig) -> dict:
@@ -142,4 +145,4 @@ def _fit_logistic(model, x_tr, y_tr, x_test, y_test, binary, score_fn, config: P
     if binary:
         logits = logits[:, 0]
     metrics = {"epoch": 0, "train_loss": loss, **score_fn(y_test, logits)}
-    return {**metrics, "best_epoch": 0, "epochs": [metrics]}
+    return {**metrics, "best_epoch": 0, "epochs": [metrics], "logits": logits}

@@ -9,14 +9,11 @@ rank; an incomplete last round is dropped); only rank 0 writes checkpoints, metr
 Diagnostics: env UBP_TRAIN_TRACE_DIR makes every rank append, per epoch, the client ids it trained on to
 `<dir>/rank<r>.jsonl` (the DDP test uses it to check the shards).
 
-Entry point (single process or torchrun):
-    python -m models.train_user --lakehouse ./lakehouse --preset small --epochs 10
-    torchrun --nproc_per_node 4 -m models.train_user --lakehouse ./lakehouse --preset paper
+The command-line entry (single process or torchrun) is the stage's: `python -m ubp.stages.user_model --help`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -42,10 +39,11 @@ from models.common import (
     progress,
     save_weights,
     seed_everything,
+    to_device,
     unwrap,
 )
 from models.gru_ae import GRUAEConfig, GRUAutoencoder
-from models.user_data import Batch, columns_for, prefetch, stream_batches
+from models.user_data import columns_for, prefetch, stream_batches
 from ubp.log import get_logger
 
 log = get_logger("ubp.train_user")
@@ -68,11 +66,6 @@ class TrainJob:
     show_progress: bool = True
     init_weights: str | None = None  # warm start from these safetensors (same vocabulary)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """Tensors to the device; "lengths" stays on CPU (packing wants it there)."""
-    return {k: (v if k == "lengths" else v.to(device, non_blocking=True)) for k, v in batch.items() if k != "client_id"}
 
 
 def _reader(job: TrainJob):
@@ -259,47 +252,3 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def _parse_set(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m models.train_user` / `torchrun -m models.train_user`: the same stage function as the CLI."""
-    from ubp.config import Settings
-    from ubp.log import setup_logging
-    from ubp.stages.user_model import train_user_model
-
-    p = argparse.ArgumentParser(prog="models.train_user", description=__doc__.split("\n\n")[0])
-    p.add_argument("--lakehouse", default=None)
-    p.add_argument("--namespace", default="")
-    p.add_argument("--preset", default="small", choices=["small", "paper"])
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--promote", default="if_none", choices=["if_none", "always", "never"])
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--set", action="append", default=[], help="config override key=value (e.g. batch_size=64)")
-    p.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    settings = Settings(lakehouse=a.lakehouse) if a.lakehouse else Settings()
-    if a.namespace:
-        settings = settings.with_namespace(a.namespace)
-    setup_logging(settings.logs_dir)
-    result = train_user_model(settings, preset=a.preset, max_epochs=a.epochs, seed=a.seed, promote=a.promote,
-                              overrides=_parse_set(a.set), val_fraction=a.val_fraction, throttle_s=a.throttle_s,
-                              show_progress=not a.no_progress)
-    if result.get("version"):
-        print(json.dumps({k: v for k, v in result.items() if k != "history"}, default=str))
-
-
-if __name__ == "__main__":
-    main()

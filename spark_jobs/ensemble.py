@@ -5,7 +5,8 @@ through a uniform QuantileTransformer first), large members are reduced with PCA
 member does not cover get that member's mean row, and the result is cast to float16 with at most 2048 columns.
 
 Members (each skipped with a warning when its table is missing):
-- `gru`: gold `user_profiles` (the current user model's version, latest as-of);
+- `gru`: gold `user_profiles` (the served GRU-AE member's current version, latest as-of); `gru_<member>`: the same
+  table's rows of another GRU-AE member (its own current version, e.g. `gru_week_all`);
 - `aggregates`: gold `user_aggregates` through a quantile transform;
 - `factors`: the ALS member (`ubp.tables.USER_FACTORS`);
 - `items`: mean of the item vectors (gold `item_vectors`) of the user's most recent skus (`user_sequences.sku_raw`).
@@ -241,19 +242,33 @@ def _exists(path: Path) -> bool:
     return (path / "_delta_log").is_dir()
 
 
+def gru_kind(name: str) -> str:
+    """Registry kind behind a GRU ensemble member name: `gru` -> the served member, `gru_<member>` -> that one."""
+    from ubp.registry import USER_KIND, user_kind
+
+    return USER_KIND if name == "gru" else user_kind(name.removeprefix("gru_"))
+
+
 def load_profile_member(settings, table: str = "user_profiles", name: str = "gru", model_version: str | None = None,
                         as_of: datetime | None = None, normalise: bool = True) -> Member:
-    """A profile table (`user_profiles` or `user_profiles_ensemble`) as a member: L2-normalised rows."""
-    from ubp.registry import current_version
+    """A profile table (`user_profiles` or `user_profiles_ensemble`) as a member: L2-normalised rows. For
+    `user_profiles` the rows are one GRU-AE member's (`gru_kind(name)`): its current version, else its newest."""
+    from ubp.registry import current_version, list_versions
 
     path = settings.table_path(table)
     if not _exists(path):
         raise FileNotFoundError(f"{table}: no table at {path}")
     pairs = _versions(path)
     if model_version is None and table == "user_profiles":
-        cur = current_version(settings, "user")
+        kind = gru_kind(name)
+        cur = current_version(settings, kind)
+        mine = set(list_versions(settings, kind))
         if cur is not None and any(v == cur for v, _ in pairs):
             model_version = cur
+        elif mine:  # not promoted yet: the member's newest version in the table
+            pairs = [p for p in pairs if p[0] in mine]
+        elif name != "gru":
+            raise LookupError(f"{table} has no rows of {kind} models")
     version, at = _pick(pairs, model_version, as_of)
     cid, x, nev = _read_vectors(
         path, "embedding",
@@ -355,12 +370,16 @@ LOADERS = {
 
 def load_members(settings, as_of: datetime | None = None, names: tuple[str, ...] = MEMBERS,
                  fit_rows: int = 100_000) -> list[Member]:
-    """Every available member at `as_of` (None: each member's latest); missing ones skipped with a warning."""
+    """Every available member at `as_of` (None: each member's latest); missing ones skipped with a warning.
+    Besides `MEMBERS`, a name `gru_<member>` loads that GRU-AE member's profiles."""
     out = []
     for name in names:
         try:
             kw = {"fit_rows": fit_rows} if name == "aggregates" else {}
-            member = LOADERS[name](settings, as_of, **kw)
+            if name.startswith("gru_"):
+                member = load_profile_member(settings, "user_profiles", name, as_of=as_of)
+            else:
+                member = LOADERS[name](settings, as_of, **kw)
         except (FileNotFoundError, LookupError) as exc:
             log.warning("ensemble member %s skipped: %s", name, exc)
             continue

@@ -63,7 +63,13 @@ def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_pa
     cat = res["gru"]["category"]["mlp"]
     assert 0 <= cat["novelty_mean"] <= 1 and 0 <= cat["diversity_mean"] <= 1
     assert len(cat["seeds"]) == 2 and cat["score_std"] is not None
+    # paired comparisons on the same test users: the planted profile beats the noise, with an interval above 0
+    cmp = {(c["a"], c["b"]): c for c in out["comparisons"]}
+    assert ("gru", "aggregates") in cmp and ("ensemble", "gru") in cmp
+    churn = cmp[("gru", "aggregates")]["tasks"]["churn"]
+    assert churn["diff"] > 0.2 and churn["ci"][0] > 0 and churn["ci"][0] <= churn["diff"] <= churn["ci"][1]
     report = (tmp_path / "report" / "report.md").read_text()
+    assert "Paired comparisons" in report
     assert "## churn" in report and "| random |" in report and "ablation" in report.lower()
     assert (tmp_path / "report" / "scores.png").stat().st_size > 0
     assert (tmp_path / "report" / "projection_gru.png").stat().st_size > 0 and "projection_gru.png" in report

@@ -48,8 +48,56 @@ def test_presets():
     assert (small.emb_dim, small.hidden, small.n_layers, small.dropout) == (64, 128, 2, 0.5)
     assert (paper.emb_dim, paper.hidden, paper.n_layers, paper.dropout) == (512, 512, 3, 0.1)
     assert GRUAEConfig.from_dict(json.loads(json.dumps(small.to_dict()))) == small
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="unknown member"):
         GRUAEConfig.preset("huge", SIZES)
+
+
+def test_members_as_the_team_configured_them():
+    day = GRUAEConfig.preset("day_event", SIZES)
+    assert day.input_fields == day.target_fields == ("event_type", "day")  # time is an input AND a target
+    assert (day.combine, day.emb_dim, day.input_dim, day.hidden, day.n_layers, day.dropout) == (
+        "concat", 64, 128, 128, 2, 0.5)
+    assert (day.max_epochs, day.patience) == (30, 5)
+    week = GRUAEConfig.preset("week_all", SIZES)
+    assert week.input_fields == week.target_fields == ("week", "event_type", "category", "price", "sku", "url")
+    assert (week.emb_dim, week.hidden, week.n_layers, week.dropout, week.max_epochs, week.patience) == (
+        512, 512, 3, 0.1, 10, 3)
+    allf = GRUAEConfig.preset("all_fields", SIZES)
+    assert set(allf.target_fields) == {"event_type", "category", "price", "sku", "url"} and "week" not in allf.input_fields
+    # concatenated fields: the GRU input is one embedding per field side by side
+    torch.manual_seed(0)
+    model = GRUAutoencoder(GRUAEConfig.preset("day_event", SIZES, emb_dim=8, hidden=16)).eval()
+    b = _chunk(5, seed=4).collate(np.arange(5))
+    emb = model.embed(b)
+    assert emb.shape[-1] == 16
+    assert torch.equal(emb[..., :8], model.embed.tables["event_type"](b["event_type"]))
+    assert torch.equal(emb[..., 8:], model.embed.tables["day"](b["day"]))
+    loss, stats = model(b)
+    assert set(stats) == {"event_type", "day"} and torch.isfinite(loss)
+
+
+def test_sampled_softmax_trains_big_heads_and_validates_with_the_full_softmax():
+    sizes = {**SIZES, "sku": 4000, "url": 4000}
+    torch.manual_seed(0)
+    cfg = GRUAEConfig.preset("small", sizes, **TINY, sampled_negatives=64)
+    model = GRUAutoencoder(cfg)
+    b = _chunk(10, seed=3, max_len=15).collate(np.arange(10))
+    assert model._sampled("sku") and model._sampled("url") and not model._sampled("category")
+    model.train()
+    loss, stats = model(b)
+    loss.backward()
+    grad = model.heads["sku"].weight.grad
+    touched = (grad.abs().sum(1) > 0).sum().item()
+    assert 0 < touched <= 64 + 40  # only the sampled negatives and the batch's targets get a gradient
+    model.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        full, _ = model(b)
+        h, targets, _ = model._decode(b)
+        mask = targets["sku"] != PAD_ID
+        ref = F.cross_entropy(model.heads["sku"](h[mask]), targets["sku"][mask])
+    assert torch.isfinite(full) and ref > 0  # eval = the full softmax over 4000 classes
+    assert abs(float(ref) - np.log(4000)) < 1.0  # an untrained full softmax sits near log(V)
 
 
 def test_padding_does_not_change_the_latent():
@@ -143,25 +191,30 @@ def test_overfit_artifacts_and_idempotence(settings):
 
     write_lakehouse(settings, n_users=8, seed=0, min_len=2, max_len=6)
     overrides = dict(emb_dim=32, hidden=64, n_layers=1, dropout=0.0, lr=1e-2, batch_size=8, patience=100)
-    result = train_user_model(settings, max_epochs=45, seed=0, overrides=overrides, val_fraction=0.0,
-                              show_progress=False)
+    result = train_user_model(settings, member="small", max_epochs=45, seed=0, overrides=overrides,
+                              val_fraction=0.0, show_progress=False)
     accs = {k: v for k, v in result["metrics"].items() if k.startswith("val_acc_")}
     assert set(accs) == {f"val_acc_{f}" for f in ("event_type", "sku", "category", "price", "url")}
     assert min(accs.values()) >= 0.95, accs
     version = result["version"]
-    assert registry.current_version(settings, "user") == version  # promote="if_none"
+    assert registry.current_version(settings, "user-small") == version  # promote="if_none", the member's kind
+    assert registry.current_version(settings, "user") is None  # the served kind belongs to day_event
     vdir = Path(result["model_dir"])
-    for name in ("config.json", "model.json", "metrics.jsonl", "weights.safetensors", "loss.png"):
+    for name in ("config.json", "model.json", "metrics.jsonl", "weights.safetensors", "loss.png",
+                 "latent_transform.safetensors", "latent_transform.json"):
         assert (vdir / name).stat().st_size > 0, name
     manifest = json.loads((vdir / "model.json").read_text())
     assert manifest["vocab_version"] == "v-test" and manifest["training_table"]["version"] == 0
-    lines = (vdir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == list(range(45))
-    assert "val_loss" in json.loads(lines[-1]) and result["metrics"]["val_loss"] < 0.5
+    assert manifest["member"] == "small" and manifest["latent_health"]["raw"]["users"] == 8
+    records = [json.loads(x) for x in (vdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == list(range(45))
+    assert "val_loss" in epochs[-1] and result["metrics"]["val_loss"] < 0.5
+    assert "latent_health" in records[-1]
     assert all(not k.startswith("_") for k in load_file(vdir / "weights.safetensors"))
     # same inputs again: same version, no retraining
-    again = train_user_model(settings, max_epochs=45, seed=0, overrides=overrides, val_fraction=0.0,
-                             show_progress=False)
+    again = train_user_model(settings, member="small", max_epochs=45, seed=0, overrides=overrides,
+                             val_fraction=0.0, show_progress=False)
     assert again["version"] == version and again["reused"]
     # encode through the safe loader: same latents as the checkpointed model gives
     from models.infer_user import encode_batches, load_model
@@ -170,7 +223,13 @@ def test_overfit_artifacts_and_idempotence(settings):
     model, man = load_model(vdir, device="cpu")
     rows = list(encode_batches(model, iter_batches(settings.table_path("user_sequences"))))
     assert sum(len(r[0]) for r in rows) == 8 and rows[0][2].shape[1] == 64
+    served = np.concatenate([r[2] for r in rows])
+    assert np.abs(served.mean(axis=0)).max() < 1e-4  # served vectors are centred on the training users
+    raw = np.concatenate([r[2] for r in encode_batches(model, iter_batches(settings.table_path("user_sequences")),
+                                                       raw=True)])
+    assert np.allclose(served, raw - raw.mean(axis=0), atol=1e-5)
     # a different vocabulary: warm start from this model is refused with a clear error
     write_lakehouse(settings, n_users=8, seed=0, vocab="v-other", min_len=2, max_len=6)
     with pytest.raises(UbpError, match="model trained on vocabulary v-test, table uses v-other"):
-        train_user_model(settings, max_epochs=1, overrides=overrides, init_from=version, show_progress=False)
+        train_user_model(settings, member="small", max_epochs=1, overrides=overrides, init_from=version,
+                         show_progress=False)

@@ -11,6 +11,8 @@ Definitions follow the organizers' evaluation code (Synerise/recsys2025, `traini
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 EPS = 1e-9
@@ -115,3 +117,28 @@ def score_task(kind: str, y_true: np.ndarray, logits: np.ndarray, popularity: np
     n = novelty(logits, popularity)
     d = diversity(logits)
     return {"auroc": a, "novelty": n, "diversity": d, "score": propensity_score(a, n, d)}
+
+
+def paired_bootstrap(score: Callable[[np.ndarray, np.ndarray], float | None], y_true: np.ndarray, logits_a: np.ndarray,
+                     logits_b: np.ndarray, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """Draws of score(a) - score(b) over users resampled with replacement, the same users for both profiles
+    (paired: both were scored on the same test users). Returns [n_boot] differences (NaN where undefined)."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    out = np.full(n_boot, np.nan)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        sa, sb = score(y_true[idx], logits_a[idx]), score(y_true[idx], logits_b[idx])
+        if sa is not None and sb is not None:
+            out[b] = sa - sb
+    return out
+
+
+def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap draws (NaN draws ignored)."""
+    d = np.asarray(draws, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(d, [50 * (1 - level), 100 - 50 * (1 - level)])
+    return float(lo), float(hi)

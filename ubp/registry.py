@@ -14,6 +14,15 @@ from pathlib import Path
 from ubp.config import Settings
 from ubp.errors import UbpError
 
+USER_KIND = "user"
+PRIMARY_USER_MEMBER = "day_event"  # the GRU-AE member served as `user_profiles` / Feast `user_profile`
+
+
+def user_kind(member: str) -> str:
+    """Registry kind of a GRU-AE member's versions: "user" for the served member, "user-<member>" for the others
+    (each its own CURRENT pointer)."""
+    return USER_KIND if member == PRIMARY_USER_MEMBER else f"{USER_KIND}-{member}"
+
 
 def kind_dir(settings: Settings, kind: str) -> Path:
     return settings.models_dir / kind

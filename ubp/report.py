@@ -16,6 +16,11 @@ def _fmt(mean, std=None) -> str:
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
+def _diff(d: dict) -> str:
+    lo, hi = d["ci"]
+    return f"{d['diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
 def _rows(results: dict) -> list[str]:
     main = [r for r in MAIN_ORDER if r in results]
     return main + [r for r in results if r not in main and not r.startswith("ensemble - ")]
@@ -91,6 +96,25 @@ def render_markdown(summary: dict) -> str:
             cells = [_fmt(m[f"{k}_mean"], m[f"{k}_std"]) for k in ("auroc", "novelty", "diversity", "score")]
             extra = [_fmt(res[r][t][p]["score_mean"], res[r][t][p]["score_std"]) for p in probes[1:] if p in res[r][t]]
             out.append(f"| {r} | " + " | ".join(cells + extra) + " |")
+    if summary.get("comparisons"):
+        tasks = list(summary["tasks"])
+        out += ["", "## Paired comparisons (main probe)", "",
+                f"Score of a minus score of b on the same test users, mean over seeds; 95% interval of a paired "
+                f"per-user bootstrap ({summary.get('n_boot', 200)} draws). An interval above 0: a is better.", "",
+                "| a | b | mean over tasks | " + " | ".join(tasks) + " |", "|---|---|---|" + "---|" * len(tasks)]
+        for c in summary["comparisons"]:
+            cells = [_diff(c["tasks"][t]) if t in c["tasks"] else "-" for t in tasks]
+            out.append(f"| {c['a']} | {c['b']} | {_diff(c['mean'])} | " + " | ".join(cells) + " |")
+    health = {k: v["latent_health"] for k, v in (summary.get("build_steps") or {}).items()
+              if isinstance(v, dict) and v.get("latent_health")}
+    if health:
+        out += ["", "## Latent health (raw GRU latents of the training users)", "",
+                "| model | users | saturated share (abs > 0.95) | median per-dim std | PC1 share | one-sign dims | "
+                "served dims |", "|---|---|---|---|---|---|---|"]
+        for step, h in health.items():
+            r = h["raw"]
+            out.append(f"| {step} | {r['users']} | {r['saturated_share']:.3f} | {r['median_dim_std']:.3f} | "
+                       f"{r['pc1_share']:.3f} | {r['one_sign_dims']:.3f} | {h.get('served_dim', '-')} |")
     abl = [r for r in res if r.startswith("ensemble - ")]
     if abl and "ensemble" in res:
         base = res["ensemble"]["_mean"][main]

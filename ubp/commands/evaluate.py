@@ -54,14 +54,17 @@ def evaluate_cmd(
     ctx: typer.Context,
     profiles: list[str] | None = typer.Option(
         None, "--profiles",
-        help="Profiles to score (repeatable): gru, aggregates, factors, items, ensemble, user_profiles, "
-             "user_profiles_ensemble. Default: all members and the ensemble. The random baseline is always scored.",
+        help="Profiles to score (repeatable): gru, gru_<member>, aggregates, factors, items, ensemble, "
+             "user_profiles, user_profiles_ensemble. Default: all members and the ensemble. The random baseline is "
+             "always scored.",
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (user split and probe init)."),
     as_of: str | None = typer.Option(None, "--as-of", help="Default: last purchase - 14 days (the challenge's)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the evaluation namespace's profiles."),
     no_build: bool = typer.Option(False, "--no-build", help="Use the evaluation namespace's tables as they are."),
-    preset: str = typer.Option("small", "--preset", help="User-model preset trained in the evaluation namespace."),
+    members: list[str] | None = typer.Option(
+        None, "--member", help="GRU-AE member built in the evaluation namespace (repeatable; default: "
+        "day_event, week_all, all_fields; `small` adds the older preset for comparison)."),
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="Cap the user and item models' training epochs."),
     no_ablation: bool = typer.Option(False, "--no-ablation", help="Skip the ensemble-minus-member ablation."),
     max_users: int = typer.Option(200_000, "--max-users", help="Sample at most this many users for the probes."),
@@ -79,7 +82,8 @@ def evaluate_cmd(
     if not seed_list:
         raise UbpError("--seeds needs at least one seed")
     res = evaluate(settings_of(ctx), profiles=profiles or None, seeds=seed_list, as_of=_parse_ts(as_of),
-                   build=not no_build, rebuild=rebuild, preset=preset, max_epochs=max_epochs,
+                   build=not no_build, rebuild=rebuild, members=tuple(members) if members else None,
+                   max_epochs=max_epochs,
                    ablation=not no_ablation, max_users=max_users, report_dir=out, truth_dir=truth)
     probe = res["probes"][0]
     typer.echo(f"evaluation at {res['as_of']} on {res['rows']['population']} users ({res['seconds']} s)")

@@ -21,7 +21,9 @@ def run(
     retrain: bool = typer.Option(False, "--retrain", help="Train new user/item models even if some are serving."),
     as_of: str | None = typer.Option(None, "--as-of", help="Build profiles from events before this (ISO, UTC)."),
     no_publish: bool = typer.Option(False, "--no-publish", help="Stop before publishing to Feast."),
-    preset: str = typer.Option("small", "--preset", help="GRU-AE preset when training: small | paper."),
+    members: list[str] | None = typer.Option(
+        None, "--member", help="GRU-AE member to train and embed (repeatable; default: day_event, week_all, "
+        "all_fields; the first is served as user_profiles)."),
     max_epochs: int | None = typer.Option(None, "--max-epochs", min=1, help="Epoch cap for both models."),
     item_variant: str = typer.Option("delta", "--item-variant", help="Item model variant."),
     threshold: float = typer.Option(
@@ -36,7 +38,7 @@ def run(
     settings = settings_of(ctx)
     report = run_pipeline(
         settings, raw, retrain=retrain, as_of=parse_as_of(as_of), publish=not no_publish,
-        user_preset=preset, user_max_epochs=max_epochs, item_variant=item_variant, item_max_epochs=max_epochs,
+        user_members=tuple(members) if members else None, user_max_epochs=max_epochs, item_variant=item_variant, item_max_epochs=max_epochs,
         threshold=threshold,
     )
     if json_out is not None:

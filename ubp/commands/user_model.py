@@ -23,33 +23,34 @@ def _echo(result: dict) -> None:
 
 def train_cmd(
     ctx: typer.Context,
-    preset: str = typer.Option("small", "--preset", help="small (CPU) or paper (emb 512, hidden 512, 3 layers)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Max epochs (default: the preset's)."),
+    member: str = typer.Option("day_event", "--member", "--preset",
+                               help="GRU-AE member: day_event, week_all, all_fields (or the older small, paper)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Max epochs (default: the member's)."),
     seed: int = typer.Option(0, "--seed"),
     promote: str = typer.Option("if_none", "--promote", help="if_none | always | never"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of users (by client_id hash) held out."),
     force: bool = typer.Option(False, "--force", help="Retrain even if this exact run already finished."),
     init_from: str | None = typer.Option(None, "--init-from", help="Warm start from this user model version."),
+    full_size: bool = typer.Option(False, "--full-size", help="Large members at full size even without a GPU."),
 ) -> None:
-    """Train the GRU-autoencoder user model on the current `user_sequences` (resumes after a kill).
+    """Train one GRU-autoencoder member on the current `user_sequences` (resumes after a kill).
 
-    Multi-GPU: `torchrun --nproc_per_node N -m models.train_user --lakehouse DIR --preset paper`.
+    Multi-GPU: `torchrun --nproc_per_node N -m ubp.stages.user_model --lakehouse DIR --member week_all`.
     """
     from ubp.cli import settings_of
     from ubp.stages.user_model import train_user_model
 
-    if preset not in ("small", "paper"):
-        raise UbpError(f"--preset must be small or paper, not {preset!r}")
     overrides = {"batch_size": batch_size} if batch_size else None
-    _echo(train_user_model(settings_of(ctx), preset=preset, max_epochs=epochs, seed=seed, promote=promote,
+    _echo(train_user_model(settings_of(ctx), member=member, max_epochs=epochs, seed=seed, promote=promote,
                            overrides=overrides, val_fraction=val_fraction, force=force,
-                           init_from=init_from))
+                           init_from=init_from, full_size=full_size))
 
 
 def embed_cmd(
     ctx: typer.Context,
-    model: str | None = typer.Option(None, "--model", help="User model version (default: CURRENT)."),
+    model: str | None = typer.Option(None, "--model", help="User model version (default: the member's CURRENT)."),
+    member: str = typer.Option("day_event", "--member", help="GRU-AE member whose model embeds."),
     engine: str = typer.Option("arrow", "--engine", help="arrow (mapInArrow, the default: no pandas conversion) or pandas (mapInPandas)."),
 ) -> None:
     """Embed every user of `user_sequences` into gold `user_profiles` with Spark (idempotent per model, as-of)."""
@@ -58,7 +59,7 @@ def embed_cmd(
 
     if engine not in ("pandas", "arrow"):
         raise UbpError(f"--engine must be pandas or arrow, not {engine!r}")
-    _echo(embed_users(settings_of(ctx), model_version=model, engine=engine))
+    _echo(embed_users(settings_of(ctx), model_version=model, engine=engine, member=member))
 
 
 def export_cmd(

@@ -226,23 +226,30 @@ def eval_namespace(as_of: datetime) -> str:
     return f"_eval/{_utc(as_of).strftime('%Y-%m-%dT%H%M%S')}"
 
 
-def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, preset: str, max_epochs: int | None) -> dict:
+def gru_profile_name(member: str) -> str:
+    """Evaluation / ensemble name of a GRU-AE member's profile: `gru` for the served member, `gru_<member>`."""
+    from ubp.registry import PRIMARY_USER_MEMBER
+
+    return "gru" if member == PRIMARY_USER_MEMBER else f"gru_{member}"
+
+
+def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, members: tuple[str, ...],
+                    max_epochs: int | None, items: bool = True, ensemble_step: bool = True) -> dict:
     """Run the upstream stages in the evaluation namespace. Steps done before (recorded) are skipped.
 
-    `max_epochs` caps both the user model and the item model (None: their presets' defaults)."""
-    import importlib
+    `max_epochs` caps both the user models and the item model (None: their members'/presets' defaults). Each
+    GRU-AE member in `members` is trained (promoted in the namespace) and embedded; `items` / `ensemble_step`
+    skip the item model and the ensemble when the evaluation does not score them."""
+    from ubp.stages import items as item_stages
+    from ubp.stages import sequences as seq_stages
+    from ubp.stages import user_model as user_stages
 
     marker = es.root / "_eval_steps.json"
     done: dict = json.loads(marker.read_text()) if marker.exists() and not rebuild else {}
 
-    def step(name: str, module: str, func: str, **kwargs):
+    def step(name: str, fn, **kwargs):
         if name in done:
             return done[name]
-        try:
-            fn = getattr(importlib.import_module(module), func)
-        except (ModuleNotFoundError, AttributeError) as exc:
-            log.warning("evaluation: step %s unavailable (%s): its member is skipped", name, exc)
-            return None
         log.info("evaluation: %s", name)
         t0 = time.time()
         try:
@@ -251,22 +258,27 @@ def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, preset: str, m
             log.warning("evaluation: step %s failed (%s): its member is skipped", name, exc)
             return None
         done[name] = {"seconds": round(time.time() - t0, 1),
-                      **{k: v for k, v in (result or {}).items() if k in ("version", "rows", "metrics")}}
+                      **{k: v for k, v in (result or {}).items()
+                         if k in ("version", "rows", "metrics", "latent_health")}}
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(done, indent=1, default=str))
         return done[name]
 
-    step("sequences", "ubp.stages.sequences", "sequences", as_of=as_of)
-    step("aggregates", "ubp.stages.sequences", "aggregates", as_of=as_of)
-    trained = step("train_user_model", "ubp.stages.user_model", "train_user_model", preset=preset,
-                   max_epochs=max_epochs, seed=0, promote="always")
-    if trained:
-        step("embed_users", "ubp.stages.user_model", "embed_users", model_version=trained.get("version"))
-    if step("item_content", "ubp.stages.items", "item_content"):
-        item = step("train_item_model", "ubp.stages.items", "train_item_model", max_epochs=max_epochs)
+    step("sequences", seq_stages.sequences, as_of=as_of)
+    step("aggregates", seq_stages.aggregates, as_of=as_of)
+    for member in members:
+        suffix = "" if gru_profile_name(member) == "gru" else f"_{member}"
+        trained = step(f"train_user_model{suffix}", user_stages.train_user_model, member=member,
+                       max_epochs=max_epochs, seed=0, promote="always")
+        if trained:
+            step(f"embed_users{suffix}", user_stages.embed_users, model_version=trained.get("version"),
+                 member=member)
+    if items and step("item_content", item_stages.item_content):
+        item = step("train_item_model", item_stages.train_item_model, max_epochs=max_epochs)
         if item:
-            step("item_vectors", "ubp.stages.items", "item_vectors", model_version=item.get("version"))
-    step("ensemble", "ubp.stages.evaluate", "ensemble", as_of=as_of)
+            step("item_vectors", item_stages.item_vectors, model_version=item.get("version"))
+    if ensemble_step:
+        step("ensemble", ensemble, as_of=as_of)
     return done
 
 
@@ -299,7 +311,7 @@ def evaluate(
     window_days: int = 14,
     build: bool = True,
     rebuild: bool = False,
-    preset: str = "small",
+    members: tuple[str, ...] | None = None,
     max_epochs: int | None = None,
     probes: tuple[str, ...] = ("mlp", "logreg"),
     ablation: bool = True,
@@ -310,15 +322,22 @@ def evaluate(
     probe_threads: int = 1,
     report_dir: Path | None = None,
     truth_dir: Path | None = None,
+    compare: tuple[tuple[str, str], ...] | None = None,
+    n_boot: int = 200,
 ) -> dict:
     """The challenge protocol on the lakehouse; returns the results and writes `reports/<date>/report.md`.
 
-    profiles: which representations to score (member names gru/aggregates/factors/items, "ensemble", or the table
-    names user_profiles / user_profiles_ensemble); None = all. The random baseline is always scored.
+    profiles: which representations to score (member names gru/aggregates/factors/items, `gru_<member>` for the
+    other GRU-AE members, "ensemble", or the table names user_profiles / user_profiles_ensemble); None = all. The
+    random baseline is always scored. members: the GRU-AE members built (default `DEFAULT_MEMBERS`).
+    compare: (a, b) profile pairs to compare on the same test users with a paired per-user bootstrap (`n_boot`
+    draws; default: every GRU profile vs aggregates, vs the older `gru_small` when scored, and the ensemble vs
+    each member).
     Scale limit: labels and the profiles of at most `max_users` sampled users are held in memory for the probes.
     """
     import numpy as np
 
+    from models.members import DEFAULT_MEMBERS
     from models.probe import ProbeConfig, fit_probe
     from spark_jobs import targets as T
     from spark_jobs.ensemble import MEMBERS, align, combine, load_members, load_profile_member
@@ -330,7 +349,16 @@ def evaluate(
     as_of = _utc(as_of) or _utc(T.default_as_of(events, window_days))
     es = settings.with_namespace(eval_namespace(as_of))
     log.info("evaluation as_of %s, namespace %s", as_of.isoformat(), es.root)
-    steps = _build_profiles(es, as_of, rebuild, preset, max_epochs) if build else {}
+    members = tuple(members or DEFAULT_MEMBERS)
+    gru_names = [gru_profile_name(m) for m in members]
+    wanted = {"user_profiles": "gru", "user_profiles_ensemble": "ensemble"}
+    names = [wanted.get(p, p) for p in profiles] if profiles else [*MEMBERS, *gru_names[1:], "ensemble"]
+    known = {*MEMBERS, "ensemble", *gru_names}
+    unknown = {n for n in names if n not in known and not n.startswith("gru_")}
+    if unknown:
+        raise UbpError(f"unknown profiles {sorted(unknown)}; choose from {sorted(known | set(wanted))}")
+    steps = (_build_profiles(es, as_of, rebuild, members, max_epochs, items="items" in names or "ensemble" in names,
+                             ensemble_step="ensemble" in names) if build else {})
     at = _spark_ts(as_of)
 
     # labels of every task from three small collects; population = users with any event before as_of
@@ -342,15 +370,12 @@ def evaluate(
         pop = np.sort(np.random.default_rng(0).choice(pop, max_users, replace=False))
 
     # representations
-    wanted = {"user_profiles": "gru", "user_profiles_ensemble": "ensemble"}
-    names = [wanted.get(p, p) for p in profiles] if profiles else [*MEMBERS, "ensemble"]
-    unknown = set(names) - {*MEMBERS, "ensemble"}
-    if unknown:
-        raise UbpError(f"unknown profiles {sorted(unknown)}; choose from {[*MEMBERS, 'ensemble', *wanted]}")
-    members = load_members(es, as_of=as_of)
+    loaded = load_members(es, as_of=as_of, names=tuple(dict.fromkeys([*MEMBERS, *(n for n in names
+                                                                               if n.startswith("gru_"))])))
+    members_in = [m for m in loaded if m.name in MEMBERS]  # the ensemble's default set, for the ablation
     reps: dict[str, np.ndarray] = {}
     fill: dict[str, int] = {}
-    for m in members:
+    for m in loaded:
         if m.name in names:
             _, x, layout = combine([m], client_ids=pop)
             reps[m.name], fill[m.name] = x.astype(np.float32), layout[m.name]["filled"]
@@ -360,15 +385,15 @@ def evaluate(
             ens = load_profile_member(es, "user_profiles_ensemble", "ensemble", as_of=as_of, normalise=False)
             reps["ensemble"], fill["ensemble"] = align(ens, pop)
         except (FileNotFoundError, LookupError) as exc:
-            if not members:
+            if not members_in:
                 raise UbpError(f"no profiles to evaluate at {as_of.isoformat()}: {exc}") from exc
             log.warning("no ensemble table (%s): combining the members in memory", exc)
-            _, x, _ = combine(members, client_ids=pop)
+            _, x, _ = combine(members_in, client_ids=pop)
             reps["ensemble"], fill["ensemble"] = x.astype(np.float32), 0
     ablations: dict[str, np.ndarray] = {}
-    if ablation and "ensemble" in names and len(members) > 1:
-        for m in members:
-            rest = [o for o in members if o.name != m.name]
+    if ablation and "ensemble" in names and len(members_in) > 1:
+        for m in members_in:
+            rest = [o for o in members_in if o.name != m.name]
             ablations[f"ensemble - {m.name}"] = combine(rest, client_ids=pop)[1].astype(np.float32)
     if not reps:
         raise UbpError("none of the requested profiles exist in the evaluation namespace")
@@ -389,8 +414,11 @@ def evaluate(
         if task not in tasks:
             log.warning("task %s: no targets in the window; skipped", task)
 
-    # probes
-    def run_probes(x_all: np.ndarray, probe_names: tuple[str, ...]) -> dict:
+    # probes; the main probe's test logits are kept per (profile, task, seed) for the paired comparisons
+    test_logits: dict[tuple[str, str, int], np.ndarray] = {}
+    test_rows: dict[tuple[str, int], np.ndarray] = {}
+
+    def run_probes(x_all: np.ndarray, probe_names: tuple[str, ...], name: str = "") -> dict:
         out: dict = {}
         for task, spec in tasks.items():
             x, y = x_all[spec["rows"]], spec["y"]
@@ -408,6 +436,10 @@ def evaluate(
                     cfg = ProbeConfig(hidden=probe_hidden, epochs=probe_epochs, linear=(probe == "logreg"), seed=seed)
                     r = fit_probe(x[tr], y[tr], x[te], y[te], score_fn, cfg)
                     r.pop("epochs")
+                    logits = r.pop("logits")
+                    if probe == probe_names[0]:
+                        test_logits[(name, task, seed)] = logits
+                        test_rows[(task, seed)] = te
                     per_seed.append(r)
                 out.setdefault(task, {})[probe] = _summarise(per_seed)
         return out
@@ -426,6 +458,12 @@ def evaluate(
             s = [rep[t][probe]["score_mean"] for t in tasks if probe in rep.get(t, {})]
             if s:
                 rep.setdefault("_mean", {})[probe] = float(np.mean(s))
+    if compare is None:
+        grus = [n for n in reps if n == "gru" or n.startswith("gru_")]
+        compare = tuple([(g, "aggregates") for g in grus if "aggregates" in reps]
+                        + [(g, "gru_small") for g in grus if g != "gru_small" and "gru_small" in reps]
+                        + [("ensemble", m.name) for m in members_in if "ensemble" in reps and m.name in reps])
+    comparisons = _paired_comparisons(compare, tasks, seeds, test_logits, test_rows, n_boot)
 
     task_info = {
         t: {"kind": s["kind"], "users": int(len(s["rows"])),
@@ -444,9 +482,12 @@ def evaluate(
         "probes": list(probes),
         "probe_config": {"hidden": probe_hidden, "epochs": probe_epochs, "test_fraction": test_fraction},
         "members": {m.name: {"version": m.version, "users": int(len(m.client_ids)), "columns": int(m.values.shape[1]),
-                             "filled": fill.get(m.name)} for m in members},
+                             "filled": fill.get(m.name)} for m in loaded},
         "tasks": task_info,
         "results": results,
+        "comparisons": comparisons,
+        "n_boot": n_boot,
+        "members_built": list(members),
         "build_steps": steps,
         "seconds": round(time.time() - t_start, 1),
     }
@@ -463,8 +504,44 @@ def _score_all(reps: dict, ablations: dict, probes: tuple[str, ...], run_probes,
     jobs = [(n, x, probes) for n, x in reps.items()] + [(n, x, probes[:1]) for n, x in ablations.items()]
     for name, x, probe_names in tqdm(jobs, desc="probes", unit="profile"):
         t0 = time.time()
-        results[name] = run_probes(x, probe_names)
+        results[name] = run_probes(x, probe_names, name)
         log.info("scored %s in %.1fs", name, time.time() - t0)
+
+
+def _paired_comparisons(pairs, tasks: dict, seeds, test_logits: dict, test_rows: dict, n_boot: int) -> list[dict]:
+    """Per pair (a, b): the main probe's score difference a - b per task and on the mean over tasks, averaged over
+    seeds, with a 95% paired per-user bootstrap interval (both profiles resampled on the same test users)."""
+    import numpy as np
+
+    from ubp.metrics import interval, paired_bootstrap, score_task
+
+    out = []
+    for a, b in pairs:
+        if not all((n, t, s) in test_logits for n in (a, b) for t in tasks for s in seeds):
+            continue
+        per_task, draws_all = {}, []
+        for task, spec in tasks.items():
+            pop_ = spec["popularity"]
+
+            def score(yt, logits, kind=spec["kind"], pop_=pop_):
+                return score_task(kind, yt, logits, pop_)["score"]
+
+            diffs, draws = [], []
+            for seed in seeds:
+                y = spec["y"][test_rows[(task, seed)]]
+                la, lb = test_logits[(a, task, seed)], test_logits[(b, task, seed)]
+                diffs.append(score(y, la) - score(y, lb))
+                draws.append(paired_bootstrap(score, y, la, lb, n_boot=n_boot, seed=seed))
+            d = np.nanmean(np.stack(draws), axis=0)  # [n_boot]: mean over seeds per draw
+            lo, hi = interval(d)
+            per_task[task] = {"diff": float(np.mean(diffs)), "ci": [lo, hi]}
+            draws_all.append(d)
+        mean_draws = np.nanmean(np.stack(draws_all), axis=0)
+        lo, hi = interval(mean_draws)
+        out.append({"a": a, "b": b, "mean": {"diff": float(np.mean([v["diff"] for v in per_task.values()])),
+                                              "ci": [lo, hi]}, "tasks": per_task})
+        log.info("%s vs %s: mean score diff %+.4f [%+.4f, %+.4f]", a, b, out[-1]["mean"]["diff"], lo, hi)
+    return out
 
 
 def _summarise(per_seed: list[dict]) -> dict:

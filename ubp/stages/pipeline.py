@@ -270,7 +270,7 @@ def run_pipeline(
     retrain: bool = False,
     as_of: datetime | None = None,
     publish: bool = True,
-    user_preset: str = "small",
+    user_members: tuple[str, ...] | None = None,
     user_max_epochs: int | None = None,
     item_variant: str = "delta",
     item_max_epochs: int | None = None,
@@ -279,8 +279,9 @@ def run_pipeline(
 ) -> dict:
     """Run every stage in order and return a report.
 
-    ingest (when `raw_dir` is given) -> sequences -> aggregates -> train the user model (when none is serving or
-    `retrain`) -> embed users -> item content -> item model (same rule) -> item vectors -> ensemble -> publish.
+    ingest (when `raw_dir` is given) -> sequences -> aggregates -> per GRU-AE member (`user_members`, default
+    `models.members.DEFAULT_MEMBERS`): train it (when none is serving or `retrain`) and embed users -> item
+    content -> item model (same rule) -> item vectors -> ensemble -> publish.
     A retrained model only replaces the serving one when its validation metric is not worse than `threshold`.
     Every stage is idempotent for the same inputs, so re-running the pipeline changes nothing.
     """
@@ -294,9 +295,12 @@ def run_pipeline(
         steps.append(run_stage(settings, "ingest", raw_dir=raw))
     steps.append(run_stage(settings, "sequences", as_of=as_of))
     steps.append(run_stage(settings, "aggregates", as_of=as_of))
-    _train(settings, "user", "train_user_model", retrain, threshold, steps, decisions,
-           preset=user_preset, max_epochs=user_max_epochs, seed=seed)
-    steps.append(run_stage(settings, "embed_users"))
+    from models.members import DEFAULT_MEMBERS
+
+    for member in user_members or DEFAULT_MEMBERS:
+        _train(settings, registry.user_kind(member), "train_user_model", retrain, threshold, steps, decisions,
+               member=member, max_epochs=user_max_epochs, seed=seed)
+        steps.append(run_stage(settings, "embed_users", member=member))
     steps.append(run_stage(settings, "item_content"))
     _train(settings, "item", "train_item_model", retrain, threshold, steps, decisions,
            variant=item_variant, max_epochs=item_max_epochs, seed=seed)

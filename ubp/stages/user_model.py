@@ -1,10 +1,17 @@
-"""Stage functions of the GRU-autoencoder user model: train, embed (Spark batch inference), export.
+"""Stage functions of the GRU-autoencoder user models (members): train, embed (Spark batch inference), export.
 
-`train_user_model` pins the current version of silver `user_sequences`, trains in a work directory derived from
-(config, seed, table version, vocabulary) so that the same call after a kill resumes, and publishes a registry
-version (kind "user"): config.json, model.json (vocabulary + training table version), metrics.jsonl,
-weights.safetensors, loss.png. Calling it again for the same inputs returns the same version (idempotent) unless
-`force=True`.
+`train_user_model(member=...)` pins the current version of silver `user_sequences`, trains in a work directory
+derived from (config, seed, table version, vocabulary) so that the same call after a kill resumes, fits the
+member's serving transform on the training users (`models.latent`), and publishes a registry version of kind
+`user_kind(member)`: config.json, model.json (vocabulary, training table version, latent health), metrics.jsonl,
+weights.safetensors, latent_transform.{safetensors,json}, loss.png. Calling it again for the same inputs returns
+the same version (idempotent) unless `force=True`.
+
+The first default member (`day_event`) is the served user model (kind "user": `user_profiles` in Feast, export,
+the ensemble's `gru` block); every other member has its own kind `user-<member>` and its own CURRENT pointer.
+
+Command-line entry for torchrun (DDP):
+    torchrun --nproc_per_node 4 -m ubp.stages.user_model --lakehouse ./lakehouse --member week_all
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from typing import Any
 from ubp.config import Settings
 from ubp.errors import UbpError
 from ubp.log import get_logger
+from ubp.registry import PRIMARY_USER_MEMBER, user_kind
 
 log = get_logger("ubp.stages.user_model")
-KIND = "user"
+PRIMARY_MEMBER = PRIMARY_USER_MEMBER
 
 
 def _vocab_sizes(settings: Settings, vocab_version: str) -> dict[str, int]:
@@ -41,7 +49,7 @@ def _run_key(payload: dict[str, Any]) -> str:
 
 def train_user_model(
     settings: Settings,
-    preset: str = "small",
+    member: str = PRIMARY_MEMBER,
     max_epochs: int | None = None,
     seed: int = 0,
     promote: str = "if_none",
@@ -53,18 +61,32 @@ def train_user_model(
     show_progress: bool = True,
     max_batches: int | None = None,
     init_from: str | None = None,
+    full_size: bool = False,
+    preset: str | None = None,
 ) -> dict:
-    """Train the GRU-AE on the current `user_sequences` version; return {"version", "metrics": {"val_loss", ...}}.
+    """Train one GRU-AE member on the current `user_sequences` version; return {"version", "metrics", ...}.
 
-    promote: "if_none" (promote only when no CURRENT user model exists), "always", "never".
+    promote: "if_none" (promote only when the member has no CURRENT version), "always", "never".
+    full_size: train a large member at its full size even without a GPU (default: its CPU size there).
+    preset: the older name of `member`.
     """
+    import torch
+
     from models.common import dist_info
     from models.gru_ae import GRUAEConfig
+    from models.members import member as member_spec
     from models.train_user import TrainJob, train
     from ubp import reader, registry
 
+    member = preset or member
     if promote not in ("if_none", "always", "never"):
         raise UbpError(f"promote must be if_none, always or never, not {promote!r}")
+    try:
+        spec = member_spec(member)
+    except ValueError as exc:
+        raise UbpError(str(exc)) from exc
+    kind = user_kind(member)
+    scaled = bool(spec.cpu) and not full_size and not torch.cuda.is_available()
     path = settings.table_path("user_sequences")
     table_version = reader.table_version(path)  # pinned: every epoch reads this snapshot
     n_rows = reader.count_rows(path, table_version)
@@ -72,20 +94,21 @@ def train_user_model(
         raise UbpError(f"{path} has no users: run `ubp sequences` first")
     vocab_version = reader.sequences_vocab_version(path, table_version)
     try:
-        config = GRUAEConfig.preset(preset, _vocab_sizes(settings, vocab_version), **(overrides or {}))
+        config = GRUAEConfig.preset(member, _vocab_sizes(settings, vocab_version),
+                                    **{**(spec.cpu if scaled else {}), **(overrides or {})})
     except (ValueError, TypeError) as exc:
         raise UbpError(str(exc)) from exc
     if max_epochs is not None:
         config.max_epochs = int(max_epochs)
     init_weights = None
     if init_from is not None:  # warm start (fine-tune) from a trained version: same vocabulary and shapes only
-        src = registry.version_dir(settings, KIND, init_from)
+        src = registry.version_dir(settings, kind, init_from)
         src_manifest = json.loads((src / "model.json").read_text())
         reader.check_vocab_version(src_manifest["vocab_version"], vocab_version)
         src_cfg = json.loads((src / "config.json").read_text())
         shape_keys = ("vocab_sizes", "input_fields", "target_fields", "emb_dim", "hidden", "n_layers")
         if any(src_cfg.get(k) != config.to_dict().get(k) for k in shape_keys):
-            raise UbpError(f"--init-from {init_from}: its config differs from preset {preset!r} in shape; "
+            raise UbpError(f"--init-from {init_from}: its config differs from member {member!r} in shape; "
                            "warm start needs the same architecture")
         init_weights = str(src / "weights.safetensors")
     key = _run_key({"config": config.to_dict(), "seed": seed, "table": str(path), "table_version": table_version,
@@ -95,13 +118,13 @@ def train_user_model(
     done = work / "DONE.json"
     if done.exists() and not force:
         prev = json.loads(done.read_text())
-        if (registry.kind_dir(settings, KIND) / prev["version"]).is_dir():
+        if (registry.kind_dir(settings, kind) / prev["version"]).is_dir():
             log.info("user model for these inputs already trained: %s", prev["version"])
             return {**prev, "reused": True}
     if force and work.exists() and dist_info().is_main:
         shutil.rmtree(work)
-    log.info("training GRU-AE %s on %s v%d (%d users, vocab %s) in %s", preset, path, table_version, n_rows,
-             vocab_version, work)
+    log.info("training GRU-AE member %s%s on %s v%d (%d users, vocab %s) in %s", member,
+             " (CPU size)" if scaled else "", path, table_version, n_rows, vocab_version, work)
     t0 = time.perf_counter()
     job = TrainJob(config=config, sequences_path=str(path), table_version=table_version, vocab_version=vocab_version,
                    work_dir=work, seed=seed, val_fraction=val_fraction, throttle_s=throttle_s,
@@ -110,18 +133,20 @@ def train_user_model(
     if result["rank"] != 0:
         return {"stage": "train-user-model", "rank": result["rank"]}
     best = next((r for r in result["history"] if r["epoch"] == result["best_epoch"]), result["history"][-1])
-    version, vdir = registry.new_version(settings, KIND, tag=preset)
+    version, vdir = registry.new_version(settings, kind, tag=member)
     shutil.copy(work / "best.safetensors", vdir / "weights.safetensors")
     (vdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     for name in ("metrics.jsonl", "loss.png"):
         if (work / name).exists():
             shutil.copy(work / name, vdir / name)
+    health = _fit_serving(vdir, spec.post, path, table_version, val_fraction)
     metrics = {"val_loss": best.get("val_loss"), "train_loss": best.get("train_loss"),
                "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
                "stopped_early": result["stopped_early"],
                **{k: v for k, v in best.items() if k.startswith("val_acc_")}}
     manifest = {
-        "kind": KIND, "version": version, "preset": preset, "seed": seed, "vocab_version": vocab_version,
+        "kind": kind, "version": version, "member": member, "preset": member, "seed": seed,
+        "size": "cpu" if scaled else "full", "vocab_version": vocab_version, "latent_health": health,
         "training_table": {"name": "user_sequences", "path": str(path), "version": table_version, "rows": n_rows},
         "val_fraction": val_fraction, "init_from": init_from, "metrics": metrics, "work_dir": str(work),
         "world_size": result["world_size"],
@@ -129,14 +154,15 @@ def train_user_model(
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
     (vdir / "model.json").write_text(json.dumps(manifest, indent=2, default=str))
-    current = registry.current_version(settings, KIND)
+    current = registry.current_version(settings, kind)
     promoted = promote == "always" or (promote == "if_none" and current is None)
     if promoted:
-        registry.promote(settings, KIND, version, reason=f"train-user-model promote={promote}")
+        registry.promote(settings, kind, version, reason=f"train-user-model promote={promote}")
     else:
-        registry.log_decision(settings, KIND, {"version": version, "promoted": False,
+        registry.log_decision(settings, kind, {"version": version, "promoted": False,
                                                "reason": f"promote={promote}, CURRENT={current}"})
     out = {"stage": "train-user-model", "rows": {"user_sequences": n_rows}, "version": version,
+           "member": member, "kind": kind, "latent_health": health,
            "promoted": promoted, "metrics": metrics, "table_version": table_version,
            "vocab_version": vocab_version, "resumed_from": result["resumed_from"], "model_dir": str(vdir),
            "world_size": result["world_size"]}
@@ -144,15 +170,44 @@ def train_user_model(
     return out
 
 
+def _fit_serving(vdir: Path, post: Any, path: Path, table_version: int, val_fraction: float) -> dict:
+    """Fit the member's serving transform on the training users (not the validation ones), store it with the
+    version, append the latent health to metrics.jsonl; returns {"raw": health, "served": health}."""
+    import numpy as np
+    import pyarrow as pa
+
+    from models.infer_user import fit_serving_transform, load_network
+    from models.user_data import columns_for, is_val_user
+    from ubp import reader
+
+    model = load_network(vdir, device="cpu")
+    cols = columns_for(model.config.input_fields + model.config.target_fields)
+
+    def train_users():
+        for rb in reader.iter_batches(path, version=table_version, columns=cols, batch_size=4096):
+            ids = rb.column("client_id").to_numpy(zero_copy_only=False)
+            keep = ~is_val_user(ids, val_fraction) if val_fraction > 0 else np.ones(len(ids), bool)
+            yield rb.filter(pa.array(keep))
+
+    transform, raw, served = fit_serving_transform(model, train_users(), post)
+    transform.save(vdir)
+    health = {"raw": raw, "served": served, "served_dim": transform.dim}
+    with open(vdir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"latent_health": health}) + "\n")
+    log.info("latent health (raw): %s", {k: round(v, 4) for k, v in raw.items()})
+    return health
+
+
 def embed_users(settings: Settings, model_version: str | None = None, batch_size: int = 512,
-                load_log: str | None = None, engine: str = "arrow") -> dict:
-    """Spark batch inference: `user_sequences` -> gold `user_profiles` for one model version (None = CURRENT).
-    Idempotent per (model_version, as_of): those rows are replaced, nothing else is touched."""
+                load_log: str | None = None, engine: str = "arrow", member: str = PRIMARY_MEMBER) -> dict:
+    """Spark batch inference: `user_sequences` -> gold `user_profiles` for one model version of `member` (None =
+    its CURRENT). Idempotent per (model_version, as_of): those rows are replaced, nothing else is touched."""
     from spark_jobs.embed_users import run as run_embed
     from ubp import registry
 
-    version = model_version or registry.require_current(settings, KIND)
-    model_dir = registry.version_dir(settings, KIND, version)
+    kind = user_kind(member)
+    version = model_version or registry.require_current(settings, kind)
+    model_dir = registry.version_dir(settings, kind, version)
     return run_embed(settings, model_dir, version, batch_size=batch_size, load_log=load_log, engine=engine)
 
 
@@ -162,3 +217,49 @@ def export(settings: Settings, out: str | Path, table: str = "user_profiles", cl
     from ubp.export import export_challenge
 
     return export_challenge(settings, out, table=table, clients=clients, model_version=model_version, as_of=as_of)
+
+
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m ubp.stages.user_model` / `torchrun -m ubp.stages.user_model`: the same stage as the CLI."""
+    import argparse
+
+    from models.members import MEMBERS
+    from ubp.log import setup_logging
+
+    p = argparse.ArgumentParser(prog="ubp.stages.user_model", description="Train one GRU-AE member (DDP-ready).")
+    p.add_argument("--lakehouse", default=None)
+    p.add_argument("--namespace", default="")
+    p.add_argument("--member", "--preset", dest="member", default=PRIMARY_MEMBER, choices=sorted(MEMBERS))
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--promote", default="if_none", choices=["if_none", "always", "never"])
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--full-size", action="store_true", help="large members at full size without a GPU too")
+    p.add_argument("--set", action="append", default=[], help="config override key=value (e.g. batch_size=64)")
+    p.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    settings = Settings(lakehouse=a.lakehouse) if a.lakehouse else Settings()
+    if a.namespace:
+        settings = settings.with_namespace(a.namespace)
+    setup_logging(settings.logs_dir)
+    result = train_user_model(settings, member=a.member, max_epochs=a.epochs, seed=a.seed, promote=a.promote,
+                              overrides=_parse_set(a.set), val_fraction=a.val_fraction, throttle_s=a.throttle_s,
+                              show_progress=not a.no_progress, full_size=a.full_size)
+    if result.get("version"):
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}, default=str))
+
+
+if __name__ == "__main__":
+    main()
