@@ -32,7 +32,7 @@ log = get_logger(__name__)
 
 # stage name -> (module, function), from the stage registry. The names are also the Airflow task ids.
 STAGES: dict[str, tuple[str, str]] = {s.name: (s.module, s.attr) for s in stage_registry.STAGES}
-# Stages that run Spark jobs (the ones `spark-submit` mode sends to a cluster).
+# Stages that run Spark jobs (in spark-submit mode the DAGs send their Spark tasks to the cluster).
 SPARK_STAGES: tuple[str, ...] = tuple(s.name for s in stage_registry.STAGES if s.spark)
 # Validation metric compared at promotion, per model kind; direction is inferred from the name (see below).
 DEFAULT_METRIC: dict[str, str] = {"user": "val_loss", "item": "best_val_ndcg@10"}
