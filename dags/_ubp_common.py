@@ -1,8 +1,8 @@
 """Light helpers shared by the ubp DAG files: configuration, table assets, the stage-task wrapper.
 
 Parsing must stay cheap (all DAG files < 2 s, no torch / pyspark / feast): this module imports only the standard
-library, `airflow.sdk` and the stdlib-only core of ubp (`ubp.config`, `ubp.tables`). Stage code is imported inside
-the tasks. It is listed in `.airflowignore`, so the DAG processor does not parse it as a DAG file.
+library, `airflow.sdk` and the stdlib-only core of ubp (`ubp.config`, `ubp.tables`, `ubp.stage_registry`). Stage
+code is imported inside the tasks. It is listed in `.airflowignore`, so the DAG processor does not parse it as a DAG file.
 
 Configuration, highest precedence first:
   runtime knobs  - the run's Param (trigger form / `dag_run.conf`) -> Airflow Variable `ubp_<name>` ->
@@ -21,6 +21,7 @@ from typing import Any
 from airflow.sdk import Asset, Param
 
 from ubp.config import DEFAULT_LAKEHOUSE, Settings
+from ubp.stage_registry import STAGES, views_fed_by
 from ubp.tables import TABLES
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,16 +80,8 @@ def assets(*names: str) -> list[Asset]:
     return [table_asset(n) for n in names]
 
 
-# Which tables each stage writes (the task's outlets).
-STAGE_OUTLETS: dict[str, tuple[str, ...]] = {
-    "ingest": ("events", "products", "product_text", "quarantine", "ingest_runs"),
-    "sequences": ("user_sequences", "vocabularies"),
-    "aggregates": ("user_aggregates",),
-    "embed_users": ("user_profiles",),
-    "ensemble": ("user_profiles_ensemble",),
-    "item_content": ("item_content",),
-    "item_vectors": ("item_vectors",),
-}
+# Which tables each stage writes (the task's outlets), from the stage registry.
+STAGE_OUTLETS: dict[str, tuple[str, ...]] = {s.name: s.writes for s in STAGES if s.writes}
 
 # ---------------------------------------------------------------------------------------------------------------
 # runtime configuration: Param -> Variable ubp_<name> -> env UBP_<NAME> -> default
@@ -173,7 +166,7 @@ def as_of_template(params_: dict | None, data_interval_end: Any, logical_date: A
 # ---------------------------------------------------------------------------------------------------------------
 # stage options per stage, and the task wrapper
 # ---------------------------------------------------------------------------------------------------------------
-AS_OF_STAGES = ("sequences", "aggregates", "ensemble")
+AS_OF_STAGES = tuple(s.name for s in STAGES if s.as_of)
 
 
 def stage_kwargs(stage: str, params_: dict | None) -> dict[str, Any]:
@@ -289,8 +282,8 @@ def python_stage(stage: str, task_id: str | None = None, **task_kwargs: Any):
 
 # Publish options per DAG: which feature views a DAG pushes to the online store (the user side or the item side).
 PUBLISH_KWARGS: dict[str, dict[str, Any]] = {
-    "user": {"views": ["user_profile", "user_profile_ensemble", "user_aggregates"]},
-    "item": {"views": ["item_vector"]},
+    "user": {"views": views_fed_by("aggregates", "embed_users", "ensemble")},
+    "item": {"views": views_fed_by("item_vectors")},
 }
 
 

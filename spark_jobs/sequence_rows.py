@@ -9,10 +9,9 @@ users, vectorised with numpy:
 4. cuts the per-field list columns out of the flat arrays with one offsets array (no per-element work).
 `write_files` then writes each task's rows with Arrow's C++ Parquet writer; the driver commits the files to Delta.
 
-Why not Spark SQL all the way (the previous build, docs/benchmarks.md, session 7): `collect_list` of a per-event
-struct, `sort_array` (an interpreted struct comparator), the per-field split and parquet-mr's list writer (a group
-per element) did per element what numpy and Arrow do per column: at 10M events the build went from 22.6 to 14.1 s
-and from 66 to 49 CPU-s for the whole stage. Memory stays bounded: a chunk is ~`chunk_rows` rows plus one user's
+Why not Spark SQL all the way: `collect_list` of a per-event struct, `sort_array` (an interpreted struct
+comparator), the per-field split and parquet-mr's list writer (a group per element) do per element what numpy and
+Arrow do per column (timings: docs/benchmarks.md, "Sequences"). Memory stays bounded: a chunk is ~`chunk_rows` rows plus one user's
 events.
 
 No Spark import here: the module runs in Python workers and in unit tests without a JVM.

@@ -9,9 +9,9 @@ How it stays fast and out of core (no global sort, no window over all events, no
    `sequence_files` writes them with Arrow's Parquet writer into the table's directory. The stage commits the
    files to Delta in one commit (`ubp.stages.sequences`).
 
-The previous all-SQL build (`collect_list` of a per-event struct, `sort_array`, per-field extraction, Spark's Delta
-writer) spent most of its reduce stage in per-element work: interpreted struct comparisons and parquet-mr writing
-a group per list element (docs/benchmarks.md, session 7).
+Not all-SQL (`collect_list` of a per-event struct, `sort_array`, per-field extraction, Spark's Delta writer):
+that spends its reduce stage in per-element work, interpreted struct comparisons and parquet-mr writing a group per
+list element.
 """
 
 from __future__ import annotations

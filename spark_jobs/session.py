@@ -26,18 +26,17 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
-    # Tungsten's sort and aggregation pages off the Java heap: the garbage collector no longer copies and compacts
-    # hundreds of MB of sort buffers in every full collection (`ubp sequences`, 10M events: ~1.5 s less; with 1g
-    # its build was 2 s slower than without, see docs/benchmarks.md). UBP_SPARK_OFFHEAP_MEMORY=0 turns it off.
+    # Tungsten's sort and aggregation pages off the Java heap, so the garbage collector does not copy and compact
+    # hundreds of MB of sort buffers in every full collection (1g measured slower than none at all, so the size
+    # matters; docs/benchmarks.md). UBP_SPARK_OFFHEAP_MEMORY=0 turns it off.
     "spark.memory.offHeap.enabled": str(_OFFHEAP != "0").lower(),
     "spark.memory.offHeap.size": _OFFHEAP,
     # JVM options of a local driver (one process for driver and tasks):
     # - CompileThresholdScaling=3: JIT-compile only code that stays hot 3x longer. A local ubp job runs for tens of
     #   seconds in a fresh JVM, and C2 compiling lukewarm planning code competes with the two task threads for the
-    #   two cores: `ubp sequences` at 10M events 42.3 s median vs 43.0 s, 4 CPU-s less, 3 of 3 alternating pairs
-    #   (docs/benchmarks.md); 0.1 (compile sooner) cost 20 s.
+    #   two cores (compiling sooner, e.g. 0.1, is much slower).
     # - UseParallelGC: a batch job wants throughput, not G1's short pauses (G1's write barriers, concurrent marking
-    #   and humongous-region handling of Spark's large arrays): ~2.5 s and 6 CPU-s less per 10M-event stage.
+    #   and humongous-region handling of Spark's large arrays).
     # - MetaspaceSize=256m: Spark loads ~80 MB of classes; the default 20 MB threshold cost two full collections.
     "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR -XX:CompileThresholdScaling=3 -XX:+UseParallelGC "
     "-XX:MetaspaceSize=256m",

@@ -65,6 +65,7 @@ out["inject"] = [c._injection("ingest", 1), c._injection("ingest", 2), c._inject
                  c._injection("publish", 1)]
 out["as_of_explicit"] = c.as_of_of({"params": {"as_of": "2025-06-17T00:00:00"}}).isoformat()
 out["product_asset_uri"] = c.table_asset("products").uri
+out["publish_kwargs"] = c.PUBLISH_KWARGS
 print("@@" + json.dumps(out))
 """
 
@@ -143,7 +144,7 @@ def test_assets_producers_and_consumers(parsed):
     assert "ubp.bronze.products" in up["ingest"]["outlets"] and "ubp.bronze.events" in up["ingest"]["outlets"]
     assert up["sequences"]["outlets"] == ["ubp.silver.user_sequences", "ubp.silver.vocabularies"]
     assert up["embed_users"]["outlets"] == ["ubp.gold.user_profiles"]
-    assert up["ensemble"]["outlets"] == ["ubp.gold.user_profiles_ensemble"]
+    assert up["ensemble"]["outlets"] == ["ubp.gold.user_factors", "ubp.gold.user_profiles_ensemble"]
     iv = parsed["dags"]["item_vectors"]
     assert iv["tasks"]["item_vectors"]["outlets"] == ["ubp.gold.item_vectors"]
     # item vectors: daily OR when the catalog (or the item model) changes
@@ -180,3 +181,26 @@ def test_spark_submit_mode_and_training_queue(tmp_path):
     train = out["dags"]["user_model_training"]["tasks"]["train_user_model"]
     assert train["queue"] == "gpu" and train["pool"] == "gpu_pool"
     assert out["dags"]["user_profiles"]["tasks"]["ingest"]["queue"] != "gpu"
+
+
+def test_outlets_and_publish_views_follow_the_stage_registry(parsed):
+    """Every stage task declares exactly the tables the registry says its stage writes, and each DAG's publish task
+    pushes exactly the feature views fed by that DAG's stages."""
+    from ubp import stage_registry
+    from ubp.tables import TABLES
+
+    checked = 0
+    for dag in parsed["dags"].values():
+        for task_id, t in dag["tasks"].items():
+            stage = stage_registry.BY_NAME.get(task_id)
+            if stage is None or task_id in ("evaluate", "publish"):
+                continue  # promotion plumbing and publishing write no lakehouse table
+            want = sorted(f"ubp.{TABLES[name].layer}.{name}" for name in stage.writes)
+            assert t["outlets"] == want, task_id
+            checked += 1
+    assert checked >= 8
+    for dag_id, side in (("user_profiles", "user"), ("item_vectors", "item")):
+        stages = [t for t in parsed["dags"][dag_id]["tasks"] if t in stage_registry.BY_NAME and t != "publish"]
+        assert parsed["publish_kwargs"][side]["views"] == stage_registry.views_fed_by(*stages), dag_id
+    views = [v for side in ("user", "item") for v in parsed["publish_kwargs"][side]["views"]]
+    assert sorted(views) == sorted(stage_registry.FEATURE_VIEWS)  # every view is published by one DAG

@@ -72,6 +72,15 @@ def test_session_runs_with_the_archive(spark):
     assert f"-XX:SharedArchiveFile={jvm_cds.archive_path()}" in args
 
 
+def test_workload_is_a_stage_named_by_string():
+    """The warm-up runs stages, so the core names it and imports it only in the archive-building subprocess."""
+    from ubp.stages.jvm_warmup import run
+
+    assert jvm_cds.load_workload(jvm_cds.WORKLOAD) is run
+    with pytest.raises(ValueError, match="module:function"):
+        jvm_cds.load_workload("ubp.stages.jvm_warmup")
+
+
 def test_old_archives_are_pruned(tmp_path):
     paths = []
     for i in range(5):

@@ -96,7 +96,8 @@ def _fake(name):
 def _fake_train(kind, val):
     def train(settings, promote="if_none", **kwargs):
         CALLS.append((f"train_{kind}", {"promote": promote, **kwargs}))
-        version, path = registry.new_version(settings, kind)
+        version, path = registry.new_version(settings, registry.user_kind(kwargs["member"]) if kind == "user"
+                                             else kind)
         if kind == "user":
             (path / "model.json").write_text(json.dumps({"metrics": {"val_loss": val}}))
         else:
@@ -146,15 +147,17 @@ def test_run_pipeline_order_training_rule_and_report(settings, fake_stages, tmp_
     raw = tmp_path / "raw"
     raw.mkdir()
     as_of = datetime(2025, 6, 17, tzinfo=UTC)
-    report = pipeline.run_pipeline(settings, raw, as_of=as_of, publish=True)
+    report = pipeline.run_pipeline(settings, raw, as_of=as_of, publish=True, user_members=("day_event", "week_all"))
     order = [name for name, _ in CALLS]
-    assert order == ["ingest", "sequences", "aggregates", "train_user", "embed_users", "item_content",
-                     "train_item", "item_vectors", "ensemble", "publish"]
+    assert order == ["ingest", "sequences", "aggregates", "train_user", "train_user", "embed_users", "embed_users",
+                     "item_content", "train_item", "item_vectors", "ensemble", "publish"]
+    assert [kw["member"] for n, kw in CALLS if n in ("train_user", "embed_users")] == ["day_event", "week_all"] * 2
+    assert registry.current_version(settings, "user-week_all")  # each member has its own CURRENT
     kwargs = dict(CALLS)
     assert kwargs["sequences"]["as_of"] == as_of and kwargs["ensemble"]["as_of"] == as_of
     assert kwargs["train_user"]["promote"] == "never"  # the pipeline decides promotion itself
     assert report["models"]["user"] and report["models"]["item"]  # first models: promoted (none was serving)
-    assert report["published_rows"] == {"publish_table": 10} and "publish_table" not in report["rows"]
+    assert report["published_rows"] == {"publish_table": 12} and "publish_table" not in report["rows"]
     assert "train_user_table" not in report["rows"]
     assert report["outputs"]["user_profiles_ensemble"].endswith("gold/user_profiles_ensemble")
     text = pipeline.format_report(report)
@@ -163,7 +166,7 @@ def test_run_pipeline_order_training_rule_and_report(settings, fake_stages, tmp_
     # second run: models exist -> no training; no publish when asked
     CALLS.clear()
     served = dict(report["models"])
-    again = pipeline.run_pipeline(settings, None, publish=False)
+    again = pipeline.run_pipeline(settings, None, publish=False, user_members=("day_event", "week_all"))
     order = [name for name, _ in CALLS]
     assert "train_user" not in order and "train_item" not in order and "publish" not in order
     assert order[0] == "sequences" and again["models"] == served
@@ -171,7 +174,8 @@ def test_run_pipeline_order_training_rule_and_report(settings, fake_stages, tmp_
     # --retrain with a worse user model: trained, not promoted, reason in the report
     fake_stages.train_user_model = _fake_train("user", 5.0)
     CALLS.clear()
-    third = pipeline.run_pipeline(settings, None, retrain=True, publish=False, threshold=0.01)
+    third = pipeline.run_pipeline(settings, None, retrain=True, publish=False, threshold=0.01,
+                                  user_members=("day_event",))
     assert "train_user" in [n for n, _ in CALLS]
     assert third["models"]["user"] == served["user"]
     user_decision = next(d for d in third["decisions"] if d["kind"] == "user")

@@ -3,9 +3,10 @@
 A local Spark job loads ~20k classes (Spark, Scala, Delta, Hadoop, Parquet) from jars and verifies them before it
 does any work; on the 2-core dev VM that was ~6 s of JVM start plus ~2 s more of first-use class loading in the Delta
 reads, for every `ubp` command. A dynamic CDS archive (JDK 13+) stores those classes pre-parsed and pre-verified:
-`make bootstrap` (or `python -m ubp.jvm_cds`) runs a small real ubp workload once with `-XX:ArchiveClassesAtExit`,
-and `spark_jobs.session.get_spark` then starts the driver with `-XX:SharedArchiveFile`. Measured on the 10M-event
-sequences benchmark: JVM start 6.0 -> 3.8 s, whole job 62 -> 56 s (docs/benchmarks.md).
+`make bootstrap` (or `python -m ubp.jvm_cds`) runs a small real ubp workload once with `-XX:ArchiveClassesAtExit`
+(`ubp/stages/jvm_warmup.py`, named by string so this core module imports no stage), and
+`spark_jobs.session.get_spark` then starts the driver with `-XX:SharedArchiveFile` (the saving is in
+docs/benchmarks.md, "JVM start").
 
 The archive is only valid for the exact JVM and class path it was made with, so its file name is a hash of both
 (a fresh clone with its own `.venv` gets its own archive); the JVM silently ignores an archive that does not match,
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 DUMP_ENV = "UBP_CDS_DUMP"  # set (to a path) only in the archive-building subprocess
 KEEP_ARCHIVES = 3  # most recently used archives kept in the cache (one per clone / venv)
 QUIET = "-Xshare:auto -Xlog:cds=off,cds+dynamic=off"  # a stale archive must never print to a command's stdout
+WORKLOAD = "ubp.stages.jvm_warmup:run"  # real stages on tiny data: the classes a ubp Spark command loads
 
 
 def enabled() -> bool:
@@ -76,34 +80,20 @@ def java_options() -> str:
     return f"-XX:SharedArchiveFile={path} {QUIET}"
 
 
-def _train(workdir: Path) -> None:
-    """The workload whose classes go into the archive: a tiny real ingest -> sequences -> aggregates run."""
-    from spark_jobs.session import get_spark
-    from ubp.config import Settings
-    from ubp.demo_data import generate_demo_data
-    from ubp.stages.ingest import ingest
-    from ubp.stages.sequences import aggregates, sequences
-
-    raw = workdir / "raw"
-    generate_demo_data(raw, users=60, days=14, seed=3)
-    settings = Settings(lakehouse=workdir / "lakehouse")
-    ingest(settings, raw)
-    sequences(settings)
-    sequences(settings, incremental=True)
-    aggregates(settings)
-    spark = get_spark(settings)
-    gateway = spark.sparkContext._gateway
-    spark.stop()
-    proc = getattr(gateway, "proc", None)
-    gateway.shutdown()
-    if proc is not None:  # the JVM writes the archive while it exits: wait for it
-        if proc.stdin:
-            proc.stdin.close()
-        proc.wait(timeout=300)
+def load_workload(spec: str) -> Callable[[Path], None]:
+    """Resolve a "module:function" workload. By name, not by import: the workload runs stages, and the core must not
+    import the layers above it (tests/test_layout_imports.py)."""
+    module, _, func = spec.partition(":")
+    if not module or not func:
+        raise ValueError(f"workload must be 'module:function', got {spec!r}")
+    return getattr(importlib.import_module(module), func)
 
 
-def build_archive(force: bool = False) -> Path | None:
-    """Make the archive for this JVM + class path once (idempotent; about a minute). None when turned off."""
+def build_archive(force: bool = False, workload: str = WORKLOAD) -> Path | None:
+    """Make the archive for this JVM + class path once (idempotent; about a minute). None when turned off.
+
+    `workload` ("module:function", called with a scratch folder) runs in a subprocess whose driver JVM dumps the
+    classes it loaded."""
     if not enabled():
         log.info("UBP_CDS=0: no CDS archive")
         return None
@@ -114,7 +104,7 @@ def build_archive(force: bool = False) -> Path | None:
     with tempfile.TemporaryDirectory(prefix="ubp-cds-") as tmp:
         dump = Path(tmp) / "archive.jsa"
         env = {**os.environ, DUMP_ENV: str(dump), "UBP_CDS": "1"}
-        proc = subprocess.run([sys.executable, "-m", "ubp.jvm_cds", "--train", tmp], env=env,
+        proc = subprocess.run([sys.executable, "-m", "ubp.jvm_cds", "--train", tmp, "--workload", workload], env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0 or not dump.is_file() or dump.stat().st_size == 0:
             # an optimisation only: say why and go on without it
@@ -142,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="Build the Spark driver's CDS archive (faster JVM start).")
     ap.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    ap.add_argument("--workload", default=WORKLOAD, help="module:function run to load the classes (default %(default)s)")
     ap.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.train:
-        _train(args.train)
+        load_workload(args.workload)(args.train)
         return 0
-    path = build_archive(force=args.force)
+    path = build_archive(force=args.force, workload=args.workload)
     print(path if path else "no CDS archive (see the warning above); Spark runs without it")
     return 0
 

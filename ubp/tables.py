@@ -53,7 +53,7 @@ class Column:
 class Table:
     name: str
     layer: str  # bronze | silver | gold | ops
-    owner: str  # the stage (CLI command) that writes it
+    owner: str  # the stage that writes it, as named in ubp/stage_registry.py (its command: `_` -> `-`)
     columns: tuple[Column, ...]
     partition_by: tuple[str, ...] = ()
     doc: str = ""
@@ -235,7 +235,7 @@ USER_AGGREGATES = _t(
     doc="Official baseline features + the seed solution's statistics, one row per user.",
 )
 USER_PROFILES = _t(
-    "user_profiles", "gold", "embed-users",
+    "user_profiles", "gold", "embed_users",
     [
         ("client_id", "bigint", False, "user id"),
         ("embedding", "array<float>", False, "the user's profile vector"),
@@ -264,7 +264,7 @@ USER_FACTORS = _t(
     doc="Factorisation ensemble member (user x category, user x url), written by the ensemble stage.",
 )
 ITEM_CONTENT = _t(
-    "item_content", "silver", "item-content",
+    "item_content", "silver", "item_content",
     [
         ("sku", "bigint", False, "product id"),
         ("text_hash", "string", False, "hash of the encoder input (text or name codes)"),
@@ -276,7 +276,7 @@ ITEM_CONTENT = _t(
     doc="Raw content embeddings, cached by (sku, text_hash, encoder).",
 )
 ITEM_VECTORS = _t(
-    "item_vectors", "gold", "item-vectors",
+    "item_vectors", "gold", "item_vectors",
     [
         ("sku", "bigint", False, "product id"),
         ("vector", "array<float>", False, "content vector + bounded delta (delta = 0 for cold items)"),

@@ -45,6 +45,11 @@ EXAMPLES: dict[str, str] = {
 }
 
 
+def _command(stage: str) -> str:
+    """The CLI command of a stage: its registry name with dashes (`embed_users` -> `ubp embed-users`)."""
+    return stage.replace("_", "-")
+
+
 def _reasons() -> dict[str, str]:
     try:  # the quarantine reason codes live with the ingest job; pyspark is imported but no JVM is started
         from spark_jobs.ingest import REASONS
@@ -76,7 +81,7 @@ def render() -> str:
     ]
     for t in TABLES.values():
         part = ", ".join(f"`{p}`" for p in t.partition_by) or "-"
-        lines.append(f"| [`{t.name}`](#{t.name}) | {t.layer} | `ubp {t.owner}` | {part} | {t.doc} |")
+        lines.append(f"| [`{t.name}`](#{t.name}) | {t.layer} | `ubp {_command(t.owner)}` | {part} | {t.doc} |")
     lines += [
         "",
         "## Raw input (read by `ubp ingest --raw DIR`)",
@@ -116,7 +121,7 @@ def render() -> str:
             f"{t.doc}",
             "",
             f"- layer: **{t.layer}**, location `<lakehouse>/{t.layer}/{t.name}`",
-            f"- owner stage: `ubp {t.owner}` (the only writer)",
+            f"- owner stage: `ubp {_command(t.owner)}` (the only writer)",
             f"- partitioned by: {', '.join(f'`{p}`' for p in t.partition_by) or 'not partitioned'}",
             "",
             "| column | type | nullable | meaning |",

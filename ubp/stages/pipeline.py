@@ -1,6 +1,7 @@
-"""The whole pipeline in one call (`ubp run`), the stage registry the Airflow DAGs use, and model promotion.
+"""The whole pipeline in one call (`ubp run`), the stage runner the Airflow DAGs use, and model promotion.
 
-Every step is a stage function from `ubp/stages/*`; this module only orders them, decides when to (re)train and
+Every step is a stage function from `ubp/stages/*`, listed once in `ubp/stage_registry.py`; this module runs them in
+the registry's order, decides when to (re)train and
 whether a freshly trained model replaces the serving one, and writes a short report. Importing it is cheap (no
 pyspark, torch or feast at module import), so the DAG files and the CLI can import it at parse time.
 
@@ -22,31 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ubp import registry
+from ubp import registry, stage_registry
 from ubp.config import Settings
 from ubp.errors import UbpError
 from ubp.log import get_logger
 
 log = get_logger(__name__)
 
-# stage name -> (module, function). The names are also the Airflow task ids.
-STAGES: dict[str, tuple[str, str]] = {
-    "ingest": ("ubp.stages.ingest", "ingest"),
-    "sequences": ("ubp.stages.sequences", "sequences"),
-    "aggregates": ("ubp.stages.sequences", "aggregates"),
-    "train_user_model": ("ubp.stages.user_model", "train_user_model"),
-    "embed_users": ("ubp.stages.user_model", "embed_users"),
-    "item_content": ("ubp.stages.items", "item_content"),
-    "train_item_model": ("ubp.stages.items", "train_item_model"),
-    "item_vectors": ("ubp.stages.items", "item_vectors"),
-    "ensemble": ("ubp.stages.evaluate", "ensemble"),
-    "evaluate": ("ubp.stages.evaluate", "evaluate"),
-    "publish": ("ubp.stages.publish", "publish"),
-}
-# Stages that run Spark jobs (the ones `spark-submit` mode sends to a cluster).
-SPARK_STAGES: tuple[str, ...] = (
-    "ingest", "sequences", "aggregates", "embed_users", "item_content", "item_vectors", "ensemble",
-)
+# stage name -> (module, function), from the stage registry. The names are also the Airflow task ids.
+STAGES: dict[str, tuple[str, str]] = {s.name: (s.module, s.attr) for s in stage_registry.STAGES}
+# Stages that run Spark jobs (in spark-submit mode the DAGs send their Spark tasks to the cluster).
+SPARK_STAGES: tuple[str, ...] = tuple(s.name for s in stage_registry.STAGES if s.spark)
 # Validation metric compared at promotion, per model kind; direction is inferred from the name (see below).
 DEFAULT_METRIC: dict[str, str] = {"user": "val_loss", "item": "best_val_ndcg@10"}
 DEFAULT_THRESHOLD = 0.01  # a candidate may be at most 1% worse than the serving model and still be promoted
@@ -277,7 +264,7 @@ def run_pipeline(
     threshold: float = DEFAULT_THRESHOLD,
     seed: int = 0,
 ) -> dict:
-    """Run every stage in order and return a report.
+    """Run every stage in the registry's order (`ubp.stage_registry.run_order`) and return a report.
 
     ingest (when `raw_dir` is given) -> sequences -> aggregates -> per GRU-AE member (`user_members`, default
     `models.members.DEFAULT_MEMBERS`): train it (when none is serving or `retrain`) and embed users -> item
@@ -288,26 +275,30 @@ def run_pipeline(
     t0 = time.perf_counter()
     steps: list[dict] = []
     decisions: list[dict] = []
+    raw = None
     if raw_dir is not None:
         raw = Path(raw_dir).expanduser()
         if not raw.is_dir():
             raise UbpError(f"raw data folder {raw} does not exist")
-        steps.append(run_stage(settings, "ingest", raw_dir=raw))
-    steps.append(run_stage(settings, "sequences", as_of=as_of))
-    steps.append(run_stage(settings, "aggregates", as_of=as_of))
     from models.members import DEFAULT_MEMBERS
 
-    for member in user_members or DEFAULT_MEMBERS:
-        _train(settings, registry.user_kind(member), "train_user_model", retrain, threshold, steps, decisions,
-               member=member, max_epochs=user_max_epochs, seed=seed)
-        steps.append(run_stage(settings, "embed_users", member=member))
-    steps.append(run_stage(settings, "item_content"))
-    _train(settings, "item", "train_item_model", retrain, threshold, steps, decisions,
-           variant=item_variant, max_epochs=item_max_epochs, seed=seed)
-    steps.append(run_stage(settings, "item_vectors"))
-    steps.append(run_stage(settings, "ensemble", as_of=as_of))
-    if publish:
-        steps.append(run_stage(settings, "publish"))
+    members = tuple(user_members or DEFAULT_MEMBERS)
+    options: dict[str, dict[str, Any]] = {
+        "ingest": {"raw_dir": raw},
+        "train_user_model": {"max_epochs": user_max_epochs, "seed": seed},
+        "train_item_model": {"variant": item_variant, "max_epochs": item_max_epochs, "seed": seed},
+    }
+    for stage in stage_registry.run_order():
+        if (stage.name == "ingest" and raw is None) or (stage.name == "publish" and not publish):
+            continue
+        kwargs = {**options.get(stage.name, {}), **({"as_of": as_of} if stage.as_of else {})}
+        for member in members if stage.per_member else (None,):
+            kw = {**kwargs, **({"member": member} if member else {})}
+            if stage.model:
+                kind = registry.user_kind(member) if member else stage.model
+                _train(settings, kind, stage.name, retrain, threshold, steps, decisions, **kw)
+            else:
+                steps.append(run_stage(settings, stage.name, **kw))
     return build_report(settings, steps, decisions, seconds=time.perf_counter() - t0, published_flag=publish)
 
 

@@ -16,10 +16,11 @@ from typing import Any
 from ubp.config import Settings
 from ubp.errors import UbpError
 from ubp.log import get_logger
+from ubp.stage_registry import FEATURE_VIEWS
 
 log = get_logger(__name__)
 
-VIEWS = ("user_profile", "user_profile_ensemble", "user_aggregates", "item_vector")
+VIEWS = tuple(FEATURE_VIEWS)  # every feature view, in publish order (ubp/stage_registry.py)
 # feature service -> the feature view behind it (one view, one vector space)
 PROFILE_SERVICES = {"user_profile_v1": "user_profile", "user_profile_ensemble_v1": "user_profile_ensemble"}
 

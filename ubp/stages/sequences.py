@@ -47,8 +47,7 @@ def _read_pinned(spark, path: Path, name: str, version: int | None = None):
     """(DataFrame, version) of one Delta table version (None: the latest, which is then the pinned one).
 
     A Spark Parquet scan over exactly the files that version's log lists (delta-rs reads the log: no Spark job;
-    Spark's Delta reader spent ~3 s of a cold JVM on snapshot and file-listing jobs before the first row, see
-    docs/benchmarks.md); partition columns are left out, the stages never read them. A table with deletion vectors
+    Spark's Delta reader runs snapshot and file-listing jobs in a cold JVM before the first row); partition columns are left out, the stages never read them. A table with deletion vectors
     or column mapping needs Delta's own reader: the file list alone would bring soft-deleted rows back."""
     from pyspark.sql.types import StructType
 
@@ -204,8 +203,8 @@ def _overwrite(prepared, spec, out_path: Path) -> str:
     executors must see the lakehouse under the same path as the driver, as every ubp stage assumes) and delta-rs
     commits them with the old files' removal; only the small file list reaches the driver. "spark": the same rows
     through Spark's Delta writer, for a table whose protocol or properties ask more of a writer (see
-    `_files_committable`). The build + write took 14.1 s at 10M events vs 22.6 s for the all-SQL build with Spark's
-    Delta writer that it replaced (docs/benchmarks.md, session 7)."""
+    `_files_committable`). The arrow path exists because Spark's Delta writer (parquet-mr) writes list columns a
+    group per element, the slowest part of the build at scale."""
     from deltalake import DeltaTable as RsTable
     from deltalake.transaction import AddAction, CommitProperties
 
