@@ -21,6 +21,7 @@ from typing import Any
 from airflow.sdk import Asset, Param
 
 from ubp.config import DEFAULT_LAKEHOUSE, Settings
+from ubp.registry import DEFAULT_USER_MEMBERS, PRIMARY_USER_MEMBER, user_kind  # noqa: F401  (DAGs: c.user_kind)
 from ubp.stage_registry import STAGES, views_fed_by
 from ubp.tables import TABLES
 
@@ -76,6 +77,22 @@ def model_asset(kind: str) -> Asset:
     return Asset(uri=f"file://{ASSET_SETTINGS.models_dir / kind}", name=f"ubp.model.{kind}", group="ubp")
 
 
+USER_MEMBERS: tuple[str, ...] = DEFAULT_USER_MEMBERS  # one training group and one embed task per member
+
+
+def embed_task_id(member: str) -> str:
+    """`embed_users` for the served member, `embed_users_<member>` for the others."""
+    return "embed_users" if member == PRIMARY_USER_MEMBER else f"embed_users_{member}"
+
+
+def any_model_asset(*kinds: str):
+    """An asset condition that fires when any of these models is promoted."""
+    cond = model_asset(kinds[0])
+    for kind in kinds[1:]:
+        cond = cond | model_asset(kind)
+    return cond
+
+
 def assets(*names: str) -> list[Asset]:
     return [table_asset(n) for n in names]
 
@@ -91,7 +108,6 @@ RUNTIME_DEFAULTS: dict[str, Any] = {
     "raw_dir": None,  # raw drop folder ingested daily; None: <lakehouse>/_landing
     "feast_online": None,  # Feast online store: sqlite | redis; None: sqlite (UBP_REDIS_URL for redis)
     "spark_master": None,  # None: local[2] (or the master spark-submit sets)
-    "user_preset": "day_event",  # GRU-AE member the weekly training DAG trains (the served one)
     "user_max_epochs": None,  # None: the preset's
     "item_variant": "delta",  # item model variant
     "item_max_epochs": None,
@@ -108,7 +124,6 @@ def params(*names: str) -> dict[str, Param]:
         "raw_dir": "Raw drop folder. Empty: Variable ubp_raw_dir, env UBP_RAW_DIR, <lakehouse>/_landing.",
         "feast_online": "Online store sqlite|redis. Empty: Variable ubp_feast_online, env UBP_FEAST_ONLINE, sqlite.",
         "spark_master": "Spark master. Empty: Variable ubp_spark_master, env UBP_SPARK_MASTER, local[2].",
-        "user_preset": "GRU-AE member. Empty: Variable ubp_user_preset, env UBP_USER_PRESET, day_event.",
         "user_max_epochs": "Epoch cap. Empty: Variable ubp_user_max_epochs, env, the preset's.",
         "item_variant": "Item model variant. Empty: Variable ubp_item_variant, env UBP_ITEM_VARIANT, delta.",
         "item_max_epochs": "Epoch cap. Empty: Variable ubp_item_max_epochs, env, the trainer's.",
@@ -173,9 +188,8 @@ def stage_kwargs(stage: str, params_: dict | None) -> dict[str, Any]:
     """Stage options that come from configuration (the as-of is added separately)."""
     if stage == "ingest":
         return {"raw_dir": conf(params_, "raw_dir")}
-    if stage == "train_user_model":
-        return {"preset": conf(params_, "user_preset"), "max_epochs": conf(params_, "user_max_epochs"),
-                "promote": "never"}
+    if stage == "train_user_model":  # the member comes from the task (one task group per member)
+        return {"max_epochs": conf(params_, "user_max_epochs"), "promote": "never"}
     if stage == "train_item_model":
         return {"variant": conf(params_, "item_variant"), "max_epochs": conf(params_, "item_max_epochs"),
                 "promote": "never"}
@@ -220,11 +234,11 @@ def run_stage_task(stage: str, context: dict, **extra: Any) -> dict:
     return _jsonable(result)
 
 
-def submit_args(stage: str, task_id: str) -> list[str]:
+def submit_args(stage: str, task_id: str, **extra: Any) -> list[str]:
     """spark-submit application arguments (templated) for a stage; mirrors `run_stage_task`."""
     lake = "{{ ubp_conf(params, 'lakehouse') }}"
     args = ["--stage", stage, "--lakehouse", lake,
-            "--kwargs", "{{ ubp_stage_kwargs('" + stage + "', params) }}",
+            "--kwargs", "{{ ubp_stage_kwargs('" + stage + "', params, " + json.dumps(extra) + ") }}",
             "--result", lake + "/_logs/airflow/{{ dag.dag_id }}/{{ run_id }}/" + task_id + ".json"]
     if stage in AS_OF_STAGES:
         args += ["--as-of", "{{ ubp_as_of(params, data_interval_end, logical_date, dag_run) }}"]
@@ -234,7 +248,7 @@ def submit_args(stage: str, task_id: str) -> list[str]:
 USER_MACROS: dict[str, Any] = {
     "ubp_conf": conf,
     "ubp_as_of": as_of_template,
-    "ubp_stage_kwargs": lambda stage, p: json.dumps(stage_kwargs(stage, p)),
+    "ubp_stage_kwargs": lambda stage, p, extra=None: json.dumps({**stage_kwargs(stage, p), **(extra or {})}),
 }
 
 # What every ubp DAG shares: one run at a time, no backfill of missed intervals, retries, the Jinja macros.
@@ -247,9 +261,10 @@ DAG_DEFAULTS: dict[str, Any] = {
 }
 
 
-def spark_stage(stage: str, task_id: str | None = None):
+def spark_stage(stage: str, task_id: str | None = None, **extra: Any):
     """A task running a Spark stage: in the task process (default) or via SparkSubmitOperator
-    (UBP_SPARK_MODE=submit, connection UBP_SPARK_CONN_ID). Outlets are the tables the stage writes."""
+    (UBP_SPARK_MODE=submit, connection UBP_SPARK_CONN_ID). Outlets are the tables the stage writes; `extra` are
+    fixed stage options (e.g. the GRU-AE member of an `embed_users` task)."""
     from airflow.sdk import task
 
     task_id = task_id or stage
@@ -259,12 +274,12 @@ def spark_stage(stage: str, task_id: str | None = None):
 
         return SparkSubmitOperator(
             task_id=task_id, application=SPARK_ENTRY, conn_id=parse_env("UBP_SPARK_CONN_ID"),
-            name=f"ubp-{task_id}", application_args=submit_args(stage, task_id), outlets=outlets,
+            name=f"ubp-{task_id}", application_args=submit_args(stage, task_id, **extra), outlets=outlets,
         )
 
     @task(task_id=task_id, outlets=outlets)
     def _stage(**context: Any) -> dict:
-        return run_stage_task(stage, context)
+        return run_stage_task(stage, context, **extra)
 
     return _stage()
 
@@ -299,14 +314,15 @@ def publish_stage(which: str, task_id: str = "publish"):
     return _publish()
 
 
-def training_chain(kind: str, stage: str):
+def training_chain(kind: str, stage: str, **extra: Any):
     """train (queue/pool for GPUs) -> evaluate (candidate vs serving) -> promote (short-circuit: stops here when
-    the candidate is worse) -> model_promoted (updates the model asset). Returns the train task."""
+    the candidate is worse) -> model_promoted (updates the model asset). Returns the train task. `extra`: fixed
+    stage options (the GRU-AE member)."""
     from airflow.sdk import task
 
     @task(task_id=stage, queue=TRAIN_QUEUE, pool=TRAIN_POOL)
     def train(**context: Any) -> dict:
-        return run_stage_task(stage, context)
+        return run_stage_task(stage, context, **extra)
 
     @task(task_id="evaluate")
     def evaluate(result: dict, **context: Any) -> dict:

@@ -21,7 +21,7 @@ import _ubp_common as c  # noqa: E402
     dag_id="user_profiles",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
-        assets=[c.model_asset("user")],
+        assets=c.any_model_asset(*(c.user_kind(m) for m in c.USER_MEMBERS)),
     ),
     params=c.params("lakehouse", "raw_dir", "feast_online", "spark_master", "as_of"),
     tags=["ubp"],
@@ -32,12 +32,12 @@ def user_profiles():
     ingest = c.spark_stage("ingest")
     sequences = c.spark_stage("sequences")
     aggregates = c.spark_stage("aggregates")
-    embed = c.spark_stage("embed_users")
+    embed = [c.spark_stage("embed_users", task_id=c.embed_task_id(m), member=m) for m in c.USER_MEMBERS]
     ensemble = c.spark_stage("ensemble")
     publish = c.publish_stage("user")  # after the gold tables committed (all_success)
     ingest >> [sequences, aggregates]
     sequences >> embed
-    [embed, aggregates] >> ensemble >> publish
+    [*embed, aggregates] >> ensemble >> publish
 
 
 user_profiles()

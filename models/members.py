@@ -1,7 +1,8 @@
 """The GRU-AE members: which fields each one reads and rebuilds, its sizes, and how its latent is served.
 
-The four members the RecSys Challenge 2025 2nd-place team used (`../shared/reference/recsys2025-challenge.md` in the
-team's checkout), plus the older `small` / `paper` presets kept for comparison and old model versions:
+Three of the four GRU-AE members the RecSys Challenge 2025 2nd-place team used (its `sku_text` member, a GRU-AE over
+the name codes of product events, is not built yet), plus the older `small` / `paper` presets kept for comparison
+and old model versions:
 
 | member | inputs | targets | emb / hidden / layers / dropout | epochs (patience) | served as |
 |---|---|---|---|---|---|
@@ -19,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ubp.registry import DEFAULT_USER_MEMBERS
+
 # members `ubp run` and the training DAG train, in this order; the first is the one served as `user_profiles`
-DEFAULT_MEMBERS: tuple[str, ...] = ("day_event", "week_all", "all_fields")
+DEFAULT_MEMBERS: tuple[str, ...] = DEFAULT_USER_MEMBERS
 
 _ALL = ("event_type", "category", "price", "sku", "url")
 _LARGE = dict(emb_dim=512, hidden=512, n_layers=3, dropout=0.1, max_epochs=10, patience=3, sampled_negatives=256)

@@ -52,14 +52,16 @@ def main(work: Path, dags: str) -> dict:
     logical = end  # the daily run for the day that just ended: as-of = data interval end = `end`
     out["logical_date"] = logical.isoformat()
 
-    # 2. set-up: models exist before the daily DAG runs (it only embeds with the current model)
+    # 2. set-up: models exist before the daily DAG runs (it only embeds with each member's current model)
     from ubp.config import Settings
+    from ubp.registry import DEFAULT_USER_MEMBERS
     from ubp.stages.pipeline import run_stage
     settings = Settings(lakehouse=os.environ["UBP_LAKEHOUSE"])
     t0 = time.perf_counter()
     run_stage(settings, "ingest", raw_dir=raw_early)
     run_stage(settings, "sequences", as_of=datetime.strptime(cut, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC))
-    run_stage(settings, "train_user_model", member="day_event", max_epochs=1, promote="always", show_progress=False)
+    for member in DEFAULT_USER_MEMBERS:
+        run_stage(settings, "train_user_model", member=member, max_epochs=1, promote="always", show_progress=False)
     run_stage(settings, "item_content")
     run_stage(settings, "train_item_model", max_epochs=1, promote="always")
     lap("setup", t0)

@@ -124,13 +124,14 @@ def test_user_model_training_dag_promotes_only_when_not_worse(dag_runs):
     run = dag_runs["train"]
     assert run["state"] == "success", run["tis"]
     tis = run["tis"]
-    for task_id in ("train_user_model", "evaluate", "promote"):
-        assert tis[task_id]["state"] == "success", tis
+    for member in ("day_event", "week_all", "all_fields"):  # one task group per GRU-AE member
+        for task_id in ("train_user_model", "evaluate", "promote"):
+            assert tis[f"{member}.{task_id}"]["state"] == "success", tis
     decision = run["last_decision"]
     assert decision["version"] != run["before"]  # a new candidate was trained on the new sequences
-    promoted = tis["model_promoted"]["state"] == "success"  # the model asset is updated only on promotion
+    promoted = tis["day_event.model_promoted"]["state"] == "success"  # the asset is updated only on promotion
     assert decision["promoted"] is promoted
     assert (run["current"] == decision["version"]) is promoted
     if not promoted:
-        assert tis["model_promoted"]["state"] == "skipped"
+        assert tis["day_event.model_promoted"]["state"] == "skipped"
         assert run["current"] == run["before"] and "worse" in decision["reason"]

@@ -91,21 +91,23 @@ def parsed(tmp_path_factory) -> dict:
     return _parse(tmp_path_factory.mktemp("dagbag"))
 
 
+MEMBERS = ("day_event", "week_all", "all_fields")  # the served member first
+EMBEDS = ["embed_users", "embed_users_all_fields", "embed_users_week_all"]
 EXPECTED = {
     "user_profiles": {
         "ingest": ["aggregates", "sequences"],
-        "sequences": ["embed_users"],
+        "sequences": EMBEDS,
         "aggregates": ["ensemble"],
-        "embed_users": ["ensemble"],
+        **{e: ["ensemble"] for e in EMBEDS},
         "ensemble": ["publish"],
         "publish": [],
     },
     "item_vectors": {"item_content": ["item_vectors"], "item_vectors": ["publish"], "publish": []},
-    "user_model_training": {
-        "train_user_model": ["evaluate", "model_promoted", "promote"],
-        "evaluate": ["promote"],
-        "promote": ["model_promoted"],
-        "model_promoted": [],
+    "user_model_training": {  # one task group per GRU-AE member
+        k.replace("M", m): [x.replace("M", m) for x in v]
+        for m in MEMBERS
+        for k, v in {"M.train_user_model": ["M.evaluate", "M.model_promoted", "M.promote"],
+                     "M.evaluate": ["M.promote"], "M.promote": ["M.model_promoted"], "M.model_promoted": []}.items()
     },
     "item_model_training": {
         "item_content": ["train_item_model"],
@@ -143,16 +145,19 @@ def test_assets_producers_and_consumers(parsed):
     up = parsed["dags"]["user_profiles"]["tasks"]
     assert "ubp.bronze.products" in up["ingest"]["outlets"] and "ubp.bronze.events" in up["ingest"]["outlets"]
     assert up["sequences"]["outlets"] == ["ubp.silver.user_sequences", "ubp.silver.vocabularies"]
-    assert up["embed_users"]["outlets"] == ["ubp.gold.user_profiles"]
+    assert all(up[e]["outlets"] == ["ubp.gold.user_profiles"] for e in EMBEDS)
     assert up["ensemble"]["outlets"] == ["ubp.gold.user_factors", "ubp.gold.user_profiles_ensemble"]
     iv = parsed["dags"]["item_vectors"]
     assert iv["tasks"]["item_vectors"]["outlets"] == ["ubp.gold.item_vectors"]
     # item vectors: daily OR when the catalog (or the item model) changes
     assert iv["timetable"] == "AssetOrTimeSchedule"
     assert {"ubp.bronze.products", "ubp.model.item"} <= set(iv["assets"])
-    # profiles are rebuilt when a new user model is promoted
-    assert parsed["dags"]["user_profiles"]["assets"] == ["ubp.model.user"]
-    assert parsed["dags"]["user_model_training"]["tasks"]["model_promoted"]["outlets"] == ["ubp.model.user"]
+    # profiles are rebuilt when a new model of any GRU-AE member is promoted
+    assert parsed["dags"]["user_profiles"]["assets"] == ["ubp.model.user", "ubp.model.user-all_fields",
+                                                         "ubp.model.user-week_all"]
+    train = parsed["dags"]["user_model_training"]["tasks"]
+    assert train["day_event.model_promoted"]["outlets"] == ["ubp.model.user"]
+    assert train["week_all.model_promoted"]["outlets"] == ["ubp.model.user-week_all"]
     assert parsed["product_asset_uri"].startswith("file://") and parsed["product_asset_uri"].endswith(
         "/lake/bronze/products")
     assert "lakehouse" in parsed["dags"]["user_profiles"]["params"]
@@ -169,17 +174,20 @@ def test_spark_submit_mode_and_training_queue(tmp_path):
     assert out["import_errors"] == {}
     assert out["heavy"] == []
     up = out["dags"]["user_profiles"]["tasks"]
-    for task_id in ("ingest", "sequences", "aggregates", "embed_users", "ensemble"):
+    for task_id in ("ingest", "sequences", "aggregates", *EMBEDS, "ensemble"):
         t = up[task_id]
         assert t["operator"] == "SparkSubmitOperator", task_id
         assert t["application"].endswith("ubp/stages/pipeline.py") and Path(t["application"]).is_file()
         args = t["application_args"]
-        assert args[args.index("--stage") + 1] == task_id
+        assert args[args.index("--stage") + 1] == task_id.split("_users")[0] + ("_users" if "embed" in task_id else "")
+        if task_id == "embed_users_week_all":  # the member rides in the templated stage options
+            assert '{"member": "week_all"}' in args[args.index("--kwargs") + 1]
         assert ("--as-of" in args) == (task_id in ("sequences", "aggregates", "ensemble"))
     assert up["publish"]["operator"] != "SparkSubmitOperator"  # Feast publishing stays a Python task
     assert up["ensemble"]["downstream"] == ["publish"]
-    train = out["dags"]["user_model_training"]["tasks"]["train_user_model"]
-    assert train["queue"] == "gpu" and train["pool"] == "gpu_pool"
+    for member in MEMBERS:
+        train = out["dags"]["user_model_training"]["tasks"][f"{member}.train_user_model"]
+        assert train["queue"] == "gpu" and train["pool"] == "gpu_pool"
     assert out["dags"]["user_profiles"]["tasks"]["ingest"]["queue"] != "gpu"
 
 
@@ -192,7 +200,8 @@ def test_outlets_and_publish_views_follow_the_stage_registry(parsed):
     checked = 0
     for dag in parsed["dags"].values():
         for task_id, t in dag["tasks"].items():
-            stage = stage_registry.BY_NAME.get(task_id)
+            name = task_id.rpartition(".")[2]  # a member's task group prefix
+            stage = stage_registry.BY_NAME.get("embed_users" if name.startswith("embed_users") else name)
             if stage is None or task_id in ("evaluate", "publish"):
                 continue  # promotion plumbing and publishing write no lakehouse table
             want = sorted(f"ubp.{TABLES[name].layer}.{name}" for name in stage.writes)

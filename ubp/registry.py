@@ -16,6 +16,8 @@ from ubp.errors import UbpError
 
 USER_KIND = "user"
 PRIMARY_USER_MEMBER = "day_event"  # the GRU-AE member served as `user_profiles` / Feast `user_profile`
+# the GRU-AE members `ubp run` and the training DAG train (the first is the served one); see models/members.py
+DEFAULT_USER_MEMBERS: tuple[str, ...] = (PRIMARY_USER_MEMBER, "week_all", "all_fields")
 
 
 def user_kind(member: str) -> str:
