@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
+from ubp.config import IngestOptions
 from ubp.errors import UbpError
 
 
@@ -22,16 +25,57 @@ def ingest_cmd(
     ctx: typer.Context,
     raw: Path = typer.Option(..., "--raw", help="Raw directory in the RecSys 2025 layout (parquet files)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    strict_schema: bool = typer.Option(
+        False, "--strict-schema", help="Quarantine every row of a file with columns outside the contract "
+        "(default: ignore such columns and record them in ingest_runs)."),
+    min_timestamp: str | None = typer.Option(
+        None, "--min-timestamp", help="Earliest accepted event time, YYYY-MM-DD[ HH:MM:SS] UTC (default 2000-01-01)."),
+    max_timestamp: str | None = typer.Option(
+        None, "--max-timestamp", help="Latest accepted event time (default: the run's start + 1 day)."),
+    max_quarantine_share: float | None = typer.Option(
+        None, "--max-quarantine-share", help="Fail the run when a file's quarantined share is above this "
+        "(0..1, default 0.5); nothing is written then."),
+    max_text_chars: int | None = typer.Option(
+        None, "--max-text-chars", help="Longest accepted product text (default 65536 characters)."),
+    max_query_chars: int | None = typer.Option(
+        None, "--max-query-chars", help="Longest accepted query / product name string (default 1024)."),
 ) -> None:
     """Validate raw parquet files and load them into the bronze Delta tables (idempotent, incremental)."""
     from ubp.cli import settings_of
     from ubp.stages.ingest import ingest
 
-    result = ingest(settings_of(ctx), raw)
+    settings = settings_of(ctx)
+    options = ingest_options(
+        settings.ingest, strict_schema=strict_schema or None, min_timestamp=min_timestamp,
+        max_timestamp=max_timestamp, max_quarantine_share=max_quarantine_share, max_text_chars=max_text_chars,
+        max_query_chars=max_query_chars,
+    )
+    result = ingest(settings, raw, options=options)
     if json_out:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
         print_summary(result)
+
+
+def parse_utc(value: str, flag: str) -> datetime:
+    """`YYYY-MM-DD[ HH:MM:SS]` (or ISO with an offset) -> an aware datetime; naive values are UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UbpError(f"{flag} expects YYYY-MM-DD[ HH:MM:SS], got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def ingest_options(base: IngestOptions, **given) -> IngestOptions:
+    """`base` with the flags that were given (None = not given); a bad value is a one-line UbpError."""
+    changes = {k: v for k, v in given.items() if v is not None}
+    for key in ("min_timestamp", "max_timestamp"):
+        if key in changes:
+            changes[key] = parse_utc(changes[key], "--" + key.replace("_", "-"))
+    try:
+        return replace(base, **changes)
+    except ValueError as exc:
+        raise UbpError(str(exc)) from None
 
 
 def print_summary(result: dict, console=None) -> None:
@@ -59,6 +103,12 @@ def print_summary(result: dict, console=None) -> None:
     console.print(table)
     if result["missing"]:
         console.print(f"not present (skipped): {', '.join(result['missing'])}")
+    for f in result["files"]:
+        if f.get("ignored_columns"):
+            console.print(f"{Path(f['source_file']).name}: ignored column(s) {', '.join(f['ignored_columns'])}")
+        if f.get("unknown_skus"):
+            console.print(f"{Path(f['source_file']).name}: {f['unknown_skus']:,} sku(s) not in products "
+                          "(accepted, flagged)")
     console.print("table rows: " + ", ".join(f"{k} {v:,}" for k, v in result["rows"].items()))
 
 
