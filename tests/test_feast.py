@@ -3,12 +3,16 @@ point-in-time correct training data through the Spark offline store, and clear e
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-from publish_fixtures import AS_OF_1, AS_OF_2, clear_online, make_gold, online_dump
+from publish_fixtures import AS_OF_1, AS_OF_2, DIM, clear_online, make_gold, online_dump
 
 from ubp.config import Settings
 from ubp.errors import UbpError
@@ -127,3 +131,63 @@ def test_feast_cli_repo_parses(lake, monkeypatch):
         assert names.count(name) == 1, (name, names)
     paths = {o.path for o in objs if type(o).__name__ == "SparkSource"}
     assert str(lake.table_path("item_vectors")) in paths
+
+
+@contextlib.contextmanager
+def _redis_server(password: str | None = None):
+    """A private redis-server on a free port (with `requirepass` when a password is given)."""
+    import redis
+    from publish_fixtures import _free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary (apt-get install redis-server)")
+    port = _free_port()
+    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args + (["--requirepass", password] if password else []),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=password)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("password", [None, "s3cret-Pw-42"])
+def test_redis_password_comes_from_the_environment_only(lake, monkeypatch, password):
+    """Publish and read back through Redis; the password (if any) is in no file of the lakehouse's Feast folder."""
+    from ubp import feast_store
+    from ubp.publish import publish_view
+
+    monkeypatch.delenv(feast_store.REDIS_PASSWORD_ENV, raising=False)
+    with _redis_server(password) as port:
+        auth = f":{password}@" if password else ""
+        monkeypatch.setenv("UBP_REDIS_URL", f"redis://{auth}127.0.0.1:{port}/0")
+        store = feast_store.apply(lake, "redis")
+        text = (lake.feast_dir / "feature_store.redis.yaml").read_text()
+        conn = [ln for ln in text.splitlines() if "connection_string:" in ln]
+        if password:
+            assert conn == [f'  connection_string: "127.0.0.1:{port},db=0,password=${{UBP_REDIS_PASSWORD}}"']
+            for path in lake.feast_dir.rglob("*"):
+                assert not path.is_file() or password.encode() not in path.read_bytes(), path
+        else:
+            assert conn == [f'  connection_string: "127.0.0.1:{port},db=0"']
+        res = publish_view(store, store.get_feature_view("user_profile"), lake.feast_dir / "published_redis",
+                           full=True)
+        assert res.rows_written == 6
+        got = store.get_online_features(features=["user_profile:embedding"],
+                                        entity_rows=[{"client_id": 2}]).to_dict()
+        assert got["embedding"][0] is not None and len(got["embedding"][0]) == DIM
+        # a fresh process reading the written yaml authenticates with the environment's password alone
+        if password:
+            monkeypatch.setenv("UBP_REDIS_URL", f"127.0.0.1:{port}")
+            monkeypatch.setenv(feast_store.REDIS_PASSWORD_ENV, password)
+            again = feast_store.get_store(lake, "redis")
+            assert again.config.online_store.connection_string.endswith(f"password={password}")

@@ -8,7 +8,9 @@ registry file (`registry.db`, `registry.redis.db`), because the registry also re
 
 Switch to Redis with `online="redis"` (CLI: `ubp publish --online redis`) or env `UBP_FEAST_ONLINE=redis`; the
 address comes from `UBP_REDIS_URL` (Feast's connection string, `host:port[,db=N,password=...]`, default
-`127.0.0.1:6379`). The rendered yaml also works with Feast's own CLI:
+`127.0.0.1:6379`). The Redis password never reaches a file: the rendered yaml says `password=${UBP_REDIS_PASSWORD}`
+and Feast expands environment variables when it loads a feature_store.yaml. The password is taken from
+`UBP_REDIS_PASSWORD`, or from `UBP_REDIS_URL` (then copied into this process's `UBP_REDIS_PASSWORD`). The rendered yaml also works with Feast's own CLI:
 `feast -c feature_repo -f <lakehouse>/_feast/feature_store.yaml apply` (with `UBP_LAKEHOUSE` set).
 """
 
@@ -52,6 +54,26 @@ def redis_url() -> str:
     `redis://[:password@]host:port[/db]` URL (converted)."""
     url = os.environ.get("UBP_REDIS_URL", "127.0.0.1:6379")
     return to_feast_redis(url)
+
+
+REDIS_PASSWORD_ENV = "UBP_REDIS_PASSWORD"
+
+
+def redis_yaml_connection() -> str:
+    """The connection string to write into a yaml: the address from `UBP_REDIS_URL` without its password, plus
+    `password=${UBP_REDIS_PASSWORD}` when a password is in use (Feast expands it from the environment on load).
+
+    A password given inside `UBP_REDIS_URL` is moved to `UBP_REDIS_PASSWORD` of this process, so the store loaded
+    here authenticates; other processes (e.g. the `feast` CLI) need `UBP_REDIS_PASSWORD` exported.
+    """
+    parts = [p for p in redis_url().split(",") if p.strip()]
+    secret = [p.split("=", 1)[1] for p in parts if p.strip().lower().startswith("password=")]
+    parts = [p for p in parts if not p.strip().lower().startswith("password=")]
+    if secret:
+        os.environ[REDIS_PASSWORD_ENV] = secret[-1]
+    if os.environ.get(REDIS_PASSWORD_ENV):
+        parts.append(f"password=${{{REDIS_PASSWORD_ENV}}}")
+    return ",".join(parts)
 
 
 def to_feast_redis(url: str) -> str:
@@ -111,7 +133,7 @@ def render_config(settings: Settings, online: str | None = None, template: Path 
         block = f"  type: sqlite\n  path: {feast_dir / 'online.db'}"
         name, registry = "feature_store.yaml", "registry.db"
     else:
-        block = f"  type: redis\n  connection_string: \"{redis_url()}\""
+        block = f"  type: redis\n  connection_string: \"{redis_yaml_connection()}\""
         name, registry = "feature_store.redis.yaml", "registry.redis.db"
     try:
         text = Template(template.read_text()).substitute(
