@@ -8,14 +8,21 @@ Validation never drops a row silently: every row read is either accepted (writte
 or a duplicate (already present in the table or earlier in the same batch). A row gets the FIRST failing reason in
 the order of the checks below.
 
-Decision on unknown columns: a raw file with columns outside the contract is not an error; every row of that file
-is quarantined with reason `unknown_columns: <names>` (the raw JSON keeps the extra values), so the rest of the
-run still lands and nobody loses data to a silently ignored column. A missing or wrongly typed contract column
+Decision on unknown columns: a raw file with columns outside the contract is not an error. By default the extra
+columns are ignored (named in `ingest_runs.ignored_columns`, one warning per run; a quarantined row's raw JSON still
+keeps their values), because upstream exports grow columns (pandas writes its index as `__index_level_0__`).
+With `strict_schema` every row of such a file is quarantined with reason `unknown_columns: <names>` (the old
+behaviour), which the failure threshold then turns into a failed run. A missing or wrongly typed contract column
 (e.g. `sku` as string) IS an error: the run stops before writing anything.
+
+Timestamps: strings `yyyy-MM-dd HH:mm:ss`, or Parquet timestamps of any unit (ms, us, ns; with or without time
+zone; naive ones are UTC). Spark cannot read INT64 TIMESTAMP(NANOS) as a timestamp (pandas writes datetime64[ns]
+so), so such a column is read as its raw int64 and converted here (to microseconds, floor).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import reduce
@@ -25,6 +32,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ubp.config import IngestOptions
 from ubp.errors import UbpError
 from ubp.tables import (
     EVENT_TYPES,
@@ -47,11 +55,14 @@ from ubp.tables import (
 
 # Reason codes written to `quarantine.reason` as "<code>: <detail>", in the order they are checked.
 REASONS: dict[str, str] = {
-    "unknown_columns": "the raw file has columns outside the contract (every row of that file is quarantined)",
+    "unknown_columns": "the raw file has columns outside the contract and the run is `--strict-schema` (every "
+                       "row of that file is quarantined; by default such columns are ignored)",
     "null_id": "client_id, sku or url is null",
     "negative_id": "client_id, sku or url is negative",
     "bad_timestamp": f"timestamp is null or not a `{TIMESTAMP_FORMAT}` string / timestamp value",
-    "future_timestamp": "timestamp is after the start of the ingest run",
+    "out_of_range": "timestamp is outside the accepted window (default 2000-01-01 .. the run's start + 1 day)",
+    "future_timestamp": "timestamp is after the start of the ingest run (but inside the window)",
+    "text_too_long": "query / name longer than `--max-query-chars`, or product text longer than `--max-text-chars`",
     "bad_codes": f"query / name is not a string of {QUERY_CODES} integers 0..255 like \"[11 2 3 ...]\"",
     "bad_category": "category is null or negative",
     "bad_price": f"price is null or outside 0..{PRICE_BUCKETS - 1}",
@@ -77,6 +88,10 @@ EXPECTED_KINDS: dict[str, tuple[str, ...]] = {
     "text": ("string",),
 }
 CODES_PATTERN = r"^\s*\[\s*\d{1,3}(?:[\s,]+\d{1,3}){" + str(QUERY_CODES - 1) + r"}\s*\]\s*$"
+# Columns pandas adds for a non-default index: not data, always ignored (even with strict_schema), still recorded.
+PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
+NANOS = "ubp_nanos"  # StructField metadata key: an INT64 TIMESTAMP(NANOS) column read as its raw int64
+TRUNCATED = "…[truncated]"  # suffix of a raw string value cut to its cap in quarantine's `raw` JSON
 EVENT_KEY = ("event_id", "event_type", "client_id", "timestamp", "sku", "url", "query")
 
 _INT_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
@@ -152,30 +167,43 @@ def first_line(exc: BaseException) -> str:
 def raw_schema(source: RawSource) -> T.StructType:
     """The input's Spark schema from its parquet footers (pyarrow, no Spark job); every part must agree.
 
-    Timestamp columns map to TIMESTAMP (naive ones are read as UTC). A corrupt or non-parquet part fails here,
-    with its name, before anything is written.
+    Timestamp columns map to TIMESTAMP (naive ones are read as UTC), except INT64 TIMESTAMP(NANOS) columns, which
+    Spark refuses as timestamps: they map to BIGINT with the field metadata `{NANOS: true}` and `read_raw` converts
+    them. A corrupt or non-parquet part fails here, with its name, before anything is written.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from pyspark.sql.pandas.types import from_arrow_schema
 
     first = None
     for path in source.files:
         try:
-            schema = pq.read_schema(path)
+            meta = pq.read_metadata(path)
+            schema = meta.schema.to_arrow_schema()
         except Exception as exc:  # ArrowInvalid, OSError...: the file is not readable parquet
             raise UbpError(f"cannot read {path}: {first_line(exc)}") from None
         schema = schema.remove_metadata()
+        physical = {meta.schema.column(i).path: meta.schema.column(i).physical_type for i in range(meta.num_columns)}
+        nanos = [
+            f.name for f in schema
+            if pa.types.is_timestamp(f.type) and f.type.unit == "ns" and physical.get(f.name) == "INT64"
+        ]
         if first is None:
-            first = (path, schema)
-        elif not schema.equals(first[1]):
+            first = (path, schema, nanos)
+        elif not schema.equals(first[1]) or nanos != first[2]:
             raise UbpError(
                 f"{source.path}: parts have different schemas ({first[0].name}: {_arrow_fields(first[1])}; "
                 f"{path.name}: {_arrow_fields(schema)})"
             )
+    _, schema, nanos = first
     try:
-        return from_arrow_schema(first[1], prefer_timestamp_ntz=False)
+        spark_schema = from_arrow_schema(schema, prefer_timestamp_ntz=False)
     except Exception as exc:  # an arrow type Spark cannot represent
         raise UbpError(f"{source.path}: unsupported column type ({first_line(exc)})") from None
+    return T.StructType([
+        T.StructField(f.name, T.LongType(), f.nullable, {NANOS: True}) if f.name in nanos else f
+        for f in spark_schema.fields
+    ])
 
 
 def _arrow_fields(schema) -> str:
@@ -185,7 +213,8 @@ def _arrow_fields(schema) -> str:
 def read_raw(spark: SparkSession, source: RawSource) -> DataFrame | None:
     """Read one raw input with the schema from its footers, or None when it holds no data.
 
-    The row position columns `_part` / `_row` locate a rejected row in its part file.
+    The row position columns `_part` / `_row` locate a rejected row in its part file. Nanosecond timestamp columns
+    (read as int64, see `raw_schema`) become timestamps here, truncated to microseconds like Spark's own.
     """
     if not source.files:
         return None
@@ -197,6 +226,10 @@ def read_raw(spark: SparkSession, source: RawSource) -> DataFrame | None:
         df = reader.parquet(*[str(p) for p in source.files])
     except Exception as exc:  # Spark raises many types (AnalysisException, Py4JJavaError, SparkException)
         raise UbpError(f"cannot read {source.path}: {first_line(exc)}") from None
+    for f in schema.fields:
+        if f.metadata.get(NANOS):
+            c = f"`{f.name}`"  # exact integer floor division: a double would lose the low digits of 1.7e18
+            df = df.withColumn(f.name, F.expr(f"timestamp_micros(({c} - pmod({c}, 1000)) div 1000)"))
     return df.select("*", F.col("_metadata.file_name").alias("_part"), F.col("_metadata.row_index").alias("_row"))
 
 
@@ -215,7 +248,9 @@ def _kind(dt: T.DataType) -> str:
 
 
 def check_columns(source: RawSource, schema: T.StructType) -> list[str]:
-    """Raise a one-line UbpError for a missing or wrongly typed column; return the unknown (extra) columns."""
+    """Raise a one-line UbpError for a missing or wrongly typed column; return the unknown (extra) columns.
+
+    pandas index columns (`__index_level_0__`) are returned too; `unknown_columns` tells them apart."""
     fields = {f.name: f.dataType for f in schema.fields if f.name not in ("_part", "_row")}
     missing = [c for c in source.required if c not in fields]
     if missing:
@@ -230,6 +265,11 @@ def check_columns(source: RawSource, schema: T.StructType) -> list[str]:
                 f"expected {' or '.join(EXPECTED_KINDS[col])}"
             )
     return [c for c in fields if c not in source.required]
+
+
+def unknown_columns(extra: list[str]) -> list[str]:
+    """The extra columns that `strict_schema` refuses: all but pandas' index columns (never data)."""
+    return [c for c in extra if not PANDAS_INDEX.match(c)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -273,9 +313,26 @@ def _first_reason(checks: list[tuple[Column, str]]) -> Column:
     return expr.otherwise(F.lit(None).cast("string")) if expr is not None else F.lit(None).cast("string")
 
 
-def _raw_json(df: DataFrame) -> Column:
-    # The raw row as JSON: the file's own columns (as read), plus _part/_row locating it in the part file.
-    return F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns]), {"ignoreNullFields": "false"})
+def _capped(col: Column, cap: int) -> Column:
+    """A string cut to `cap` characters plus TRUNCATED, so quarantine never stores a multi-megabyte value."""
+    return F.when(F.length(col) > cap, F.concat(F.substring(col, 1, cap), F.lit(TRUNCATED))).otherwise(col)
+
+
+def _raw_json(df: DataFrame, cap: int, caps: dict[str, int] | None = None) -> Column:
+    # The raw row as JSON: the file's own columns (as read), plus _part/_row locating it in the part file. String
+    # values longer than their cap (`caps` per column, else `cap`) are truncated.
+    caps = caps or {}
+    cols = [
+        _capped(F.col(f"`{f.name}`"), caps.get(f.name, cap)).alias(f.name)
+        if isinstance(f.dataType, T.StringType) else F.col(f"`{f.name}`")
+        for f in df.schema.fields
+    ]
+    return F.to_json(F.struct(*cols), {"ignoreNullFields": "false"})
+
+
+def _too_long(name: str, dtype: T.DataType, cap: int) -> tuple[Column, str]:
+    long = F.length(F.col(name)) > cap if isinstance(dtype, T.StringType) else F.lit(False)
+    return long, f"text_too_long: {name}"
 
 
 def _labelled(out: DataFrame, checks: list[tuple[Column, str]], extra: list[str], source: RawSource,
@@ -291,32 +348,44 @@ def _labelled(out: DataFrame, checks: list[tuple[Column, str]], extra: list[str]
     )
 
 
-def parse_events(df: DataFrame, source: RawSource, extra: list[str], now: datetime) -> DataFrame:
-    """Raw event rows -> typed contract columns + `reason` (null = valid) + `raw` (JSON) + `source_file`."""
+def parse_events(df: DataFrame, source: RawSource, extra: list[str], now: datetime,
+                 options: IngestOptions | None = None) -> DataFrame:
+    """Raw event rows -> typed contract columns + `reason` (null = valid) + `raw` (JSON) + `source_file`.
+
+    `extra`: columns that quarantine every row (`unknown_columns`); `now`: the future cut-off; `options`: the
+    event-time window and the query size cap.
+    """
+    options = options or IngestOptions()
+    lo, hi = options.window(now)
     stem = source.stem
     types = {f.name: f.dataType for f in df.schema.fields}
     ts = parse_timestamp(F.col("timestamp"), types["timestamp"])
+    raw_query = F.col("query") if stem == "search_query" else None
     out = df.select(
-        _raw_json(df).alias("raw"),
+        _raw_json(df, options.max_text_chars, {"query": options.max_query_chars}).alias("raw"),
         F.lit(stem).alias("event_type"),
         F.col("client_id").cast("bigint").alias("client_id"),
         ts.alias("timestamp"),
         (F.col("sku").cast("bigint") if stem in PRODUCT_EVENTS else F.lit(None).cast("bigint")).alias("sku"),
         (F.col("url").cast("bigint") if stem == "page_visit" else F.lit(None).cast("bigint")).alias("url"),
         *(
-            [*_codes_pair(F.col("query"), types["query"], "query")]
+            [*_codes_pair(raw_query, types["query"], "query"), raw_query.alias("_raw_query")]
             if stem == "search_query"
             else [F.lit(None).cast("array<int>").alias("query"), F.lit(True).alias("_codes_ok")]
         ),
     )
+    ts_col = F.col("timestamp")
     checks = _id_checks("client_id")
-    checks.append((F.col("timestamp").isNull(), "bad_timestamp: timestamp"))
-    checks.append((F.col("timestamp") > F.lit(now), "future_timestamp: timestamp"))
+    checks.append((ts_col.isNull(), "bad_timestamp: timestamp"))
+    checks.append(((ts_col < F.lit(lo)) | (ts_col > F.lit(hi)), "out_of_range: timestamp"))
+    checks.append((ts_col > F.lit(now), "future_timestamp: timestamp"))
     if stem in PRODUCT_EVENTS:
         checks += _id_checks("sku")
     elif stem == "page_visit":
         checks += _id_checks("url")
     else:
+        long, reason = _too_long("_raw_query", types["query"], options.max_query_chars)
+        checks.append((long, reason.replace("_raw_query", "query")))
         checks.append((~F.coalesce(F.col("_codes_ok"), F.lit(False)), "bad_codes: query"))
     return (
         _labelled(out, checks, extra, source, EVENTS)
@@ -325,7 +394,7 @@ def parse_events(df: DataFrame, source: RawSource, extra: list[str], now: dateti
             "event_id",
             F.xxhash64("event_type", "client_id", "timestamp", "sku", "url", "query"),
         )
-        .drop("_codes_ok")
+        .drop("_codes_ok", "_raw_query")
     )
 
 
@@ -334,34 +403,41 @@ def _codes_pair(col: Column, dtype: T.DataType, name: str) -> tuple[Column, Colu
     return arr.alias(name), ok.alias("_codes_ok")
 
 
-def parse_products(df: DataFrame, source: RawSource, extra: list[str]) -> DataFrame:
+def parse_products(df: DataFrame, source: RawSource, extra: list[str],
+                   options: IngestOptions | None = None) -> DataFrame:
     """Raw product_properties rows -> typed contract columns + `reason` + `raw` + order keys `_part`/`_row`."""
+    options = options or IngestOptions()
     types = {f.name: f.dataType for f in df.schema.fields}
     out = df.select(
-        _raw_json(df).alias("raw"),
+        _raw_json(df, options.max_text_chars, {"name": options.max_query_chars}).alias("raw"),
         "_part",
         "_row",
         F.col("sku").cast("bigint").alias("sku"),
         F.col("category").cast("bigint").alias("category"),
         F.col("price").cast("int").alias("price"),
         *_codes_pair(F.col("name"), types["name"], "name"),
+        F.col("name").alias("_raw_name"),
     )
     checks = _id_checks("sku")
     checks.append((F.col("category").isNull() | (F.col("category") < 0), "bad_category: category"))
     checks.append(
         (F.col("price").isNull() | (F.col("price") < 0) | (F.col("price") >= PRICE_BUCKETS), "bad_price: price")
     )
+    long, _ = _too_long("_raw_name", types["name"], options.max_query_chars)
+    checks.append((long, "text_too_long: name"))
     checks.append((F.col("_codes_ok") == F.lit(False), "bad_codes: name"))  # a null name is allowed
     return (
         _labelled(out, checks, extra, source, PRODUCTS)
-        .drop("_codes_ok")
+        .drop("_codes_ok", "_raw_name")
     )
 
 
-def parse_product_text(df: DataFrame, source: RawSource, extra: list[str]) -> DataFrame:
+def parse_product_text(df: DataFrame, source: RawSource, extra: list[str],
+                       options: IngestOptions | None = None) -> DataFrame:
     """Raw product_text rows -> typed contract columns + `reason` + `raw` + order keys `_part`/`_row`."""
+    options = options or IngestOptions()
     out = df.select(
-        _raw_json(df).alias("raw"),
+        _raw_json(df, options.max_text_chars).alias("raw"),
         "_part",
         "_row",
         F.col("sku").cast("bigint").alias("sku"),
@@ -369,6 +445,7 @@ def parse_product_text(df: DataFrame, source: RawSource, extra: list[str]) -> Da
     )
     checks = _id_checks("sku")
     checks.append((F.col("text").isNull() | (F.trim(F.col("text")) == ""), "null_text: text"))
+    checks.append((F.length(F.col("text")) > options.max_text_chars, "text_too_long: text"))
     return _labelled(out, checks, extra, source, PRODUCT_TEXT)
 
 
@@ -526,8 +603,18 @@ def table_sizes(spark: SparkSession, paths: dict[str, Path]) -> dict[str, int]:
     return counts
 
 
+def count_unknown_skus(spark: SparkSession, batch: DataFrame, products_path: Path) -> int:
+    """Rows of a product_text batch whose sku is not in the `products` table (read after this run's merge)."""
+    if not (products_path / "_delta_log").is_dir():
+        return batch.count()
+    catalog = spark.read.format("delta").load(str(products_path)).select("sku")
+    return batch.join(catalog, "sku", "left_anti").count()
+
+
 def append_runs(spark: SparkSession, path: Path, rows: list[dict]) -> None:
-    """Append the run's reconciliation rows to `ingest_runs` (the audit log grows by one row per file per run)."""
+    """Append the run's reconciliation rows to `ingest_runs` (the audit log grows by one row per file per run).
+
+    `mergeSchema`: a table written before a column was added to the contract gains it (null in its old rows)."""
     ensure_table(spark, INGEST_RUNS, path)
     df = spark.createDataFrame(rows, schema=INGEST_RUNS.spark_schema())
-    df.write.format("delta").mode("append").save(str(path))
+    df.write.format("delta").mode("append").option("mergeSchema", "true").save(str(path))

@@ -39,12 +39,13 @@ def make_day1(raw: Path) -> dict[str, dict[str, int]]:
     write(raw / "product_buy" / "part-1.parquet", [
         (3, utc("2024-03-02 12:00:00"), -5),  # negative_id: sku
         (None, utc("2024-03-02 12:30:00"), 101),  # null_id: client_id
+        (5, utc("0001-01-01 00:00:00"), 101),  # out_of_range (before 2000-01-01)
     ], buy)
     write(raw / "add_to_cart.parquet", [  # string form of timestamps
         (1, "2024-03-01 09:00:00", 100),
         (2, "2024-13-45 99:00:00", 101),  # bad_timestamp (unparseable)
         (2, None, 101),  # bad_timestamp (null)
-        (4, "2099-01-01 00:00:00", 100),  # future_timestamp
+        (4, "2099-01-01 00:00:00", 100),  # out_of_range (after the run's start + 1 day)
         (-1, "2024-03-01 09:30:00", 100),  # negative_id: client_id
     ], _event_schema("sku", pa.int64()))
     write(raw / "remove_from_cart.parquet", [], _event_schema("sku", pa.int64()))  # empty file
@@ -72,22 +73,24 @@ def make_day1(raw: Path) -> dict[str, dict[str, int]]:
         (100, "red trail running shoe"),
         (101, "   "),  # null_text (blank)
         (None, "orphan text"),  # null_id: sku
+        (999, "text of a product not in the catalog"),  # accepted, counted as an unknown sku
     ], pa.schema([("sku", pa.int64()), ("text", pa.string())]))
     # stem -> expected (read, accepted, quarantined, duplicates)
     return {
-        "product_buy": dict(read=5, accepted=2, quarantined=2, duplicates=1),
+        "product_buy": dict(read=6, accepted=2, quarantined=3, duplicates=1),
         "add_to_cart": dict(read=5, accepted=1, quarantined=4, duplicates=0),
         "remove_from_cart": dict(read=0, accepted=0, quarantined=0, duplicates=0),
         "page_visit": dict(read=3, accepted=1, quarantined=1, duplicates=1),
         "search_query": dict(read=4, accepted=1, quarantined=3, duplicates=0),
         "product_properties": dict(read=6, accepted=2, quarantined=3, duplicates=1),
-        "product_text": dict(read=3, accepted=1, quarantined=2, duplicates=0),
+        "product_text": dict(read=4, accepted=2, quarantined=2, duplicates=0),
     }
 
 
 def make_day2(raw: Path) -> dict[str, dict[str, int]]:
     """A later day: one new event, one re-delivered old event (other timestamp form), a file with an unknown
-    column, a product price change and a new product; three event inputs missing, one a 0-byte file."""
+    column (ignored by default), a product price change and a new product; three event inputs missing, one a 0-byte
+    file."""
     write(raw / "product_buy.parquet", [
         (1, "2024-03-03 10:00:00", 100),  # new
         (1, "2024-03-01 10:00:00", 100),  # already ingested on day 1 (then as a timestamp column)
@@ -99,7 +102,7 @@ def make_day2(raw: Path) -> dict[str, dict[str, int]]:
         (1, "2024-03-03 09:05:00", 7, "google"),
         (2, "2024-03-03 09:06:00", 8, None),
     ], pa.schema([("client_id", pa.int64()), ("timestamp", pa.string()), ("url", pa.int64()),
-                  ("referrer", pa.string())]))  # unknown column: every row quarantined
+                  ("referrer", pa.string())]))  # unknown column: ignored, recorded in ingest_runs
     (raw / "remove_from_cart.parquet").write_bytes(b"")  # 0-byte file: empty input
     write(raw / "product_properties.parquet", [
         (101, 6, 25, None),  # price change: latest wins
@@ -109,7 +112,7 @@ def make_day2(raw: Path) -> dict[str, dict[str, int]]:
     return {
         "product_buy": dict(read=2, accepted=1, quarantined=0, duplicates=1),
         "add_to_cart": dict(read=1, accepted=1, quarantined=0, duplicates=0),
-        "page_visit": dict(read=2, accepted=0, quarantined=2, duplicates=0),
+        "page_visit": dict(read=2, accepted=2, quarantined=0, duplicates=0),
         "remove_from_cart": dict(read=0, accepted=0, quarantined=0, duplicates=0),
         "product_properties": dict(read=3, accepted=2, quarantined=0, duplicates=1),
     }

@@ -3,12 +3,17 @@ point-in-time correct training data through the Spark offline store, and clear e
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-from publish_fixtures import AS_OF_1, AS_OF_2, clear_online, make_gold, online_dump
+import yaml
+from publish_fixtures import AS_OF_1, AS_OF_2, DIM, clear_online, make_gold, online_dump
 
 from ubp.config import Settings
 from ubp.errors import UbpError
@@ -84,13 +89,18 @@ def test_bad_feature_repo_is_one_clear_line(lake, tmp_path):
 
     bad_template = tmp_path / "feature_store.yaml"
     bad_template.write_text("project: ubp\nregistry: ${nowhere}\n")
-    with pytest.raises(UbpError, match="bad feature_store.yaml template"):
+    with pytest.raises(UbpError, match="bad feature_store.yaml .*no `registry:` mapping"):
         feast_store.render_config(lake, "sqlite", template=bad_template)
+    bad_template.write_text("project: ubp\nregistry: [unclosed\n")
+    with pytest.raises(UbpError, match="bad feature_store.yaml") as err:
+        feast_store.render_config(lake, "sqlite", template=bad_template)
+    assert "\n" not in str(err.value)
     bad_yaml = tmp_path / "bad.yaml"
-    bad_yaml.write_text("project: ubp\nprovider: local\nonline_store:\n  type: sqlite\n  pathh: x\n${online_store}\n"
-                        "${feast_dir}${delta_jars}\n")
-    with pytest.raises(UbpError, match="bad Feast config"):
-        feast_store.get_store(lake, "sqlite", template=bad_yaml)
+    bad_yaml.write_text("project: ubp\nprovider: local\nregistry:\n  path: x\noffline_store:\n  type: spark\n"
+                        "  pathh: x\n")
+    for read_only in (False, True):
+        with pytest.raises(UbpError, match="bad Feast config.*pathh"):
+            feast_store.get_store(lake, "sqlite", template=bad_yaml, read_only=read_only)
 
     # a view whose column is not in the Delta table
     from feast import FeatureView, Field
@@ -127,3 +137,110 @@ def test_feast_cli_repo_parses(lake, monkeypatch):
         assert names.count(name) == 1, (name, names)
     paths = {o.path for o in objs if type(o).__name__ == "SparkSource"}
     assert str(lake.table_path("item_vectors")) in paths
+
+
+@contextlib.contextmanager
+def _redis_server(password: str | None = None):
+    """A private redis-server on a free port (with `requirepass` when a password is given)."""
+    import redis
+    from publish_fixtures import _free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server binary (apt-get install redis-server)")
+    port = _free_port()
+    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args + (["--requirepass", password] if password else []),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=password)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("password", [None, "s3cret-Pw-42"])
+def test_redis_password_comes_from_the_environment_only(lake, monkeypatch, password):
+    """Publish and read back through Redis; the password (if any) is in no file of the lakehouse's Feast folder."""
+    from ubp import feast_store
+    from ubp.publish import publish_view
+
+    monkeypatch.delenv(feast_store.REDIS_PASSWORD_ENV, raising=False)
+    with _redis_server(password) as port:
+        auth = f":{password}@" if password else ""
+        monkeypatch.setenv("UBP_REDIS_URL", f"redis://{auth}127.0.0.1:{port}/0")
+        store = feast_store.apply(lake, "redis")
+        conn = yaml.safe_load((lake.feast_dir / "feature_store.redis.yaml").read_text())["online_store"]
+        conn = conn["connection_string"]
+        if password:
+            assert conn == f"127.0.0.1:{port},db=0,password=${{UBP_REDIS_PASSWORD}}"
+            for path in lake.feast_dir.rglob("*"):
+                assert not path.is_file() or password.encode() not in path.read_bytes(), path
+        else:
+            assert conn == f"127.0.0.1:{port},db=0"
+        res = publish_view(store, store.get_feature_view("user_profile"), lake.feast_dir / "published_redis",
+                           full=True)
+        assert res.rows_written == 6
+        got = store.get_online_features(features=["user_profile:embedding"],
+                                        entity_rows=[{"client_id": 2}]).to_dict()
+        assert got["embedding"][0] is not None and len(got["embedding"][0]) == DIM
+        # a fresh process reading the written yaml authenticates with the environment's password alone
+        if password:
+            monkeypatch.setenv("UBP_REDIS_URL", f"127.0.0.1:{port}")
+            monkeypatch.setenv(feast_store.REDIS_PASSWORD_ENV, password)
+            again = feast_store.get_store(lake, "redis")
+            assert again.config.online_store.connection_string.endswith(f"password={password}")
+
+
+def test_feature_repo_is_a_plain_feast_repo(lake, tmp_path):
+    """`feast -c feature_repo plan` with an absolute UBP_LAKEHOUSE, as the docs say; no template placeholders."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from ubp import feast_store
+
+    text = (feast_store.REPO_DIR / "feature_store.yaml").read_text()
+    assert "${online_store}" not in text and "${feast_dir}" not in text
+    lakehouse = tmp_path / "plain"  # its own registry: plan must not touch the module's lakehouse
+    lakehouse.mkdir()
+    env = {**os.environ, "UBP_LAKEHOUSE": str(lakehouse)}
+    env.pop("UBP_DELTA_JARS", None)
+    feast = Path(sys.executable).with_name("feast")
+    res = subprocess.run([str(feast), "-c", str(feast_store.REPO_DIR), "plan", "--skip-source-validation"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("user_profile", "user_profile_ensemble", "user_aggregates", "item_vector", "user_profile_v1"):
+        assert name in res.stdout
+    assert (lakehouse / "_feast").is_dir()  # the registry/online paths came from UBP_LAKEHOUSE
+
+
+def test_online_read_needs_no_jars_maven_or_writes(lake, tmp_path, monkeypatch):
+    """`ubp profile` reads through an in-memory config: no Delta jars, no Maven, no file written in the lakehouse."""
+    from ubp import feast_store
+    from ubp.jars import ensure_delta_jars
+    from ubp.publish import publish_view
+    from ubp.stages.publish import profile
+
+    store = feast_store.apply(lake, "sqlite")
+    publish_view(store, store.get_feature_view("user_profile"), lake.feast_dir / "published", full=True)
+
+    monkeypatch.setenv("UBP_JAR_CACHE", str(tmp_path / "no-jars"))  # an empty jar cache ...
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # ... and no mvn to fill it
+    with pytest.raises(RuntimeError, match="Maven"):
+        ensure_delta_jars()
+
+    def snapshot() -> dict:
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in lake.lakehouse.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    row = profile(lake, 2)
+    assert row["service"] == "user_profile_v1" and row["dim"] == DIM
+    assert snapshot() == before

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.ingest_fixtures import make_day1, make_day2
-from ubp.config import Settings
+from ubp.config import IngestOptions, Settings
 from ubp.tables import EVENTS, PRODUCT_TEXT, PRODUCTS, QUARANTINE
 
 DATA_TABLES = (EVENTS.name, PRODUCTS.name, PRODUCT_TEXT.name, QUARANTINE.name)
@@ -39,7 +39,8 @@ def runs(spark, tmp_path_factory):
     from ubp.stages.ingest import ingest
 
     root = tmp_path_factory.mktemp("ingest")
-    settings = Settings(lakehouse=root / "lakehouse")
+    # day 1 holds files that are mostly bad rows on purpose: the failure threshold is off here (tested elsewhere)
+    settings = Settings(lakehouse=root / "lakehouse", ingest=IngestOptions(max_quarantine_share=1.0))
     expected1 = make_day1(root / "raw_day1")
     expected2 = make_day2(root / "raw_day2")
     out = {"settings": settings, "root": root, "expected1": expected1, "expected2": expected2}
@@ -87,6 +88,10 @@ def test_reconciliation_per_file_matches_what_landed(spark, runs):
     assert len(s1["product_text"]["rows"]) == files["product_text"]["accepted"]
     assert len(s1["quarantine"]["rows"]) == r1["totals"]["quarantined"]
     assert r1["rows"]["events"] == 5 and r1["missing"] == []
+    # product texts of skus missing from `products` are accepted and counted (sku 999), stored and returned
+    assert files["product_text"]["unknown_skus"] == 1
+    assert stored[files["product_text"]["source_file"]]["unknown_skus"] == 1
+    assert all(f["unknown_skus"] is None for f in files.values() if f["stem"] != "product_text")
 
 
 def test_every_quarantine_reason_is_recorded(spark, runs):
@@ -103,7 +108,7 @@ def test_every_quarantine_reason_is_recorded(spark, runs):
         "negative_id: sku": 1,
         "null_id: client_id": 1,
         "bad_timestamp: timestamp": 2,
-        "future_timestamp: timestamp": 1,
+        "out_of_range: timestamp": 2,
         "negative_id: client_id": 1,
         "null_id: url": 1,
         "bad_codes: query": 3,
@@ -112,18 +117,16 @@ def test_every_quarantine_reason_is_recorded(spark, runs):
         "bad_codes: name": 1,
         "null_id: sku": 1,
         "null_text: text": 1,
-        "unknown_columns: referrer": 2,  # day 2's page_visit has an extra column
-    }
+    }  # day 2's page_visit has an extra column: ignored by default, no unknown_columns rows
     # the raw row is kept as JSON with its position in the part file
     neg = json.loads(by_reason["negative_id: sku"][0]["raw"])
     assert neg["sku"] == -5 and neg["client_id"] == 3 and neg["_part"] == "part-1.parquet" and neg["_row"] == 0
     bad_ts = sorted(json.loads(r["raw"])["timestamp"] or "" for r in by_reason["bad_timestamp: timestamp"])
     assert bad_ts == ["", "2024-13-45 99:00:00"]
-    unknown = [json.loads(r["raw"]) for r in by_reason["unknown_columns: referrer"]]
-    assert sorted(str(u["referrer"]) for u in unknown) == ["None", "google"]
+    out_of_range = sorted(str(json.loads(r["raw"])["timestamp"])[:4] for r in by_reason["out_of_range: timestamp"])
+    assert out_of_range == ["0001", "2099"]
     assert {r["target_table"] for r in by_reason["bad_price: price"]} == {"products"}
-    assert all(r["source_file"].endswith("add_to_cart.parquet") for r in by_reason["future_timestamp: timestamp"])
-    assert q.where(F.col("source_file").endswith("product_buy")).count() == 2  # a part directory is one input
+    assert q.where(F.col("source_file").endswith("product_buy")).count() == 3  # a part directory is one input
 
 
 def test_timestamp_string_and_column_forms(spark, runs):
@@ -171,7 +174,17 @@ def test_later_day_adds_only_new_data(spark, runs):
     old, new = s2["events"]["files"], s3["events"]["files"]
     assert old <= new
     assert new - old and all("event_date=2024-03-03" in f for f in new - old)
-    assert r3["rows"]["events"] == 5 + 2
+    assert r3["rows"]["events"] == 5 + 4
+    # the unknown column of day 2's page_visit is ignored (its rows land) and recorded in ingest_runs
+    runs_r3 = {r["source_file"].rsplit("/", 1)[-1]: r["ignored_columns"] for r in spark.read.format("delta")
+               .load(str(settings.table_path("ingest_runs"))).where(f"run_id = '{r3['run_id']}'").collect()}
+    assert runs_r3["page_visit.parquet"] == "referrer"
+    assert {k: v for k, v in runs_r3.items() if k != "page_visit.parquet"} == {
+        "product_buy.parquet": None, "add_to_cart.parquet": None, "remove_from_cart.parquet": None,
+        "product_properties.parquet": None}
+    visits = spark.read.format("delta").load(str(settings.table_path("events"))).where(
+        "event_type = 'page_visit' AND event_date = DATE'2024-03-03'")
+    assert sorted((r["client_id"], r["url"]) for r in visits.collect()) == [(1, 7), (2, 8)]
     history = DeltaTable.forPath(spark, str(settings.table_path("events"))).history().collect()
     assert {h["operation"] for h in history} <= {"CREATE TABLE", "MERGE"}  # never an overwrite
     # products: latest properties win, unchanged rows keep their first ingestion time

@@ -75,7 +75,75 @@ def test_sql_errors_are_one_line(spark, lakehouse, monkeypatch, capsys, tmp_path
     assert_one_line_error(code, err, "TABLE_OR_VIEW_NOT_FOUND", "registered tables: events, products")
     code, _, err = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", "SELECT 1",
                            "--out", str(tmp_path / "x.txt"))
-    assert_one_line_error(code, err, ".csv or .parquet")
+    assert_one_line_error(code, err, ".csv, .json or .parquet")
+    code, _, err = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", "SELECT 1", "--format", "xml")
+    assert_one_line_error(code, err, "--format must be one of table, csv, json")
+
+
+def _version(lakehouse: Path, name: str) -> int:
+    return max(int(p.stem) for p in (Settings(lakehouse=lakehouse).table_path(name) / "_delta_log").glob("*.json"))
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM products WHERE sku = 7",
+    "UPDATE products SET price = 1",
+    "INSERT INTO products SELECT * FROM products",
+    "WITH p AS (SELECT * FROM products) INSERT INTO products SELECT * FROM p",
+    "MERGE INTO products t USING products s ON t.sku = s.sku WHEN MATCHED THEN DELETE",
+    "RESTORE TABLE products TO VERSION AS OF 0",
+    "DROP TABLE products",
+    "OPTIMIZE products",
+])
+def test_sql_is_read_only_by_default(spark, lakehouse, monkeypatch, capsys, statement):
+    before = _version(lakehouse, "products")
+    code, out, err = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", statement)
+    assert_one_line_error(code, err, "read-only", "--write")
+    assert _version(lakehouse, "products") == before  # no new Delta version
+    assert spark.read.format("delta").load(str(Settings(lakehouse=lakehouse).table_path("products"))).count() == 1
+
+
+def test_sql_write_allows_dml_and_reads_pass(spark, lakehouse, monkeypatch, capsys, tmp_path):
+    for query in ("DESCRIBE HISTORY events", "SHOW TABLES", "EXPLAIN SELECT * FROM events",
+                  "SELECT * FROM events VERSION AS OF 0"):
+        code, _, err = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", query)
+        assert code == 0, (query, err)
+    # --write on a copy (the module's lakehouse stays as it is for the other tests)
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(lakehouse, copy)
+    before = _version(copy, "products")
+    code, _, err = run_cli(monkeypatch, capsys, "--lakehouse", str(copy), "sql", "DELETE FROM products WHERE sku = 7",
+                           "--write")
+    assert code == 0, err
+    assert _version(copy, "products") == before + 1
+    assert spark.read.format("delta").load(str(Settings(lakehouse=copy).table_path("products"))).count() == 0
+
+
+def test_sql_formats_and_no_squeeze_when_piped(spark, lakehouse, monkeypatch, capsys):
+    import json
+
+    query = "SELECT client_id, query, timestamp, repeat('x', 150) AS wide FROM events ORDER BY client_id"
+    code, out, err = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", query, "--limit", "2",
+                             "--format", "json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["client_id"] for r in rows] == [1, 2] and rows[0]["query"] == list(range(16))
+    code, out, _ = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql",
+                           "SELECT sku FROM events LIMIT 1", "--format", "json")
+    assert json.loads(out) == {"sku": None}  # nulls are kept
+    assert rows[0]["timestamp"].startswith("2024-03-01T10:01:00")  # Spark's ISO form in the session zone (UTC)
+    assert "more rows exist" in err  # the note is not mixed into the data
+
+    code, out, _ = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", query, "--format", "csv")
+    parsed = list(csv.DictReader(out.splitlines()))
+    assert [r["client_id"] for r in parsed] == ["1", "2", "3"]
+    assert parsed[0]["query"] == "[" + ",".join(str(i) for i in range(16)) + "]"
+    assert parsed[0]["timestamp"] == "2024-03-01 10:01:00" and parsed[0]["wide"] == "x" * 150
+
+    code, out, _ = run_cli(monkeypatch, capsys, "--lakehouse", str(lakehouse), "sql", query)  # table, piped
+    assert code == 0
+    assert any("x" * 150 in line for line in out.splitlines())  # one line per row, not cut at 80 columns
 
 
 def test_tables_doc_is_up_to_date():

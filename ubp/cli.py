@@ -61,8 +61,36 @@ for _name in COMMAND_MODULES:
     _mod.register(app)
 
 
+def _click_error(exc: BaseException) -> bool:
+    """Is `exc` a click error? typer bundles its own click (`typer._click`, whose exceptions derive from
+    `typer.exceptions.TyperException`), so the top-level `click.ClickException` alone never matches."""
+    from typer.exceptions import TyperException
+
+    kinds: list[type] = [TyperException]
+    try:
+        import click
+
+        kinds.append(click.ClickException)
+    except ImportError:  # typer does not need the top-level click
+        pass
+    return isinstance(exc, tuple(kinds)) and hasattr(exc, "format_message")
+
+
+def _show_click_error(exc) -> int:
+    """Print a click error as ONE line on stderr; return its exit code (2 for usage errors)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # plain `ubp`: the help is the answer (typer's rich help has
+        if (exc.format_message() or "").strip():  # been printed already; plain click's is in the message)
+            typer.echo(exc.format_message(), err=True)
+        return 2
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    typer.secho(f"error: {message}{hint}", fg="red", err=True)
+    return int(getattr(exc, "exit_code", 2) or 2)
+
+
 def run() -> None:
-    """Entry point: turn user errors (and Spark's analysis errors) into one clear line."""
+    """Entry point: user errors, usage errors and Spark's analysis errors become one clear line (exit 2)."""
     try:
         app(standalone_mode=False)
     except UbpError as exc:
@@ -72,12 +100,9 @@ def run() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own formatting
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        if _click_error(exc):
+            sys.exit(_show_click_error(exc))
         raise
 
 

@@ -4,9 +4,43 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 DEFAULT_LAKEHOUSE = "./lakehouse"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Guards of `ubp ingest` (CLI flags of the same names; see docs/operations.md).
+
+    The defaults accept the organizers' data as delivered and stop a run whose input is mostly broken, so a
+    scheduled run fails loudly instead of landing garbage or quarantining everything silently.
+    """
+
+    strict_schema: bool = False  # True: columns outside the contract quarantine the file (else ignored, recorded)
+    min_timestamp: datetime = datetime(2000, 1, 1, tzinfo=UTC)  # earlier events: quarantined as out_of_range
+    max_timestamp: datetime | None = None  # later events: out_of_range; None = the run's start + future_tolerance
+    future_tolerance: timedelta = timedelta(days=1)  # default window end after the run's start
+    max_quarantine_share: float = 0.5  # a file with a larger share of quarantined rows fails the run
+    max_text_chars: int = 65_536  # product_text.text longer than this: quarantined (text_too_long)
+    max_query_chars: int = 1_024  # search_query.query / product name strings longer than this: quarantined
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_quarantine_share <= 1.0:
+            raise ValueError(f"max_quarantine_share must be in 0..1, got {self.max_quarantine_share}")
+        if self.max_text_chars < 1 or self.max_query_chars < 1:
+            raise ValueError("max_text_chars and max_query_chars must be positive")
+        for name in ("min_timestamp", "max_timestamp"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:  # naive datetimes are UTC, like naive raw timestamps
+                object.__setattr__(self, name, value.replace(tzinfo=UTC))
+        if self.max_timestamp is not None and self.max_timestamp <= self.min_timestamp:
+            raise ValueError(f"max_timestamp {self.max_timestamp} is not after min_timestamp {self.min_timestamp}")
+
+    def window(self, run_start: datetime) -> tuple[datetime, datetime]:
+        """The accepted event-time window [min, max] for a run that started at `run_start` (UTC)."""
+        return self.min_timestamp, self.max_timestamp or run_start + self.future_tolerance
 
 
 @dataclass(frozen=True)
@@ -21,6 +55,7 @@ class Settings:
     master: str | None = None
     spark_conf: tuple[tuple[str, str], ...] = ()
     namespace: str = ""  # non-empty: derived tables and models go to <lakehouse>/<namespace>/ (bronze is shared)
+    ingest: IngestOptions = field(default_factory=IngestOptions)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lakehouse", Path(self.lakehouse).expanduser().resolve())

@@ -1,15 +1,20 @@
 """The Feast feature store of a lakehouse: render its config, build the `FeatureStore`, apply the definitions.
 
-Design: `feature_repo/feature_store.yaml` is a template. The effective config needs two things only known at run
-time (absolute lakehouse paths and the Delta jars from `ubp.jars.ensure_delta_jars()`, which Feast's Spark offline
-store must put on its session), so `render_config` writes it to `<lakehouse>/_feast/feature_store.yaml` (SQLite
-online store, the default) or `<lakehouse>/_feast/feature_store.redis.yaml` (Redis). Each online store gets its own
+Design: `feature_repo/feature_store.yaml` is a plain Feast config (`${UBP_LAKEHOUSE}` and `${UBP_DELTA_JARS}` are
+expanded by Feast from the environment), so `feast -c feature_repo plan|apply|ui` use it as is. ubp derives its
+effective config from it (absolute lakehouse paths, the chosen online store, the Delta jars from
+`ubp.jars.ensure_delta_jars()`, which Feast's Spark offline store must put on its session): `render_config` writes
+it to `<lakehouse>/_feast/feature_store.yaml` (SQLite online store, the default) or
+`<lakehouse>/_feast/feature_store.redis.yaml` (Redis). Online reads (`get_store(read_only=True)`) build the same
+config in memory without jars: no file is written and Maven is never needed. Each online store gets its own
 registry file (`registry.db`, `registry.redis.db`), because the registry also records what was materialized where.
 
 Switch to Redis with `online="redis"` (CLI: `ubp publish --online redis`) or env `UBP_FEAST_ONLINE=redis`; the
 address comes from `UBP_REDIS_URL` (Feast's connection string, `host:port[,db=N,password=...]`, default
-`127.0.0.1:6379`). The rendered yaml also works with Feast's own CLI:
-`feast -c feature_repo -f <lakehouse>/_feast/feature_store.yaml apply` (with `UBP_LAKEHOUSE` set).
+`127.0.0.1:6379`). The Redis password never reaches a file: the rendered yaml says `password=${UBP_REDIS_PASSWORD}`
+and Feast expands environment variables when it loads a feature_store.yaml. The password is taken from
+`UBP_REDIS_PASSWORD`, or from `UBP_REDIS_URL` (then copied into this process's `UBP_REDIS_PASSWORD`). The rendered
+yaml also works with Feast's own CLI: `feast -c feature_repo -f <lakehouse>/_feast/feature_store.yaml apply`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from ubp.config import Settings
@@ -52,6 +56,26 @@ def redis_url() -> str:
     `redis://[:password@]host:port[/db]` URL (converted)."""
     url = os.environ.get("UBP_REDIS_URL", "127.0.0.1:6379")
     return to_feast_redis(url)
+
+
+REDIS_PASSWORD_ENV = "UBP_REDIS_PASSWORD"
+
+
+def redis_yaml_connection() -> str:
+    """The connection string to write into a yaml: the address from `UBP_REDIS_URL` without its password, plus
+    `password=${UBP_REDIS_PASSWORD}` when a password is in use (Feast expands it from the environment on load).
+
+    A password given inside `UBP_REDIS_URL` is moved to `UBP_REDIS_PASSWORD` of this process, so the store loaded
+    here authenticates; other processes (e.g. the `feast` CLI) need `UBP_REDIS_PASSWORD` exported.
+    """
+    parts = [p for p in redis_url().split(",") if p.strip()]
+    secret = [p.split("=", 1)[1] for p in parts if p.strip().lower().startswith("password=")]
+    parts = [p for p in parts if not p.strip().lower().startswith("password=")]
+    if secret:
+        os.environ[REDIS_PASSWORD_ENV] = secret[-1]
+    if os.environ.get(REDIS_PASSWORD_ENV):
+        parts.append(f"password=${{{REDIS_PASSWORD_ENV}}}")
+    return ",".join(parts)
 
 
 def to_feast_redis(url: str) -> str:
@@ -98,38 +122,82 @@ def create_sqlite_db(path: Path) -> None:
         conn.close()
 
 
-def render_config(settings: Settings, online: str | None = None, template: Path | None = None) -> Path:
-    """Write the effective feature_store.yaml for this lakehouse and online store; return its path."""
-    from ubp.jars import ensure_delta_jars
+LAKEHOUSE_VAR = "${UBP_LAKEHOUSE}"
+
+
+def effective_config(settings: Settings, online: str | None = None, template: Path | None = None, *,
+                     jars: bool = True) -> dict[str, Any]:
+    """The repo's feature_store.yaml for this lakehouse and online store, as a dict: absolute paths, the online
+    store block, and the Delta jars (`jars=False`: none, so no Maven; enough for online reads).
+
+    Only `${UBP_LAKEHOUSE}` is filled in here; other `${VAR}`s (the Redis password) stay for Feast to expand.
+    """
+    import yaml
 
     kind = online_kind(online)
     template = template or REPO_DIR / "feature_store.yaml"
     feast_dir = settings.feast_dir
+    try:
+        cfg = yaml.safe_load(template.read_text().replace(LAKEHOUSE_VAR, str(settings.lakehouse)))
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("registry"), dict):
+            raise ValueError("no `registry:` mapping")
+        offline = cfg.get("offline_store")
+        spark = isinstance(offline, dict) and offline.get("type") == "spark"
+        spark_conf = offline.setdefault("spark_conf", {}) if spark else {}
+    except (yaml.YAMLError, ValueError, AttributeError, OSError) as exc:
+        raise UbpError(f"bad feature_store.yaml {template}: {_one_line(exc)}") from exc
+    if kind == "sqlite":
+        cfg["online_store"] = {"type": "sqlite", "path": str(feast_dir / "online.db")}
+        cfg["registry"]["path"] = str(feast_dir / "registry.db")
+    else:
+        cfg["online_store"] = {"type": "redis", "connection_string": redis_yaml_connection()}
+        cfg["registry"]["path"] = str(feast_dir / "registry.redis.db")
+    if jars and spark:
+        from ubp.jars import ensure_delta_jars
+
+        spark_conf["spark.jars"] = ",".join(ensure_delta_jars())
+    else:
+        spark_conf.pop("spark.jars", None)
+    return cfg
+
+
+def render_config(settings: Settings, online: str | None = None, template: Path | None = None) -> Path:
+    """Write the effective feature_store.yaml for this lakehouse and online store; return its path."""
+    import yaml
+
+    kind = online_kind(online)
+    cfg = effective_config(settings, kind, template)
+    feast_dir = settings.feast_dir
     feast_dir.mkdir(parents=True, exist_ok=True)
     if kind == "sqlite":
         create_sqlite_db(feast_dir / "online.db")
-        block = f"  type: sqlite\n  path: {feast_dir / 'online.db'}"
-        name, registry = "feature_store.yaml", "registry.db"
-    else:
-        block = f"  type: redis\n  connection_string: \"{redis_url()}\""
-        name, registry = "feature_store.redis.yaml", "registry.redis.db"
-    try:
-        text = Template(template.read_text()).substitute(
-            feast_dir=str(feast_dir), online_store=block, delta_jars=",".join(ensure_delta_jars())
-        )
-    except (KeyError, ValueError, OSError) as exc:
-        raise UbpError(f"bad feature_store.yaml template {template}: {_one_line(exc)}") from exc
-    text = text.replace(f"{feast_dir}/registry.db", f"{feast_dir}/{registry}")
-    out = feast_dir / name
-    out.write_text(text)
+    out = feast_dir / ("feature_store.yaml" if kind == "sqlite" else "feature_store.redis.yaml")
+    out.write_text(f"# written by ubp from {REPO_DIR.name}/feature_store.yaml; edit that one\n"
+                   + yaml.safe_dump(cfg, sort_keys=False))
     return out
 
 
-def get_store(settings: Settings, online: str | None = None, template: Path | None = None) -> Any:
-    """A `FeatureStore` for this lakehouse (config rendered first). Feast config errors become one-line UbpErrors."""
+def get_store(settings: Settings, online: str | None = None, template: Path | None = None, *,
+              read_only: bool = False) -> Any:
+    """A `FeatureStore` for this lakehouse. Feast config errors become one-line UbpErrors.
+
+    `read_only`: for online reads. The config is built in memory without the Delta jars: nothing is written, Maven
+    is never called, so a reader needs neither write access to the lakehouse nor a jar cache.
+    """
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
     _quiet_feast()
+    if read_only:
+        cfg = effective_config(settings, online, template, jars=False)
+        if cfg["online_store"]["type"] == "redis":  # what Feast would expand when loading the yaml
+            cfg["online_store"]["connection_string"] = os.path.expandvars(cfg["online_store"]["connection_string"])
+        try:
+            config = RepoConfig(**cfg)
+            config.repo_path = settings.feast_dir
+            return FeatureStore(repo_path=str(settings.feast_dir), config=config)
+        except Exception as exc:
+            raise UbpError(f"bad Feast config for {settings.feast_dir}: {_one_line(exc)}") from exc
     yaml_path = render_config(settings, online, template)
     try:
         return FeatureStore(repo_path=str(settings.feast_dir), fs_yaml_file=yaml_path)

@@ -175,8 +175,10 @@ INGEST_RUNS = _t(
         ("duplicates", "bigint", False, "exact duplicates dropped (within the file or already in the table)"),
         ("started_at", "timestamp", False, ""),
         ("finished_at", "timestamp", False, ""),
+        ("ignored_columns", "string", True, "columns outside the contract that were ignored (comma-separated)"),
+        ("unknown_skus", "bigint", True, "product_text: distinct skus accepted that `products` lacks (flag)"),
     ],
-    doc="One row per (run, raw file): the reconciliation summary.",
+    doc="One row per (run, raw file): the reconciliation summary. Columns added later are null in older rows.",
 )
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _store(settings: Settings, online: str | None) -> Any:
     registry = settings.feast_dir / ("registry.db" if kind == "sqlite" else "registry.redis.db")
     if not registry.exists():
         raise UbpError(f"nothing published to the {kind} online store of {settings.lakehouse} yet: run `ubp publish`")
-    return feast_store.get_store(settings, kind)
+    return feast_store.get_store(settings, kind, read_only=True)  # reads: no jars, no Maven, no writes
 
 
 def _plain(v: Any) -> Any:
