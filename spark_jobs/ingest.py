@@ -43,6 +43,7 @@ from ubp.tables import (
     PRODUCT_TEXT,
     PRODUCTS,
     QUARANTINE,
+    QUARANTINE_REASONS,
     QUERY_CODES,
     RAW_EVENT_COLUMNS,
     RAW_PRODUCT_COLUMNS,
@@ -54,20 +55,7 @@ from ubp.tables import (
 )
 
 # Reason codes written to `quarantine.reason` as "<code>: <detail>", in the order they are checked.
-REASONS: dict[str, str] = {
-    "unknown_columns": "the raw file has columns outside the contract and the run is `--strict-schema` (every "
-                       "row of that file is quarantined; by default such columns are ignored)",
-    "null_id": "client_id, sku or url is null",
-    "negative_id": "client_id, sku or url is negative",
-    "bad_timestamp": f"timestamp is null or not a `{TIMESTAMP_FORMAT}` string / timestamp value",
-    "out_of_range": "timestamp is outside the accepted window (default 2000-01-01 .. the run's start + 1 day)",
-    "future_timestamp": "timestamp is after the start of the ingest run (but inside the window)",
-    "text_too_long": "query / name longer than `--max-query-chars`, or product text longer than `--max-text-chars`",
-    "bad_codes": f"query / name is not a string of {QUERY_CODES} integers 0..255 like \"[11 2 3 ...]\"",
-    "bad_category": "category is null or negative",
-    "bad_price": f"price is null or outside 0..{PRICE_BUCKETS - 1}",
-    "null_text": "product_text.text is null or blank",
-}
+REASONS = QUARANTINE_REASONS  # reason code -> meaning (defined with the table contracts)
 
 # Raw file stem -> (target table, required columns).
 SOURCES: dict[str, tuple[Table, tuple[str, ...]]] = {

@@ -25,14 +25,7 @@ PACKAGES = ("ubp", "spark_jobs", "models", "dags", "feature_repo")
 
 # (importer, imported) edges that break the rules today, each with who removes it. Keep this set shrinking: an
 # entry that no longer occurs fails the test, so it is deleted together with the fix.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # `ubp tables-doc` lists the quarantine reasons, defined in the ingest job: they belong in ubp/tables.py
-    ("ubp.tables_doc", "spark_jobs.ingest"),
-    # `ubp sql` and `ubp ingest`'s summary use Spark directly instead of a stage; being moved with the sql command
-    ("ubp.commands.ingest", "spark_jobs.catalog"),
-    ("ubp.commands.ingest", "spark_jobs.ingest"),
-    ("ubp.commands.ingest", "spark_jobs.session"),
-}
+KNOWN_VIOLATIONS: set[tuple[str, str]] = set()  # (importer, imported) pairs allowed while being fixed
 
 # layer -> the layers it may import (its own included)
 ALLOWED: dict[str, set[str]] = {

@@ -35,6 +35,22 @@ QUERY_CODES = 16  # a query / product name is 16 integers in 0..255
 PRICE_BUCKETS = 100  # price is a bucket 0..99
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 
+# Quarantine reason codes (bronze `quarantine.reason` starts with one) and what each means.
+QUARANTINE_REASONS: dict[str, str] = {
+    "unknown_columns": "the raw file has columns outside the contract and the run is `--strict-schema` (every "
+                       "row of that file is quarantined; by default such columns are ignored)",
+    "null_id": "client_id, sku or url is null",
+    "negative_id": "client_id, sku or url is negative",
+    "bad_timestamp": f"timestamp is null or not a `{TIMESTAMP_FORMAT}` string / timestamp value",
+    "out_of_range": "timestamp is outside the accepted window (default 2000-01-01 .. the run's start + 1 day)",
+    "future_timestamp": "timestamp is after the start of the ingest run (but inside the window)",
+    "text_too_long": "query / name longer than `--max-query-chars`, or product text longer than `--max-text-chars`",
+    "bad_codes": f"query / name is not a string of {QUERY_CODES} integers 0..255 like \"[11 2 3 ...]\"",
+    "bad_category": "category is null or negative",
+    "bad_price": f"price is null or outside 0..{PRICE_BUCKETS - 1}",
+    "null_text": "product_text.text is null or blank",
+}
+
 # Token ids reserved in every vocabulary.
 PAD_ID, BOS_ID, EOS_ID, OOV_ID = 0, 1, 2, 3
 FIRST_TOKEN_ID = 4

@@ -51,11 +51,9 @@ def _command(stage: str) -> str:
 
 
 def _reasons() -> dict[str, str]:
-    try:  # the quarantine reason codes live with the ingest job; pyspark is imported but no JVM is started
-        from spark_jobs.ingest import REASONS
-    except ImportError:  # pragma: no cover
-        return {}
-    return REASONS
+    from ubp.tables import QUARANTINE_REASONS
+
+    return QUARANTINE_REASONS
 
 
 def render() -> str:
