@@ -45,6 +45,49 @@ def test_multilabel_macro_skips_single_class_labels():
     assert math.isnan(multilabel_auroc(np.zeros((3, 2)), np.ones((3, 2))))
 
 
+def test_multilabel_auroc_equals_the_per_label_binary_auroc_with_ties():
+    """The vectorised macro AUROC gives exactly the mean of the binary AUROCs (ties, sparse labels, dead labels)."""
+    rng = np.random.default_rng(3)
+    y = (rng.random((700, 40)) < rng.uniform(0.002, 0.3, 40)).astype(np.int8)
+    y[:, 5] = 0  # no positive: skipped
+    s = np.round(rng.normal(size=(700, 40)) + y * 0.8, 1)  # rounding makes many ties
+    per_label = [auroc(y[:, j], s[:, j]) for j in range(40)]
+    assert multilabel_auroc(y, s) == pytest.approx(np.nanmean(per_label), abs=1e-12)
+
+
+def test_paired_bootstrap_is_paired_and_its_interval_covers_the_difference():
+    from ubp.metrics import interval, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good, bad = y + rng.normal(0, 0.8, 400), y + rng.normal(0, 3.0, 400)
+    draws = paired_bootstrap("binary", y, good, bad, n_boot=200, seed=0)
+    lo, hi = interval(draws)
+    assert 0 < lo <= auroc(y, good) - auroc(y, bad) <= hi  # a clear win: the interval is above 0
+    assert np.allclose(paired_bootstrap("binary", y, good, good, n_boot=20), 0.0)  # same users both sides
+
+
+def test_weighted_resample_score_equals_scoring_the_resampled_users():
+    """A bootstrap draw is scored from precomputed ranks with integer weights: it must equal `score_task` on the
+    users drawn (ties and all), for binary and multilabel tasks."""
+    from ubp.metrics import _WeightedTask
+
+    rng = np.random.default_rng(1)
+    n = 300
+    yb = rng.integers(0, 2, n)
+    sb = np.round(rng.normal(size=n) + yb, 1)
+    ym = (rng.random((n, 12)) < 0.2).astype(np.int8)
+    sm = np.round(rng.normal(size=(n, 12)) + ym, 1)
+    pop = rng.random(12)
+    for kind, y, s in (("binary", yb, sb), ("multilabel", ym, sm)):
+        task = _WeightedTask(kind, y, s, pop)
+        for _ in range(3):
+            idx = rng.integers(0, n, n)
+            w = np.bincount(idx, minlength=n).astype(np.float64)
+            want = score_task(kind, y[idx], s[idx], pop)["score"]
+            assert task.score(w) == pytest.approx(want, abs=1e-10), kind
+
+
 def test_diversity_uniform_is_one_and_confident_is_low():
     assert diversity(np.zeros((4, 100))) == pytest.approx(1.0)
     sharp = np.full((2, 100), -30.0)

@@ -11,8 +11,6 @@ Definitions follow the organizers' evaluation code (Synerise/recsys2025, `traini
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 EPS = 1e-9
@@ -54,15 +52,40 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def _average_ranks_columns(x: np.ndarray) -> np.ndarray:
+    """`_average_ranks` of every column of a 2-D array at once (one sort, no Python loop over labels)."""
+    n, m = x.shape
+    order = np.argsort(x, axis=0, kind="mergesort")
+    xs = np.take_along_axis(x, order, axis=0)
+    pos = np.broadcast_to(np.arange(n)[:, None], (n, m))
+    first = np.ones((n, m), dtype=bool)
+    first[1:] = xs[1:] != xs[:-1]  # a run of equal values starts here
+    last = np.ones((n, m), dtype=bool)
+    last[:-1] = first[1:]  # ... and ends here
+    start = np.maximum.accumulate(np.where(first, pos, 0), axis=0)
+    end = np.minimum.accumulate(np.where(last, pos, n)[::-1], axis=0)[::-1]
+    ranks = np.empty((n, m), dtype=np.float64)
+    np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=0)
+    return ranks
+
+
 def multilabel_auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Macro AUROC over labels, skipping labels with one class in y_true. NaN if no label is scorable."""
+    """Macro AUROC over labels, skipping labels with one class in y_true. NaN if no label is scorable.
+    Vectorised over labels (the paired bootstrap scores thousands of resamples)."""
     y = np.asarray(y_true)
-    s = np.asarray(y_score)
+    s = np.asarray(y_score, dtype=np.float64)
     if y.ndim != 2 or y.shape != s.shape:
         raise ValueError(f"expected two equal 2-D arrays, got {y.shape} and {s.shape}")
-    values = [auroc(y[:, j], s[:, j]) for j in range(y.shape[1])]
-    values = [v for v in values if not np.isnan(v)]
-    return float(np.mean(values)) if values else float("nan")
+    y = y.astype(bool)
+    n_pos = y.sum(axis=0)
+    n_neg = y.shape[0] - n_pos
+    ok = (n_pos > 0) & (n_neg > 0)
+    if not ok.any():
+        return float("nan")
+    ranks = _average_ranks_columns(s[:, ok])
+    npos = n_pos[ok].astype(np.float64)
+    values = ((ranks * y[:, ok]).sum(axis=0) - npos * (npos + 1) / 2.0) / (npos * n_neg[ok])
+    return float(np.mean(values))
 
 
 def scorable_labels(y_true: np.ndarray) -> int:
@@ -119,18 +142,74 @@ def score_task(kind: str, y_true: np.ndarray, logits: np.ndarray, popularity: np
     return {"auroc": a, "novelty": n, "diversity": d, "score": propensity_score(a, n, d)}
 
 
-def paired_bootstrap(score: Callable[[np.ndarray, np.ndarray], float | None], y_true: np.ndarray, logits_a: np.ndarray,
-                     logits_b: np.ndarray, n_boot: int = 200, seed: int = 0) -> np.ndarray:
-    """Draws of score(a) - score(b) over users resampled with replacement, the same users for both profiles
-    (paired: both were scored on the same test users). Returns [n_boot] differences (NaN where undefined)."""
+class _WeightedTask:
+    """One task's score under per-user weights (a bootstrap resample = integer weights), without re-sorting:
+    ranks, tie groups and per-user novelty / diversity terms are computed once, each resample is a few array ops."""
+
+    def __init__(self, kind: str, y_true: np.ndarray, logits: np.ndarray, popularity: np.ndarray | None) -> None:
+        self.kind = kind
+        s = np.asarray(logits, dtype=np.float64)
+        y = np.asarray(y_true).astype(bool)
+        if kind == "binary":
+            s, y = s.reshape(-1, 1), y.reshape(-1, 1)
+        n, m = s.shape
+        self.order = np.argsort(s, axis=0, kind="mergesort")  # [n, m]
+        xs = np.take_along_axis(s, self.order, axis=0)
+        pos = np.broadcast_to(np.arange(n)[:, None], (n, m))
+        first = np.ones((n, m), dtype=bool)
+        first[1:] = xs[1:] != xs[:-1]
+        last = np.ones((n, m), dtype=bool)
+        last[:-1] = first[1:]
+        self.start = np.maximum.accumulate(np.where(first, pos, 0), axis=0)  # first index of each tie group
+        self.end = np.minimum.accumulate(np.where(last, pos, n)[::-1], axis=0)[::-1]  # its last index
+        self.ys = np.take_along_axis(y, self.order, axis=0)  # labels in score order
+        if kind == "multilabel":
+            p = sigmoid(s)
+            q = p / p.sum(axis=1, keepdims=True)
+            self.entropy = -(q * np.log2(q + EPS)).sum(axis=1) / np.log2(m)  # [n]
+            pop = np.asarray(popularity, dtype=np.float64).ravel()
+            k = min(10, len(pop))
+            top = np.sort(pop)[-k:].sum()
+            norm = pop / top if top > 0 else np.zeros_like(pop)
+            idx = np.argpartition(-p, k - 1, axis=1)[:, :k]
+            self.weighted_pop = (np.take_along_axis(p, idx, axis=1) * norm[idx]).sum(axis=1)  # [n]
+
+    def auroc(self, w: np.ndarray) -> float:
+        ws = w[self.order]  # [n, m] weights in score order
+        wneg = ws * ~self.ys
+        cum = np.cumsum(wneg, axis=0)
+        below = np.where(self.start > 0, np.take_along_axis(cum, np.maximum(self.start - 1, 0), axis=0), 0.0)
+        tied = np.take_along_axis(cum, self.end, axis=0) - below
+        wpos = ws * self.ys
+        n_pos, n_neg = wpos.sum(axis=0), wneg.sum(axis=0)
+        ok = (n_pos > 0) & (n_neg > 0)
+        if not ok.any():
+            return float("nan")
+        num = (wpos * (below + 0.5 * tied)).sum(axis=0)
+        return float(np.mean(num[ok] / (n_pos[ok] * n_neg[ok])))
+
+    def score(self, w: np.ndarray) -> float:
+        a = self.auroc(w)
+        if self.kind == "binary":
+            return a
+        total = w.sum()
+        novelty_value = (1.0 - float((w * self.weighted_pop).sum() / total)) ** 100
+        return propensity_score(a, novelty_value, float((w * self.entropy).sum() / total))
+
+
+def paired_bootstrap(kind: str, y_true: np.ndarray, logits_a: np.ndarray, logits_b: np.ndarray,
+                     popularity: np.ndarray | None = None, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """Draws of score(a) - score(b) (`score_task`'s score) over users resampled with replacement, the same
+    users for both profiles (paired: both were scored on the same test users). Returns [n_boot] differences (NaN
+    where a resample leaves a task unscorable)."""
     rng = np.random.default_rng(seed)
+    a = _WeightedTask(kind, y_true, logits_a, popularity)
+    b = _WeightedTask(kind, y_true, logits_b, popularity)
     n = len(y_true)
-    out = np.full(n_boot, np.nan)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        sa, sb = score(y_true[idx], logits_a[idx]), score(y_true[idx], logits_b[idx])
-        if sa is not None and sb is not None:
-            out[b] = sa - sb
+    out = np.empty(n_boot)
+    for i in range(n_boot):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        out[i] = a.score(w) - b.score(w)
     return out
 
 

@@ -521,17 +521,13 @@ def _paired_comparisons(pairs, tasks: dict, seeds, test_logits: dict, test_rows:
             continue
         per_task, draws_all = {}, []
         for task, spec in tasks.items():
-            pop_ = spec["popularity"]
-
-            def score(yt, logits, kind=spec["kind"], pop_=pop_):
-                return score_task(kind, yt, logits, pop_)["score"]
-
+            kind, pop_ = spec["kind"], spec["popularity"]
             diffs, draws = [], []
             for seed in seeds:
                 y = spec["y"][test_rows[(task, seed)]]
                 la, lb = test_logits[(a, task, seed)], test_logits[(b, task, seed)]
-                diffs.append(score(y, la) - score(y, lb))
-                draws.append(paired_bootstrap(score, y, la, lb, n_boot=n_boot, seed=seed))
+                diffs.append(score_task(kind, y, la, pop_)["score"] - score_task(kind, y, lb, pop_)["score"])
+                draws.append(paired_bootstrap(kind, y, la, lb, pop_, n_boot=n_boot, seed=seed))
             d = np.nanmean(np.stack(draws), axis=0)  # [n_boot]: mean over seeds per draw
             lo, hi = interval(d)
             per_task[task] = {"diff": float(np.mean(diffs)), "ci": [lo, hi]}
