@@ -68,6 +68,9 @@ def evaluate_cmd(
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="Cap the user and item models' training epochs."),
     no_ablation: bool = typer.Option(False, "--no-ablation", help="Skip the ensemble-minus-member ablation."),
     max_users: int = typer.Option(200_000, "--max-users", help="Sample at most this many users for the probes."),
+    probes: str = typer.Option("mlp,logreg", "--probes", help="Comma-separated probes; the first is the main one "
+                               "(mlp: the challenge's MLP shape; logreg: logistic regression)."),
+    n_boot: int = typer.Option(200, "--n-boot", min=10, help="Paired bootstrap draws per comparison."),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default reports/<date>)."),
     truth: Path | None = typer.Option(None, "--truth", help="Demo truth folder (default: <raw>/_truth if found)."),
 ) -> None:
@@ -81,10 +84,14 @@ def evaluate_cmd(
         raise UbpError(f"--seeds expects integers like 0,1,2, got {seeds!r}") from None
     if not seed_list:
         raise UbpError("--seeds needs at least one seed")
+    probe_list = tuple(p.strip() for p in probes.split(",") if p.strip())
+    if not probe_list or set(probe_list) - {"mlp", "logreg"}:
+        raise UbpError(f"--probes takes mlp and/or logreg, got {probes!r}")
     res = evaluate(settings_of(ctx), profiles=profiles or None, seeds=seed_list, as_of=_parse_ts(as_of),
                    build=not no_build, rebuild=rebuild, members=tuple(members) if members else None,
                    max_epochs=max_epochs,
-                   ablation=not no_ablation, max_users=max_users, report_dir=out, truth_dir=truth)
+                   ablation=not no_ablation, max_users=max_users, report_dir=out, truth_dir=truth,
+                   probes=probe_list, n_boot=n_boot)
     probe = res["probes"][0]
     typer.echo(f"evaluation at {res['as_of']} on {res['rows']['population']} users ({res['seconds']} s)")
     for name, rep in res["results"].items():
