@@ -182,3 +182,14 @@ def test_index_is_versioned_and_a_stale_one_is_refused(settings):
         similar_items(settings, n + 1, k=3)
     publish(settings, online="sqlite", views=["item_vector"])
     assert similar_items(settings, n + 1, k=1)[0]["sku"] == 1  # its near-copy, found through the rebuilt index
+
+
+def test_a_table_mixing_model_versions_gets_no_index(settings):
+    from ubp.item_index import index_root
+    from ubp.stages.item_search import build_item_index
+
+    write_item_vectors(settings, np.arange(1, 101), clustered(100, seed=3), "item-v1")
+    write_item_vectors(settings, np.arange(101, 201), clustered(100, seed=4), "item-v2", mode="append")
+    res = build_item_index(settings)
+    assert "mix model versions ['item-v1', 'item-v2']" in res["skipped"]
+    assert not index_root(settings.lakehouse).exists()

@@ -22,13 +22,15 @@ _loaded: dict[tuple[str, float], ItemIndex] = {}  # one loaded index per process
 
 def served_item_vectors(path: str | Path, delta_version: int | None = None) -> dict[str, Any]:
     """Per sku the row Feast serves (latest as_of, then created_at) of gold `item_vectors` at `delta_version`:
-    skus, vectors (n, dim) float32, is_cold, model versions (a list of the distinct ones)."""
+    skus, vectors (n, dim) float32, is_cold, and the distinct model versions in the table (the stage writes one
+    row per sku, all from one model)."""
     import numpy as np
+    import pyarrow.compute as pc
 
     from ubp.reader import iter_batches, table_version
 
     version = table_version(path) if delta_version is None else int(delta_version)
-    skus, vecs, cold, ts, created, mvs = [], [], [], [], [], []
+    skus, vecs, cold, ts, created, mvs = [], [], [], [], [], set()
     cols = ["sku", "vector", "is_cold", "model_version", "as_of", "created_at"]
     for b in iter_batches(path, version=version, columns=cols, batch_size=65536):
         lists = b.column("vector")
@@ -39,7 +41,7 @@ def served_item_vectors(path: str | Path, delta_version: int | None = None) -> d
         vecs.append(flat.reshape(b.num_rows, int(lengths[0])))
         skus.append(b.column("sku").to_numpy().astype(np.int64))
         cold.append(b.column("is_cold").to_numpy(zero_copy_only=False).astype(bool))
-        mvs.append(np.asarray(b.column("model_version").to_pylist(), dtype=object))
+        mvs.update(pc.unique(b.column("model_version")).to_pylist())
         ts.append(b.column("as_of").cast("int64").to_numpy())
         created.append(b.column("created_at").cast("int64").to_numpy())
     if not skus:
@@ -53,9 +55,8 @@ def served_item_vectors(path: str | Path, delta_version: int | None = None) -> d
     last = np.ones(len(k), dtype=bool)
     last[:-1] = k[1:] != k[:-1]
     keep = order[last]
-    mv = np.concatenate(mvs)[keep]
     return {"skus": k[last], "vectors": np.concatenate(vecs)[keep], "is_cold": np.concatenate(cold)[keep],
-            "model_versions": sorted(set(mv.tolist())), "delta_version": version}
+            "model_versions": sorted(mvs), "delta_version": version}
 
 
 def build_item_index(
