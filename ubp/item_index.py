@@ -1,8 +1,8 @@
 """Approximate nearest-neighbour index over item vectors (FAISS HNSW, cosine), versioned with the item model.
 
 Why: `similar-items` used to read the whole catalog through Feast and score it exactly on every call; at catalog
-size (1.2M items) that is minutes and gigabytes per query. An HNSW graph answers a query in about a millisecond at
-recall@10 >= 0.95 (`benchmarks/item_search.py`).
+size (1.2M items) that is about a minute per query. An HNSW graph answers one in under a millisecond of CPU at
+recall@10 0.97 (`benchmarks/item_search.py`, docs/benchmarks.md).
 
 Layout: `<lakehouse>/_index/item_vectors/<item model version>/` holds
   - `index.faiss`   the graph and the normalised vectors (FAISS's own format, `faiss.write_index`; no pickle),
