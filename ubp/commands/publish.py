@@ -59,10 +59,15 @@ def similar_items_cmd(
     sku: int = typer.Argument(..., help="Item id."),
     k: int = typer.Option(10, "--k", min=1, help="How many neighbours."),
     online: str = typer.Option(None, "--online", help=ONLINE_HELP),
+    exact: bool | None = typer.Option(
+        None, "--exact/--index",
+        help="--exact: exact search over every published vector; --index: the ANN index or an error. "
+             "Default: the index when `ubp publish` built one, else exact.",
+    ),
 ) -> None:
-    """The k most similar items by cosine over the published item vectors (exact, cold items included)."""
+    """The k most similar items by cosine over the published item vectors (cold items included, the item left out)."""
     from ubp.cli import settings_of
     from ubp.stages.publish import similar_items
 
-    for row in similar_items(settings_of(ctx), sku, k=k, online=online):
+    for row in similar_items(settings_of(ctx), sku, k=k, online=online, exact=exact):
         typer.echo(json.dumps(row))

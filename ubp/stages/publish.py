@@ -2,7 +2,8 @@
 
 Also the two read paths people use after a publish: `profile` (one user's profile, through Feast's
 `get_online_features` and a feature service: `user_profile_v1` = GRU-AE profile, `user_profile_ensemble_v1` =
-ensemble profile) and `similar_items` (exact top-k cosine over the published item vectors, cold items included).
+ensemble profile) and `similar_items` (top-k cosine over the published item vectors, cold items included: through
+the item-vector ANN index that publish builds, `ubp/stages/item_search.py`, or exactly).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ log = get_logger(__name__)
 
 VIEWS = tuple(FEATURE_VIEWS)  # every feature view, in publish order (ubp/stage_registry.py)
 # feature service -> the feature view behind it (one view, one vector space)
+ITEM_VIEW = "item_vector"
 PROFILE_SERVICES = {"user_profile_v1": "user_profile", "user_profile_ensemble_v1": "user_profile_ensemble"}
 
 
@@ -31,6 +33,7 @@ def publish(
     views: tuple[str, ...] | list[str] | None = None,
     full: bool = False,
     batch_size: int = 25_000,
+    index: bool = True,
 ) -> dict:
     """Apply the feature repo and publish each view whose gold table exists (a missing table, e.g. no ensemble
     yet, is skipped with a reason; its view and service stay registered).
@@ -38,6 +41,8 @@ def publish(
     online: "sqlite" | "redis" | None (None: env `UBP_FEAST_ONLINE`, else SQLite). Incremental by default: only
     entities whose served row changed since the last publish are written, entities deleted from Delta are deleted
     online. `full=True` rewrites everything. Idempotent: a second run with no Delta change writes nothing.
+    When `item_vector` is published (and `index`), the item-vector ANN index of the published table version is
+    built too (`ubp.stages.item_search.build_item_index`; kept when it is already up to date).
     """
     from ubp import feast_store
 
@@ -48,7 +53,7 @@ def publish(
         raise UbpError(f"unknown feature view(s) {unknown}; known: {', '.join(VIEWS)}")
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     with _locked(settings.feast_dir / f".publish-{kind}.lock"):  # Feast's file registry has no concurrent writers
-        return _publish_locked(settings, kind, wanted, full, batch_size)
+        return _publish_locked(settings, kind, wanted, full, batch_size, index)
 
 
 @contextmanager
@@ -63,7 +68,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, batch_size: int) -> dict:
+def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, batch_size: int,
+                    index: bool = True) -> dict:
     from rich.progress import Progress
 
     from ubp import feast_store
@@ -86,6 +92,10 @@ def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool
             out["rows"][name] = res.rows_written
             out["views"][name] = {"table": fv.batch_source.path, **res.as_dict()}
             log.info("publish %s: %s", name, out["views"][name])
+            if name == ITEM_VIEW and index:
+                from ubp.stages.item_search import build_item_index
+
+                out["item_index"] = build_item_index(settings, fv.batch_source.path, res.delta_version)
     out["registry"] = str(store.config.registry.path)
     out["feature_services"] = sorted(s.name for s in store.list_feature_services())
     return out
@@ -138,6 +148,15 @@ def profile(settings: Settings, client_id: int, online: str | None = None, servi
     return row
 
 
+def _item_state(settings: Settings, store: Any) -> Path:
+    """The publish state file of `item_vector` for this store's kind (what was last published, and from which
+    Delta version)."""
+    states = sorted((settings.feast_dir / "published").glob(f"{store.config.online_store.type}-*/item_vector.npz"))
+    if not states:
+        raise UbpError("no item vectors published yet: run `ubp publish`")
+    return states[-1]
+
+
 def published_item_vectors(settings: Settings, online: str | None = None, chunk: int = 5_000):
     """(skus, vectors float32 (n, d), is_cold) of every published item, read back through Feast's online API."""
     import numpy as np
@@ -145,10 +164,7 @@ def published_item_vectors(settings: Settings, online: str | None = None, chunk:
     from ubp.publish import PublishedState
 
     store = _store(settings, online)
-    states = sorted((settings.feast_dir / "published").glob(f"{store.config.online_store.type}-*/item_vector.npz"))
-    if not states:
-        raise UbpError("no item vectors published yet: run `ubp publish`")
-    skus = PublishedState.load(states[-1]).keys
+    skus = PublishedState.load(_item_state(settings, store)).keys
     vecs, cold, keep = [], [], []
     for i in range(0, len(skus), chunk):
         part = skus[i : i + chunk]
@@ -179,12 +195,40 @@ def top_k_cosine(query, matrix, k: int):
     return idx, scores[idx]
 
 
-def similar_items(settings: Settings, sku: int, k: int = 10, online: str | None = None) -> list:
-    """The k items most similar to `sku` by cosine over the published item vectors (exact; cold items included)."""
-    import numpy as np
+def similar_items(settings: Settings, sku: int, k: int = 10, online: str | None = None,
+                  exact: bool | None = None) -> list:
+    """The k items most similar to `sku` by cosine over the published item vectors (cold items included; the item
+    itself left out), best first.
 
+    exact=None: through the item-vector ANN index when publish built one (it must match the published vectors'
+    model version and table version, else a one-line error says to rebuild it), exactly when no index exists;
+    exact=True: exact search over every published vector (reads the whole catalog through Feast: small catalogs,
+    recall checks); exact=False: the index or an error.
+    """
     if k < 1:
         raise UbpError(f"k must be >= 1, got {k}")
+    from ubp.stages import item_search
+
+    if exact or (exact is None and not item_search.has_index(settings)):
+        return _similar_exact(settings, sku, k, online)
+    import numpy as np
+
+    from ubp.publish import PublishedState
+
+    store = _store(settings, online)
+    resp = store.get_online_features(
+        features=["item_vector:vector", "item_vector:model_version"], entity_rows=[{"sku": int(sku)}]
+    ).to_dict()
+    if resp["vector"][0] is None:
+        raise UbpError(f"sku {sku} has no published item vector")
+    published = PublishedState.load(_item_state(settings, store)).delta_version
+    index = item_search.load_index(settings, str(resp["model_version"][0]), published)
+    return index.neighbours(np.asarray(resp["vector"][0], dtype=np.float32), k, exclude_sku=int(sku))
+
+
+def _similar_exact(settings: Settings, sku: int, k: int, online: str | None) -> list:
+    import numpy as np
+
     skus, vecs, cold = published_item_vectors(settings, online)
     where = np.nonzero(skus == int(sku))[0]
     if not len(where):

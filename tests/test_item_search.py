@@ -1,0 +1,195 @@
+"""Item search through the ANN index (`ubp/item_index.py`, `ubp/stages/item_search.py`): recall against exact
+search, the index built by the real `publish` and versioned with the item model, stale indexes refused, and
+`similar_items` / `ubp similar-items` through the index agreeing with the exact path. Real FAISS, real Feast
+SQLite store, real Delta tables (written with deltalake: no Spark needed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ubp.config import Settings
+from ubp.errors import UbpError
+
+DIM = 64
+AS_OF = datetime(2024, 2, 1, tzinfo=UTC)
+
+
+def clustered(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    """Gaussian-mixture vectors (overlapping clusters), like real embeddings rather than uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // 50), dim)).astype(np.float32)
+    which = rng.integers(0, len(centres), n)
+    return centres[which] + 0.8 * rng.standard_normal((n, dim)).astype(np.float32)
+
+
+def exact_top(vecs: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    scores = unit[rows] @ unit.T
+    scores[np.arange(len(rows)), rows] = -np.inf  # the item itself is left out, as similar_items does
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def write_item_vectors(settings: Settings, skus: np.ndarray, vecs: np.ndarray, model_version: str,
+                       mode: str = "overwrite", created: datetime = AS_OF) -> None:
+    """Gold item_vectors as the item_vectors stage writes them: `created` is the model's creation time (publish's
+    incremental diff sees a new model's rows as changed through it)."""
+    from deltalake import write_deltalake
+
+    from ubp.tables import ITEM_VECTORS
+
+    n = len(skus)
+    table = pa.table(
+        {
+            "sku": pa.array(skus, pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.astype(np.float32).ravel()), vecs.shape[1])
+            .cast(pa.list_(pa.float32())),
+            "is_cold": pa.array(np.arange(n) % 4 == 0),
+            "model_version": pa.array([model_version] * n),
+            "encoder": pa.array(["minilm"] * n),
+            "as_of": pa.array([AS_OF] * n, pa.timestamp("us", tz="UTC")),
+            "created_at": pa.array([created] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=ITEM_VECTORS.arrow_schema(),
+    )
+    write_deltalake(str(settings.table_path("item_vectors")), table, mode=mode)
+
+
+def test_index_recall_against_exact_and_manifest(tmp_path):
+    from ubp.item_index import MANIFEST_FILE, IndexParams, ItemIndex, write_index
+
+    n, k = 4000, 10
+    vecs = clustered(n)
+    skus = np.arange(1000, 1000 + n, dtype=np.int64)
+    cold = np.arange(n) % 3 == 0
+    params = IndexParams(m=16, ef_construction=64, ef_search=48)
+    manifest = write_index(tmp_path, "item-v1", skus, vecs, cold, {"delta_version": 3}, params)
+    assert {k: manifest[k] for k in ("model_version", "count", "dim", "metric", "library", "cold")} == {
+        "model_version": "item-v1", "count": n, "dim": DIM, "metric": "cosine", "library": "faiss-cpu",
+        "cold": int(cold.sum())}
+    assert manifest["params"] == {"m": 16, "ef_construction": 64, "ef_search": 48} and manifest["build_seconds"] > 0
+    assert json.loads((tmp_path / "item-v1" / MANIFEST_FILE).read_text()) == manifest
+    assert not list(tmp_path.glob(".*"))  # the temporary build directory was renamed into place
+
+    index = ItemIndex.load(tmp_path / "item-v1")
+    rows = np.random.default_rng(1).choice(n, 300, replace=False)
+    truth = exact_top(vecs, rows, k)
+    hits = 0
+    for q, t in zip(rows, truth, strict=True):
+        got = index.neighbours(vecs[q], k, exclude_sku=int(skus[q]))
+        assert len(got) == k and int(skus[q]) not in {g["sku"] for g in got}
+        assert [g["score"] for g in got] == sorted((g["score"] for g in got), reverse=True)
+        assert all(g["is_cold"] == bool(cold[g["sku"] - 1000]) for g in got)
+        hits += len({g["sku"] for g in got} & set(skus[t].tolist()))
+    assert hits / (k * len(rows)) >= 0.95
+    # the scores are cosines of the raw (unnormalised) vectors
+    top = index.neighbours(vecs[rows[0]], 1, exclude_sku=int(skus[rows[0]]))[0]
+    other = vecs[top["sku"] - 1000]
+    cos = float(vecs[rows[0]] @ other / np.linalg.norm(vecs[rows[0]]) / np.linalg.norm(other))
+    assert top["score"] == pytest.approx(cos, abs=1e-5)
+
+
+def test_index_directory_must_hold_its_model_version(tmp_path):
+    from ubp.item_index import ItemIndex, write_index
+
+    vecs = clustered(200)
+    write_index(tmp_path, "item-v1", np.arange(200), vecs, np.zeros(200, bool), {})
+    (tmp_path / "item-v1").rename(tmp_path / "item-v2")  # an index copied under another version's name
+    with pytest.raises(UbpError, match="holds model 'item-v1', not 'item-v2'"):
+        ItemIndex.load(tmp_path / "item-v2")
+
+
+def test_publish_builds_the_index_and_similar_items_uses_it(settings):
+    from typer.testing import CliRunner
+
+    from ubp.cli import app
+    from ubp.item_index import index_root
+    from ubp.stages.publish import publish, similar_items
+
+    n, k = 2000, 10
+    vecs = clustered(n, seed=5)
+    skus = np.arange(500, 500 + n, dtype=np.int64)
+    write_item_vectors(settings, skus, vecs, "item-v1")
+    res = publish(settings, online="sqlite", views=["item_vector"])
+    built = res["item_index"]
+    assert built["model_version"] == "item-v1" and built["count"] == n and built["dim"] == DIM
+    manifest = json.loads((index_root(settings.lakehouse) / "item-v1" / "manifest.json").read_text())
+    assert manifest["source"]["delta_version"] == res["views"]["item_vector"]["delta_version"] == 0
+    assert manifest["cold"] == int((np.arange(n) % 4 == 0).sum())  # cold items are in the index
+    again = publish(settings, online="sqlite", views=["item_vector"])  # nothing changed: the index is kept
+    assert again["item_index"]["skipped"] == "up to date"
+
+    rows = np.random.default_rng(2).choice(n, 60, replace=False)
+    truth = exact_top(vecs, rows, k)
+    hits = 0
+    for q, t in zip(rows, truth, strict=True):
+        got = similar_items(settings, int(skus[q]), k=k, online="sqlite")
+        assert got[0]["sku"] == int(skus[t[0]])  # same top-1 as exact search, the item itself left out
+        hits += len({g["sku"] for g in got} & set(skus[t].tolist()))
+    assert hits / (k * len(rows)) >= 0.95
+    sku = int(skus[rows[0]])
+    exact = similar_items(settings, sku, k=k, online="sqlite", exact=True)
+    via_index = similar_items(settings, sku, k=k, online="sqlite", exact=False)
+    assert exact[0]["sku"] == via_index[0]["sku"] and exact[0]["score"] == pytest.approx(via_index[0]["score"],
+                                                                                          abs=1e-5)
+    assert {g["is_cold"] for g in similar_items(settings, sku, k=200)} == {True, False}
+    with pytest.raises(UbpError, match="sku 99 has no published item vector"):
+        similar_items(settings, 99)
+
+    runner = CliRunner()
+    for flag in ("--exact", "--index"):
+        out = runner.invoke(app, ["--lakehouse", str(settings.lakehouse), "similar-items", str(sku), "--k", "3",
+                                  flag])
+        assert out.exit_code == 0, out.output
+        lines = [json.loads(ln) for ln in out.output.splitlines() if ln.startswith("{")]
+        assert [ln["sku"] for ln in lines][:1] == [exact[0]["sku"]] and len(lines) == 3
+
+
+def test_index_is_versioned_and_a_stale_one_is_refused(settings):
+    from ubp.item_index import index_root
+    from ubp.stages.publish import publish, similar_items
+
+    n = 600
+    skus = np.arange(1, n + 1, dtype=np.int64)
+    write_item_vectors(settings, skus, clustered(n, seed=1), "item-v1")
+    publish(settings, online="sqlite", views=["item_vector"])
+    assert similar_items(settings, 5, k=3)  # through the index of item-v1
+
+    # a new item model: its vectors are published, but its index is not built (publish without the index step)
+    new = clustered(n, seed=2)
+    write_item_vectors(settings, skus, new, "item-v2", created=datetime(2024, 3, 1, tzinfo=UTC))
+    publish(settings, online="sqlite", views=["item_vector"], index=False)
+    with pytest.raises(UbpError, match=r"no item-vector index for item model item-v2 .*ubp publish --view item_vector"):
+        similar_items(settings, 5, k=3)  # the item-v1 index is another vector space: never used for item-v2
+    exact = similar_items(settings, 5, k=3, exact=True)  # exact search still answers
+    assert exact[0]["sku"] == int(skus[exact_top(new, np.array([4]), 1)[0, 0]])
+
+    res = publish(settings, online="sqlite", views=["item_vector"])  # rebuilt for item-v2, next to item-v1
+    assert res["item_index"]["model_version"] == "item-v2"
+    assert sorted(p.name for p in index_root(settings.lakehouse).iterdir()) == ["item-v1", "item-v2"]
+    assert similar_items(settings, 5, k=3)[0]["sku"] == exact[0]["sku"]
+
+    # same model, one more item (a new cold product): the table version moves on, the index must follow
+    write_item_vectors(settings, np.array([n + 1]), new[:1] + 0.01, "item-v2", mode="append",
+                       created=datetime(2024, 3, 1, tzinfo=UTC))
+    publish(settings, online="sqlite", views=["item_vector"], index=False)
+    with pytest.raises(UbpError, match=r"index for model item-v2 is stale: built from item_vectors v1, the online "
+                                       r"store serves v2"):
+        similar_items(settings, n + 1, k=3)
+    publish(settings, online="sqlite", views=["item_vector"])
+    assert similar_items(settings, n + 1, k=1)[0]["sku"] == 1  # its near-copy, found through the rebuilt index
+
+
+def test_a_table_mixing_model_versions_gets_no_index(settings):
+    from ubp.item_index import index_root
+    from ubp.stages.item_search import build_item_index
+
+    write_item_vectors(settings, np.arange(1, 101), clustered(100, seed=3), "item-v1")
+    write_item_vectors(settings, np.arange(101, 201), clustered(100, seed=4), "item-v2", mode="append")
+    res = build_item_index(settings)
+    assert "mix model versions ['item-v1', 'item-v2']" in res["skipped"]
+    assert not index_root(settings.lakehouse).exists()
