@@ -80,8 +80,9 @@ def ingest_options(base: IngestOptions, **given) -> IngestOptions:
 
 def print_summary(result: dict, console=None) -> None:
     """The reconciliation as a rich table: per raw file, read = accepted + quarantined + duplicates."""
-    from rich.console import Console
     from rich.table import Table
+
+    from ubp.log import console as ubp_console
 
     table = Table(title=f"ingest run {result['run_id']}", title_justify="left")
     for col, justify in (("raw file", "left"), ("table", "left"), ("read", "right"), ("accepted", "right"),
@@ -97,9 +98,7 @@ def print_summary(result: dict, console=None) -> None:
     table.add_row("total", "", f"{t['rows_read']:,}", f"{t['accepted']:,}", f"{t['quarantined']:,}",
                   f"{t['duplicates']:,}", "")
     if console is None:
-        console = Console()
-        if not console.is_terminal:  # piped / logged: do not squeeze the table into 80 columns
-            console = Console(width=160)
+        console = ubp_console()  # piped / logged: wide, the table is not squeezed into 80 columns
     console.print(table)
     if result["missing"]:
         console.print(f"not present (skipped): {', '.join(result['missing'])}")
@@ -242,17 +241,16 @@ def _short(value) -> str:
 
 
 def _print_rows(columns: list[str], rows: list, limit: int) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from ubp.log import console as ubp_console
 
     table = Table()
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows[:limit]:
         table.add_row(*[_short(v) for v in r])
-    console = Console()
-    if not console.is_terminal:  # piped / logged: no 80-column squeeze, each row on one line
-        console = Console(width=100_000)
+    console = ubp_console()  # piped / logged: no 80-column squeeze, each row on one line
     console.print(table)
     more = " (more rows exist; raise --limit or use --out)" if len(rows) > limit else ""
     console.print(f"{min(len(rows), limit)} row(s){more}")
