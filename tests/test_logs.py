@@ -88,3 +88,17 @@ def test_one_log_file_per_lakehouse(tmp_path: Path):
     text_a, text_b = (a / "ubp.log").read_text(), (b / "ubp.log").read_text()
     assert "line for lakehouse a" in text_a and "again for a" in text_a and "lakehouse b" not in text_a
     assert "line for lakehouse b" in text_b and "for a" not in text_b and "lakehouse a" not in text_b
+
+
+def test_plain_lines_follow_the_current_stdout(tmp_path: Path, monkeypatch):
+    """Piped, records go to whatever `sys.stdout` is now (pytest and Airflow swap it), as one plain line each."""
+    import io
+
+    from ubp.log import setup_logging
+
+    setup_logging(tmp_path / "_logs")
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", swapped)  # after the handler exists
+    logging.getLogger("ubp.test_logs").info("a record for the current stdout")
+    line = next(x for x in swapped.getvalue().splitlines() if "a record for the current stdout" in x)
+    assert " INFO ubp.test_logs: a record for the current stdout" in line and "\x1b[" not in line

@@ -62,7 +62,7 @@ def setup_logging(log_dir: Path | None = None, level: int = logging.INFO) -> Non
 
             handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False)
         else:  # one plain line per record: no wrapping, no escape codes
-            handler = logging.StreamHandler(sys.stdout)
+            handler = _PlainHandler()
             handler.setFormatter(logging.Formatter(_FORMAT))
         logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
         for noisy in ("py4j", "urllib3", "matplotlib", "filelock", "numba"):
@@ -74,6 +74,22 @@ def setup_logging(log_dir: Path | None = None, level: int = logging.INFO) -> Non
         _CONFIGURED = True
     if log_dir is not None:
         _use_log_file(Path(log_dir) / "ubp.log")
+
+
+class _PlainHandler(logging.StreamHandler):
+    """Plain lines on the CURRENT `sys.stdout`: pytest and Airflow replace it, and a handler holding the stream it
+    was created with would write to a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def _use_log_file(path: Path) -> None:
