@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, AssetAlias, Param
 
 from ubp.config import DEFAULT_LAKEHOUSE, Settings
 from ubp.registry import DEFAULT_USER_MEMBERS, PRIMARY_USER_MEMBER, user_kind  # noqa: F401  (DAGs: c.user_kind)
@@ -77,6 +78,12 @@ def model_asset(kind: str) -> Asset:
     return Asset(uri=f"file://{ASSET_SETTINGS.models_dir / kind}", name=f"ubp.model.{kind}", group="ubp")
 
 
+def changes_alias(task_id: str) -> AssetAlias:
+    """The outlet of a stage task: through it the task emits an event for each table it actually changed (a static
+    outlet would emit on every run, e.g. `products` on a day without a catalog file, re-running `item_vectors`)."""
+    return AssetAlias(name=f"ubp.changes.{task_id}", group="ubp")
+
+
 USER_MEMBERS: tuple[str, ...] = DEFAULT_USER_MEMBERS  # one training group and one embed task per member
 
 
@@ -117,11 +124,27 @@ RUNTIME_DEFAULTS: dict[str, Any] = {
 _CASTS: dict[str, Any] = {"user_max_epochs": int, "item_max_epochs": int, "promote_threshold": float}
 
 
+# JSON schema of each Param: the trigger form and `dag_run.conf` are checked against it when a run is created
+# (null / empty = Variable, env or default; `validate_config` checks the resolved values at the start of a run).
+PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "lakehouse": {"type": ["null", "string"]},
+    "raw_dir": {"type": ["null", "string"]},
+    "feast_online": {"type": ["null", "string"], "enum": [None, "", "sqlite", "redis"]},
+    "spark_master": {"type": ["null", "string"]},
+    "user_max_epochs": {"type": ["null", "integer"], "minimum": 1},
+    "item_variant": {"type": ["null", "string"]},
+    "item_max_epochs": {"type": ["null", "integer"], "minimum": 1},
+    "promote_threshold": {"type": ["null", "number"], "minimum": 0},
+    "as_of": {"type": ["null", "string"]},
+}
+
+
 def params(*names: str) -> dict[str, Param]:
-    """Params (trigger-form fields) for the given knobs; null means 'Variable, env or default'."""
+    """Params (trigger-form fields) for the given knobs, typed; null means 'Variable, env or default'."""
     docs = {
         "lakehouse": "Lakehouse root. Empty: Variable ubp_lakehouse, env UBP_LAKEHOUSE, ./lakehouse.",
-        "raw_dir": "Raw drop folder. Empty: Variable ubp_raw_dir, env UBP_RAW_DIR, <lakehouse>/_landing.",
+        "raw_dir": "Landing folder (flat, or one <YYYY-MM-DD> folder per day). Empty: Variable ubp_raw_dir, env "
+                   "UBP_RAW_DIR, <lakehouse>/_landing.",
         "feast_online": "Online store sqlite|redis. Empty: Variable ubp_feast_online, env UBP_FEAST_ONLINE, sqlite.",
         "spark_master": "Spark master. Empty: Variable ubp_spark_master, env UBP_SPARK_MASTER, local[2].",
         "user_max_epochs": "Epoch cap. Empty: Variable ubp_user_max_epochs, env, the preset's.",
@@ -130,7 +153,7 @@ def params(*names: str) -> dict[str, Param]:
         "promote_threshold": "Accepted relative degradation. Empty: Variable ubp_promote_threshold, env, 0.01.",
         "as_of": "ISO datetime. Empty: the run's data interval end (idempotent re-runs and backfills).",
     }
-    return {n: Param(None, type=["null", "string", "number"], description=docs[n]) for n in names}
+    return {n: Param(None, description=docs[n], **PARAM_SCHEMAS[n]) for n in names}
 
 
 def conf(params_: dict | None, name: str) -> Any:
@@ -184,10 +207,27 @@ def as_of_template(params_: dict | None, data_interval_end: Any, logical_date: A
 AS_OF_STAGES = tuple(s.name for s in STAGES if s.as_of)
 
 
-def stage_kwargs(stage: str, params_: dict | None) -> dict[str, Any]:
-    """Stage options that come from configuration (the as-of is added separately)."""
+LANDING_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def landing_dir(raw_dir: str, as_of: datetime | None) -> str:
+    """The folder a run ingests. Landing layout: `<raw_dir>/<YYYY-MM-DD>/<input>.parquet|<input>/` with one folder
+    per day, and a run reads only the day that ends at its as-of (the data interval), so the daily run does not
+    re-read the whole history. A flat `raw_dir` (no dated folder in it) is read whole, as before."""
+    root = Path(raw_dir)
+    if as_of is None or not root.is_dir():
+        return str(root)
+    if not any(p.is_dir() and LANDING_DAY.match(p.name) for p in root.iterdir()):
+        return str(root)
+    day = (as_of - timedelta(microseconds=1)).strftime("%Y-%m-%d")  # as-of 2025-07-02 00:00 -> 2025-07-01
+    return str(root / day)
+
+
+def stage_kwargs(stage: str, params_: dict | None, as_of: datetime | None = None) -> dict[str, Any]:
+    """Stage options that come from configuration (the as-of is added separately; ingest uses it to pick the
+    landing day)."""
     if stage == "ingest":
-        return {"raw_dir": conf(params_, "raw_dir")}
+        return {"raw_dir": landing_dir(conf(params_, "raw_dir"), as_of)}
     if stage == "train_user_model":  # the member comes from the task (one task group per member)
         return {"max_epochs": conf(params_, "user_max_epochs"), "promote": "never"}
     if stage == "train_item_model":
@@ -213,42 +253,84 @@ def _injection(task_id: str, try_number: int) -> str | None:
 
 
 def run_stage_task(stage: str, context: dict, **extra: Any) -> dict:
-    """Body of every stage task: resolve settings and options, run the stage function, return its summary."""
+    """Body of every stage task: resolve settings and options, run the stage function, return its summary; then
+    emit an asset event (through the task's `changes_alias`) for each table the stage actually changed."""
     from ubp.stages.pipeline import _jsonable, run_stage
 
     ti = context["ti"]
     settings = settings_of(context)
-    kwargs = {**stage_kwargs(stage, context.get("params")), **extra}
+    as_of = as_of_of(context)
+    kwargs = {**stage_kwargs(stage, context.get("params"), as_of if stage == "ingest" else None), **extra}
     if stage in AS_OF_STAGES:
-        kwargs["as_of"] = as_of_of(context)
+        kwargs["as_of"] = as_of
     if stage == "ingest" and not Path(kwargs["raw_dir"]).is_dir():
         from ubp.errors import UbpError
 
-        raise UbpError(f"raw folder {kwargs['raw_dir']} does not exist: set the raw_dir Param or Variable ubp_raw_dir")
+        raise UbpError(f"raw folder {kwargs['raw_dir']} does not exist: set the raw_dir Param or Variable ubp_raw_dir"
+                       " (a dated landing folder needs the day of the run's data interval)")
+    before = _versions_before(settings, stage, context)
     injected = _injection(ti.task_id, ti.try_number)
     if injected == "before":
         raise InjectedFailure(f"injected failure before {stage} (try {ti.try_number})")
     result = run_stage(settings, stage, **kwargs)
     if injected == "after":
         raise InjectedFailure(f"injected failure after {stage} committed (try {ti.try_number})")
-    return _jsonable(result)
+    changed = changed_tables(settings, stage, before)
+    events = context.get("outlet_events")
+    if events is not None and STAGE_OUTLETS.get(stage):
+        alias = changes_alias(ti.task_id)
+        for name in changed:
+            events[alias].add(table_asset(name))
+    print(f"{stage}: changed tables {changed or 'none'} (asset events for these only)")
+    return {**_jsonable(result), "changed_tables": changed}
+
+
+def _versions_before(settings: Settings, stage: str, context: dict) -> dict[str, int | None]:
+    """The Delta version of each table the stage writes, as the run's FIRST try found it: kept in a file under
+    `<lakehouse>/_logs/airflow/`, so a retry after a committed-then-failed try still reports the change."""
+    from ubp.delta_log import latest_version
+
+    names = STAGE_OUTLETS.get(stage, ())
+    if not names:
+        return {}
+    ti, run_id = context["ti"], context.get("run_id") or "manual"
+    dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(ti, "dag_id", "dag")
+    started = getattr(context.get("dag_run"), "start_date", None)  # a new run of the same run_id: a new baseline
+    run_key = f"{run_id}-{started.timestamp():.0f}" if started else str(run_id)
+    mark = (settings.logs_dir / "airflow" / str(dag_id) / run_key.replace("/", "_").replace(":", "_")
+            / f"{ti.task_id}.before.json")
+    if mark.is_file():
+        return json.loads(mark.read_text())
+    before = {n: latest_version(settings.table_path(n)) for n in names}
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps(before))
+    return before
+
+
+def changed_tables(settings: Settings, stage: str, before: dict[str, int | None]) -> list[str]:
+    """The tables of `stage` whose data changed since the versions in `before`."""
+    from ubp.delta_log import data_changed
+
+    return [n for n in STAGE_OUTLETS.get(stage, ()) if data_changed(settings.table_path(n), before.get(n))]
 
 
 def submit_args(stage: str, task_id: str, **extra: Any) -> list[str]:
     """spark-submit application arguments (templated) for a stage; mirrors `run_stage_task`."""
     lake = "{{ ubp_conf(params, 'lakehouse') }}"
+    as_of = "ubp_as_of(params, data_interval_end, logical_date, dag_run)"
     args = ["--stage", stage, "--lakehouse", lake,
-            "--kwargs", "{{ ubp_stage_kwargs('" + stage + "', params, " + json.dumps(extra) + ") }}",
+            "--kwargs", "{{ ubp_stage_kwargs('" + stage + "', params, " + json.dumps(extra) + ", " + as_of + ") }}",
             "--result", lake + "/_logs/airflow/{{ dag.dag_id }}/{{ run_id }}/" + task_id + ".json"]
     if stage in AS_OF_STAGES:
-        args += ["--as-of", "{{ ubp_as_of(params, data_interval_end, logical_date, dag_run) }}"]
+        args += ["--as-of", "{{ " + as_of + " }}"]
     return args
 
 
 USER_MACROS: dict[str, Any] = {
     "ubp_conf": conf,
     "ubp_as_of": as_of_template,
-    "ubp_stage_kwargs": lambda stage, p, extra=None: json.dumps({**stage_kwargs(stage, p), **(extra or {})}),
+    "ubp_stage_kwargs": lambda stage, p, extra=None, as_of=None: json.dumps(
+        {**stage_kwargs(stage, p, datetime.fromisoformat(as_of) if as_of else None), **(extra or {})}),
 }
 
 # What every ubp DAG shares: one run at a time, no backfill of missed intervals, retries, the Jinja macros.
@@ -268,7 +350,7 @@ def spark_stage(stage: str, task_id: str | None = None, **extra: Any):
     from airflow.sdk import task
 
     task_id = task_id or stage
-    outlets = assets(*STAGE_OUTLETS.get(stage, ()))
+    outlets = assets(*STAGE_OUTLETS.get(stage, ()))  # spark-submit: no Python after the stage, every table
     if SPARK_MODE == "submit":
         from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
@@ -277,22 +359,79 @@ def spark_stage(stage: str, task_id: str | None = None, **extra: Any):
             name=f"ubp-{task_id}", application_args=submit_args(stage, task_id, **extra), outlets=outlets,
         )
 
-    @task(task_id=task_id, outlets=outlets)
+    @task(task_id=task_id, outlets=stage_outlets(stage, task_id))
     def _stage(**context: Any) -> dict:
         return run_stage_task(stage, context, **extra)
 
     return _stage()
 
 
+def stage_outlets(stage: str, task_id: str) -> list[AssetAlias]:
+    """A Python stage task's outlet: its `changes_alias` when the stage writes tables (events per changed table)."""
+    return [changes_alias(task_id)] if STAGE_OUTLETS.get(stage) else []
+
+
 def python_stage(stage: str, task_id: str | None = None, **task_kwargs: Any):
     """A task running a non-Spark stage (training, publishing) in the task process."""
     from airflow.sdk import task
 
-    @task(task_id=task_id or stage, outlets=assets(*STAGE_OUTLETS.get(stage, ())), **task_kwargs)
+    @task(task_id=task_id or stage, outlets=stage_outlets(stage, task_id or stage), **task_kwargs)
     def _stage(**context: Any) -> dict:
         return run_stage_task(stage, context)
 
     return _stage()
+
+
+def check_config(params_: dict | None, names: tuple[str, ...], as_of: datetime | None = None) -> dict[str, Any]:
+    """Resolve the run's knobs (Param -> Variable -> env -> default) and check them all; the problems raise ONE
+    UbpError line, before any Spark stage starts. Returns the resolved values (the task's XCom, for the log)."""
+    from ubp.errors import UbpError
+
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name in names:
+        try:
+            values[name] = conf(params_, name)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+    online = values.get("feast_online")
+    if "feast_online" in values and str(online or "sqlite").lower() not in ("sqlite", "redis"):
+        problems.append(f"feast_online must be sqlite or redis, got {online!r}")
+    for name in ("user_max_epochs", "item_max_epochs"):
+        if values.get(name) is not None and values[name] < 1:
+            problems.append(f"{name} must be >= 1, got {values[name]}")
+    if values.get("promote_threshold") is not None and values["promote_threshold"] < 0:
+        problems.append(f"promote_threshold must be >= 0, got {values['promote_threshold']}")
+    if values.get("as_of"):
+        try:
+            datetime.fromisoformat(str(values["as_of"]))
+        except ValueError:
+            problems.append(f"as_of must be an ISO date or datetime, got {values['as_of']!r}")
+    if not str(values.get("lakehouse") or "").strip() and "lakehouse" in names:
+        problems.append("lakehouse is empty")
+    if "raw_dir" in values and not problems:
+        folder = landing_dir(values["raw_dir"], as_of)
+        if not Path(folder).is_dir():
+            problems.append(f"raw folder {folder} does not exist")
+        values["landing"] = folder
+    if problems:
+        raise UbpError("invalid configuration: " + "; ".join(problems))
+    return values
+
+
+def validate_config(*names: str):
+    """The first task of a DAG: `check_config` of its knobs, so a bad value fails in seconds, not after Spark."""
+    from airflow.sdk import task
+
+    @task(task_id="validate_config")  # retried like the others: a late landing folder may still arrive
+    def _validate(**context: Any) -> dict:
+        try:
+            as_of = as_of_of(context)
+        except Exception:  # noqa: BLE001  (a bad as_of is reported by check_config, with the other problems)
+            as_of = None
+        return check_config(context.get("params"), names, as_of)
+
+    return _validate()
 
 
 # Publish options per DAG: which feature views a DAG pushes to the online store (the user side or the item side).

@@ -16,6 +16,8 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _ubp_common as c  # noqa: E402
 
+KNOBS = ("lakehouse", "feast_online", "spark_master")
+
 
 @dag(
     dag_id="item_vectors",
@@ -23,7 +25,7 @@ import _ubp_common as c  # noqa: E402
         timetable=CronTriggerTimetable("0 1 * * *", timezone="UTC", interval=timedelta(days=1)),
         assets=(c.table_asset("products") | c.model_asset("item")),
     ),
-    params=c.params("lakehouse", "feast_online", "spark_master"),
+    params=c.params(*KNOBS),
     tags=["ubp"],
     doc_md=__doc__,
     **c.DAG_DEFAULTS,
@@ -32,7 +34,7 @@ def item_vectors():
     content = c.spark_stage("item_content")
     vectors = c.spark_stage("item_vectors")
     publish = c.publish_stage("item")
-    content >> vectors >> publish
+    c.validate_config(*KNOBS) >> content >> vectors >> publish
 
 
 item_vectors()

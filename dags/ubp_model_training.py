@@ -21,32 +21,36 @@ from airflow.sdk import CronTriggerTimetable, TaskGroup, dag
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _ubp_common as c  # noqa: E402
 
+USER_KNOBS = ("lakehouse", "spark_master", "user_max_epochs", "promote_threshold")
+ITEM_KNOBS = ("lakehouse", "spark_master", "item_variant", "item_max_epochs", "promote_threshold")
+
 
 @dag(
     dag_id="user_model_training",
     schedule=CronTriggerTimetable("0 3 * * 0", timezone="UTC"),
-    params=c.params("lakehouse", "spark_master", "user_max_epochs", "promote_threshold"),
+    params=c.params(*USER_KNOBS),
     tags=["ubp", "training"],
     doc_md=__doc__,
     **c.DAG_DEFAULTS,
 )
 def user_model_training():
+    validate = c.validate_config(*USER_KNOBS)
     for member in c.USER_MEMBERS:
         with TaskGroup(group_id=member):
-            c.training_chain(c.user_kind(member), "train_user_model", member=member)
+            validate >> c.training_chain(c.user_kind(member), "train_user_model", member=member)
 
 
 @dag(
     dag_id="item_model_training",
     schedule=CronTriggerTimetable("0 4 * * 0", timezone="UTC"),
-    params=c.params("lakehouse", "spark_master", "item_variant", "item_max_epochs", "promote_threshold"),
+    params=c.params(*ITEM_KNOBS),
     tags=["ubp", "training"],
     doc_md=__doc__,
     **c.DAG_DEFAULTS,
 )
 def item_model_training():
     content = c.spark_stage("item_content")
-    content >> c.training_chain("item", "train_item_model")
+    c.validate_config(*ITEM_KNOBS) >> content >> c.training_chain("item", "train_item_model")
 
 
 user_model_training()

@@ -368,11 +368,11 @@ class EarlyStopping:
 
 
 def progress(iterable: Any = None, total: int | None = None, desc: str = "", disable: bool = False) -> Iterator:
-    """A tqdm progress bar (to stderr; off when `disable` or env UBP_NO_PROGRESS=1)."""
-    from tqdm.auto import tqdm
+    """A tqdm bar on a terminal, a log line every ~10% / 30 s when piped (`ubp.log.progress`); off when `disable`
+    or env UBP_NO_PROGRESS=1."""
+    from ubp.log import progress as _progress
 
-    disable = disable or os.environ.get("UBP_NO_PROGRESS") == "1"
-    return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
+    return _progress(iterable, total=total, desc=desc, disable=disable)
 
 
 def count_parameters(model: nn.Module) -> int:

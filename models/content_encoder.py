@@ -47,6 +47,12 @@ def _load_sentence_model(device: str):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 
+        from ubp.log import interactive, progress_enabled
+
+        if not (interactive() and progress_enabled()):  # no "Loading weights" bar of `\r`s in a log file
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         _MODELS[device] = SentenceTransformer(str(model_path()), device=device, local_files_only=True)
     return _MODELS[device]
 

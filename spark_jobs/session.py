@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -38,9 +40,48 @@ LOCAL_DEFAULTS: dict[str, str] = {
     # - UseParallelGC: a batch job wants throughput, not G1's short pauses (G1's write barriers, concurrent marking
     #   and humongous-region handling of Spark's large arrays).
     # - MetaspaceSize=256m: Spark loads ~80 MB of classes; the default 20 MB threshold cost two full collections.
-    "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR -XX:CompileThresholdScaling=3 -XX:+UseParallelGC "
-    "-XX:MetaspaceSize=256m",
+    "spark.driver.extraJavaOptions": "-XX:CompileThresholdScaling=3 -XX:+UseParallelGC -XX:MetaspaceSize=256m",
 }
+
+SHELL_LOGGERS = ("org.apache.spark.SparkContext", "org.apache.spark.api.python.PythonGatewayServer",
+                 "org.apache.spark.deploy.SparkSubmit", "org.apache.spark.repl.Main")
+LOG_LEVELS = ("ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
+
+
+def spark_log_level() -> str:
+    """The JVM's console log level: ERROR unless `UBP_SPARK_LOG_LEVEL` says otherwise. Spark's WARN lines (hostname,
+    native-hadoop, default profile) are noise in a scheduled run's log; a real problem surfaces as an error."""
+    level = (os.environ.get("UBP_SPARK_LOG_LEVEL") or "ERROR").strip().upper()
+    if level == "WARNING":
+        level = "WARN"
+    if level not in LOG_LEVELS:
+        raise ValueError(f"UBP_SPARK_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return level
+
+
+def log4j2_config(level: str) -> Path:
+    """A log4j2 configuration file for a local driver: root logger at `level`, to stderr. Given to the JVM at start,
+    so the lines printed before `setLogLevel` (Spark's default-profile banner, startup WARNs) follow it too."""
+    path = Path(tempfile.gettempdir()) / f"ubp-log4j2-{level.lower()}-{os.getuid()}.properties"
+    low = level.lower()
+    text = (
+        f"rootLogger.level = {low}\n"
+        "rootLogger.appenderRef.stderr.ref = console\n"
+        "appender.console.type = Console\n"
+        "appender.console.name = console\n"
+        "appender.console.target = SYSTEM_ERR\n"
+        "appender.console.layout.type = PatternLayout\n"
+        "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex\n"
+    )
+    # PySpark's driver counts as a shell: Spark then resets the console to the level of the logger that starts
+    # logging (WARN unless configured) and prints "Setting default log level"; configured, it keeps ours.
+    for i, name in enumerate(SHELL_LOGGERS):
+        text += f"logger.shell{i}.name = {name}\nlogger.shell{i}.level = {low}\n"
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
 
 
 def quiet_pyspark_error_logs() -> None:
@@ -61,6 +102,7 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
     Delta and the UTC time zone, so the same job runs on a cluster.
     """
     settings = settings or Settings()
+    level = spark_log_level()
     quiet_pyspark_error_logs()
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -90,14 +132,14 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
     if local_driver:
         from ubp.jvm_cds import java_options
 
-        # use the class-data-sharing archive when `make bootstrap` made one
-        cds = java_options()
-        if cds:
-            conf["spark.driver.extraJavaOptions"] = f"{conf.get('spark.driver.extraJavaOptions', '')} {cds}".strip()
+        # the console log level from the JVM's start; the class-data-sharing archive when `make bootstrap` made one
+        extra = [f"-Dlog4j2.configurationFile={log4j2_config(level)}", java_options()]
+        conf["spark.driver.extraJavaOptions"] = " ".join(
+            filter(None, [conf.get("spark.driver.extraJavaOptions", ""), *extra]))
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    spark.sparkContext.setLogLevel(level)
     return spark
 
 

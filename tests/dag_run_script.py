@@ -149,10 +149,21 @@ def main(work: Path, dags: str) -> dict:
         else:
             os.environ.pop("UBP_INJECT_FAILURE", None)
         t0 = time.perf_counter()
+        started = datetime.now(UTC)
         dr = dag.test(logical_date=logical)
         lap(label, t0)
         tis = {ti.task_id: {"state": str(ti.state), "try_number": ti.try_number} for ti in dr.get_task_instances()}
-        return {"state": str(dr.state), "tis": tis, "snapshot": snapshot()}
+        return {"state": str(dr.state), "tis": tis, "snapshot": snapshot(), "asset_events": asset_events(dag, started)}
+
+    def asset_events(dag, since):
+        """The assets this DAG's run emitted events for (a table only when the task changed it)."""
+        from airflow.models.asset import AssetEvent, AssetModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            q = (session.query(AssetModel.name).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+                 .filter(AssetEvent.source_dag_id == dag.dag_id, AssetEvent.timestamp >= since))
+            return sorted({name for (name,) in q})
 
     from airflow.dag_processing.dagbag import DagBag
     bag = DagBag(dags)

@@ -81,6 +81,8 @@ def test_user_profiles_dag_retries_injected_failures_without_doubling(dag_runs):
         assert snap[table]["rows"] > 0 and snap[table]["rows"] == snap[table]["distinct"], table
     # the daily DAG does not train
     assert dag_runs["models_after"] == dag_runs["models"]
+    # asset events: the new days' events landed, so `ubp.bronze.events` (and the tables built from it) changed
+    assert {"ubp.bronze.events", "ubp.silver.user_sequences", "ubp.gold.user_profiles"} <= set(run["asset_events"])
 
 
 @pytest.mark.slow
@@ -100,6 +102,9 @@ def test_second_user_profiles_run_for_the_same_interval_changes_nothing(dag_runs
     assert all(t["try_number"] == 1 for t in second["tis"].values())
     assert second["snapshot"] == first["snapshot"]
     assert second["online"] == first["online"]
+    # nothing new landed: no event for the bronze tables, so `item_vectors` (on `ubp.bronze.products`) is not
+    # triggered again
+    assert not {"ubp.bronze.events", "ubp.bronze.products", "ubp.bronze.product_text"} & set(second["asset_events"])
 
 
 @pytest.mark.slow

@@ -66,6 +66,7 @@ out["inject"] = [c._injection("ingest", 1), c._injection("ingest", 2), c._inject
 out["as_of_explicit"] = c.as_of_of({"params": {"as_of": "2025-06-17T00:00:00"}}).isoformat()
 out["product_asset_uri"] = c.table_asset("products").uri
 out["publish_kwargs"] = c.PUBLISH_KWARGS
+out["stage_outlets"] = {k: sorted(v) for k, v in c.STAGE_OUTLETS.items()}
 print("@@" + json.dumps(out))
 """
 
@@ -95,6 +96,7 @@ MEMBERS = ("day_event", "week_all", "all_fields")  # the served member first
 EMBEDS = ["embed_users", "embed_users_all_fields", "embed_users_week_all"]
 EXPECTED = {
     "user_profiles": {
+        "validate_config": ["ingest"],
         "ingest": ["aggregates", "sequences"],
         "sequences": EMBEDS,
         "aggregates": ["ensemble"],
@@ -102,14 +104,18 @@ EXPECTED = {
         "ensemble": ["publish"],
         "publish": [],
     },
-    "item_vectors": {"item_content": ["item_vectors"], "item_vectors": ["publish"], "publish": []},
-    "user_model_training": {  # one task group per GRU-AE member
-        k.replace("M", m): [x.replace("M", m) for x in v]
-        for m in MEMBERS
-        for k, v in {"M.train_user_model": ["M.evaluate", "M.model_promoted", "M.promote"],
-                     "M.evaluate": ["M.promote"], "M.promote": ["M.model_promoted"], "M.model_promoted": []}.items()
+    "item_vectors": {"validate_config": ["item_content"], "item_content": ["item_vectors"],
+                     "item_vectors": ["publish"], "publish": []},
+    "user_model_training": {  # one task group per GRU-AE member, after one validation of the knobs
+        "validate_config": [f"{m}.train_user_model" for m in sorted(MEMBERS)],
+        **{k.replace("M", m): [x.replace("M", m) for x in v]
+           for m in MEMBERS
+           for k, v in {"M.train_user_model": ["M.evaluate", "M.model_promoted", "M.promote"],
+                        "M.evaluate": ["M.promote"], "M.promote": ["M.model_promoted"],
+                        "M.model_promoted": []}.items()},
     },
     "item_model_training": {
+        "validate_config": ["item_content"],
         "item_content": ["train_item_model"],
         "train_item_model": ["evaluate", "model_promoted", "promote"],
         "evaluate": ["promote"],
@@ -143,12 +149,13 @@ def test_retries_with_backoff_on_every_task(parsed):
 
 def test_assets_producers_and_consumers(parsed):
     up = parsed["dags"]["user_profiles"]["tasks"]
-    assert "ubp.bronze.products" in up["ingest"]["outlets"] and "ubp.bronze.events" in up["ingest"]["outlets"]
-    assert up["sequences"]["outlets"] == ["ubp.silver.user_sequences", "ubp.silver.vocabularies"]
-    assert all(up[e]["outlets"] == ["ubp.gold.user_profiles"] for e in EMBEDS)
-    assert up["ensemble"]["outlets"] == ["ubp.gold.user_factors", "ubp.gold.user_profiles_ensemble"]
+    # a stage task's outlet is its alias: it emits an event only for the tables it changed (see test_runtime_helpers)
+    assert up["ingest"]["outlets"] == ["ubp.changes.ingest"]
+    assert up["sequences"]["outlets"] == ["ubp.changes.sequences"]
+    assert all(up[e]["outlets"] == [f"ubp.changes.{e}"] for e in EMBEDS)
+    assert up["publish"]["outlets"] == [] and up["validate_config"]["outlets"] == []
     iv = parsed["dags"]["item_vectors"]
-    assert iv["tasks"]["item_vectors"]["outlets"] == ["ubp.gold.item_vectors"]
+    assert iv["tasks"]["item_vectors"]["outlets"] == ["ubp.changes.item_vectors"]
     # item vectors: daily OR when the catalog (or the item model) changes
     assert iv["timetable"] == "AssetOrTimeSchedule"
     assert {"ubp.bronze.products", "ubp.model.item"} <= set(iv["assets"])
@@ -191,25 +198,133 @@ def test_spark_submit_mode_and_training_queue(tmp_path):
     assert out["dags"]["user_profiles"]["tasks"]["ingest"]["queue"] != "gpu"
 
 
-def test_outlets_and_publish_views_follow_the_stage_registry(parsed):
-    """Every stage task declares exactly the tables the registry says its stage writes, and each DAG's publish task
-    pushes exactly the feature views fed by that DAG's stages."""
+def test_outlets_and_publish_views_follow_the_stage_registry(parsed, tmp_path):
+    """Every stage task declares exactly the tables the registry says its stage writes (statically in spark-submit
+    mode, through its changes alias otherwise), and each DAG's publish task pushes exactly the feature views fed by
+    that DAG's stages."""
     from ubp import stage_registry
     from ubp.tables import TABLES
 
+    submit = _parse(tmp_path, UBP_SPARK_MODE="submit")
     checked = 0
-    for dag in parsed["dags"].values():
+    for dag_id, dag in parsed["dags"].items():
         for task_id, t in dag["tasks"].items():
             name = task_id.rpartition(".")[2]  # a member's task group prefix
             stage = stage_registry.BY_NAME.get("embed_users" if name.startswith("embed_users") else name)
             if stage is None or task_id in ("evaluate", "publish"):
                 continue  # promotion plumbing and publishing write no lakehouse table
             want = sorted(f"ubp.{TABLES[name].layer}.{name}" for name in stage.writes)
-            assert t["outlets"] == want, task_id
+            assert parsed["stage_outlets"].get(stage.name, []) == sorted(stage.writes), task_id
+            assert t["outlets"] == ([f"ubp.changes.{task_id}"] if want else []), task_id
+            if submit["dags"][dag_id]["tasks"][task_id]["operator"] == "SparkSubmitOperator":
+                assert submit["dags"][dag_id]["tasks"][task_id]["outlets"] == want, task_id
             checked += 1
     assert checked >= 8
-    for dag_id, side in (("user_profiles", "user"), ("item_vectors", "item")):
-        stages = [t for t in parsed["dags"][dag_id]["tasks"] if t in stage_registry.BY_NAME and t != "publish"]
-        assert parsed["publish_kwargs"][side]["views"] == stage_registry.views_fed_by(*stages), dag_id
-    views = [v for side in ("user", "item") for v in parsed["publish_kwargs"][side]["views"]]
-    assert sorted(views) == sorted(stage_registry.FEATURE_VIEWS)  # every view is published by one DAG
+
+
+HELPERS = r"""
+import json, sys
+from datetime import datetime, timezone
+sys.path.insert(0, sys.argv[1])
+import _ubp_common as c
+from ubp.errors import UbpError
+
+tmp = sys.argv[2]
+out = {}
+as_of = datetime(2025, 7, 2, tzinfo=timezone.utc)  # the daily run of 2025-07-01 (data interval end)
+out["flat"] = c.landing_dir(tmp + "/flat", as_of)
+out["dated"] = c.landing_dir(tmp + "/dated", as_of)
+out["dated_noon"] = c.landing_dir(tmp + "/dated", datetime(2025, 7, 1, 12, tzinfo=timezone.utc))
+names = ("lakehouse", "raw_dir", "feast_online", "spark_master", "as_of")
+good = {"lakehouse": tmp + "/lake", "raw_dir": tmp + "/dated", "feast_online": "redis", "spark_master": "local[2]",
+        "as_of": "2025-07-02"}
+out["good"] = c.check_config(good, names, as_of)
+errors = {}
+for key, bad in (("feast_online", "mysql"), ("as_of", "yesterday"), ("raw_dir", tmp + "/nowhere")):
+    try:
+        c.check_config({**good, key: bad}, names, as_of)
+        errors[key] = None
+    except UbpError as exc:
+        errors[key] = str(exc)
+try:  # the day's landing folder is missing
+    c.check_config(good, names, datetime(2025, 7, 5, tzinfo=timezone.utc))
+except UbpError as exc:
+    errors["missing_day"] = str(exc)
+out["errors"] = errors
+params = c.params(*names)
+rejected = {}
+for key, bad in (("feast_online", "mysql"), ("as_of", 3)):
+    try:
+        params[key].resolve(bad)
+        rejected[key] = False
+    except Exception:
+        rejected[key] = True
+out["rejected"] = rejected
+out["accepted"] = [params["feast_online"].resolve("sqlite"), params["feast_online"].resolve(None)]
+out["epochs_rejected"] = []
+for bad in (0, "3", 2.5):
+    try:
+        c.params("user_max_epochs")["user_max_epochs"].resolve(bad)
+    except Exception:
+        out["epochs_rejected"].append(bad)
+print("@@" + json.dumps(out))
+"""
+
+
+def test_landing_partitions_and_config_validation(tmp_path):
+    """The daily ingest reads only its day's landing folder (a flat folder still whole); the Params are typed and
+    `validate_config` (the first task) rejects a bad knob in one line before any Spark stage."""
+    (tmp_path / "flat").mkdir()
+    for day in ("2025-06-30", "2025-07-01"):
+        (tmp_path / "dated" / day).mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "UBP_"))}
+    env.update({"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+    proc = subprocess.run([sys.executable, "-c", HELPERS, str(DAGS), str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    out = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("@@"))[2:])
+    assert out["flat"] == str(tmp_path / "flat")
+    assert out["dated"] == str(tmp_path / "dated" / "2025-07-01")  # the day that ended at the as-of
+    assert out["dated_noon"] == str(tmp_path / "dated" / "2025-07-01")
+    assert out["good"]["landing"] == str(tmp_path / "dated" / "2025-07-01")
+    errors = out["errors"]
+    assert all(e and "\n" not in e and e.startswith("invalid configuration: ") for e in errors.values()), errors
+    assert "feast_online must be sqlite or redis, got 'mysql'" in errors["feast_online"]
+    assert "as_of must be an ISO date" in errors["as_of"]
+    assert "nowhere does not exist" in errors["raw_dir"]
+    assert "2025-07-04 does not exist" in errors["missing_day"]
+    assert out["rejected"] == {"feast_online": True, "as_of": True}
+    assert out["accepted"] == ["sqlite", None]
+    assert out["epochs_rejected"] == [0, "3", 2.5]
+
+
+def test_validation_runs_first(parsed):
+    for dag_id, dag in parsed["dags"].items():
+        tasks = dag["tasks"]
+        assert "validate_config" in tasks, dag_id
+        downstream = {d for t in tasks.values() for d in t["downstream"]}
+        assert "validate_config" not in downstream, dag_id  # nothing runs before it
+        spark = [t for t, v in tasks.items() if t.rpartition(".")[2] in ("ingest", "item_content")]
+        assert all(t in tasks["validate_config"]["downstream"] for t in spark), dag_id
+
+
+def test_asset_events_only_for_changed_tables(tmp_path):
+    """`ubp.delta_log.data_changed`: commits that add or remove data count; a metadata-only commit or a compaction
+    (dataChange false) does not; no table, no change."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from ubp.delta_log import data_changed, latest_version
+
+    path = tmp_path / "t"
+    assert latest_version(path) is None and not data_changed(path, None)
+    write_deltalake(str(path), pa.table({"x": [1, 2]}))
+    assert latest_version(path) == 0 and data_changed(path, None) and not data_changed(path, 0)
+    write_deltalake(str(path), pa.table({"x": [3]}), mode="append")
+    assert data_changed(path, 0) and not data_changed(path, 1)
+    dt = DeltaTable(str(path))
+    dt.optimize.compact()  # rewrites files, dataChange false
+    dt.alter.set_table_properties({"delta.appendOnly": "false"})  # metadata only
+    assert latest_version(path) == 3 and not data_changed(path, 1)
+    dt.delete("x = 3")
+    assert data_changed(path, 3)

@@ -113,9 +113,10 @@ def test_fixed_length_vectors_match_row_by_row_upsert(tmp_path):
 
 
 @pytest.mark.redis
-def test_redis_writer_counts_replies_and_reports_refusals(redis_url):  # noqa: F811
-    """Replies are counted on the raw socket: a refused HSET (WRONGTYPE) is reported, the rest are written, and the
-    pooled connection stays in step for the next command."""
+@pytest.mark.parametrize("raw_socket", [True, False], ids=["raw-socket", "redis-py-parser"])
+def test_redis_writer_counts_replies_and_reports_refusals(redis_url, raw_socket):  # noqa: F811
+    """Replies are counted on the raw socket (or, on an untested redis-py, read by redis-py's parser): a refused HSET
+    (WRONGTYPE) is reported, the rest are written, and the pooled connection stays in step for the next command."""
     from feast.value_type import ValueType
 
     from ubp.errors import UbpError
@@ -126,13 +127,15 @@ def test_redis_writer_counts_replies_and_reports_refusals(redis_url):  # noqa: F
     view = ViewLayout(name="v", path="/nowhere", join_key="client_id", timestamp_field="as_of", created_field=None,
                       features=(("vec", ValueType.FLOAT_LIST), ("n", ValueType.INT64)))
     w = RedisWriter(client, "ubp", view, chunk=7)  # several chunks per write
+    assert w.raw_socket  # the installed redis-py is the tested one
+    w.raw_socket = raw_socket
     keys = np.arange(50, dtype=np.int64)
     batch = pa.table({"vec": pa.array([[float(k)] * 3 for k in keys], pa.list_(pa.float32())),
                       "n": pa.array(keys * 3, pa.int64())})
     ts = np.full(50, 1_700_000_000_000_000, dtype=np.int64)
     bad = encode_entity_keys(keys[10:11], "client_id", b"ubp")[0]
     client.set(bad, b"not a hash")
-    with pytest.raises(UbpError, match="redis refused 1 of 50 writes: -WRONGTYPE"):
+    with pytest.raises(UbpError, match="redis refused 1 of 50 writes: -?WRONGTYPE"):
         w.write(keys, ts, None, batch)
     assert client.ping() and client.dbsize() == 50  # 49 hashes + the string
     client.delete(bad)
@@ -186,3 +189,45 @@ def test_publisher_reads_delta_files_in_feast_key_order(tmp_path):
     assert read.tolist() == ids.tolist()  # the three ranges in key order
     with pytest.raises(UbpError, match="no data file"):
         list(iter_batches(path, files=["nope.parquet"]))
+
+
+def test_private_calls_are_guarded_by_the_tested_versions():
+    """The fast path's private Feast / redis-py calls run only on the versions the byte-exact tests passed with."""
+    from ubp.errors import UbpError
+    from ubp.publish import TESTED_VERSIONS, installed_version, private_api_ok, require_private_api
+
+    for package in ("feast", "redis"):  # the installed (locked) versions are the tested ones
+        assert installed_version(package) in TESTED_VERSIONS[package]
+        assert private_api_ok(package)
+        require_private_api(package)
+    assert not private_api_ok("redis", "99.0.0")  # RedisWriter then uses redis-py's own send and parser
+    with pytest.raises(UbpError) as err:
+        require_private_api("feast", "0.99.1")
+    msg = str(err.value)
+    assert "\n" not in msg and "feast 0.99.1 is installed" in msg and "feast 0.67.0" in msg and "_mmh3" in msg
+
+
+def test_redis_cases_fail_rather_than_skip_in_ci(monkeypatch):
+    """Under CI=true a Redis test whose server is missing or unreachable fails; it is never skipped silently."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from publish_fixtures import _free_port, skip_unless_ci
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "CI": "true", "UBP_REDIS_URL": f"127.0.0.1:{_free_port()}",  # nobody listens there
+           "PYTHONPATH": str(repo)}
+    test = "tests/test_publish_writers.py::test_redis_writer_counts_replies_and_reports_refusals"
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stdout[-2000:]
+    assert "is unreachable" in res.stdout and "skipped" not in res.stdout, res.stdout[-2000:]
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must run in CI"):
+        skip_unless_ci("no redis-server binary")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        skip_unless_ci("no redis-server binary")

@@ -607,9 +607,9 @@ def generate_demo_data(
     n_chunks = (users + chunk_users - 1) // chunk_users
     bar = None
     if progress:
-        from rich.progress import Progress
+        from ubp.log import task_progress
 
-        bar = Progress(transient=True)
+        bar = task_progress()
         bar.start()
         task = bar.add_task("generating events", total=n_chunks)
     try:

@@ -52,6 +52,48 @@ _INT64_TAG = 0x20  # Value.int64_val: field 4, varint
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Private Feast / redis-py functions: used only with the versions the byte-exact tests passed with
+# ---------------------------------------------------------------------------------------------------------------
+# The fast path calls Feast's `_mmh3`, `SqliteOnlineStore._get_db_path`, `RedisOnlineStore._parse_connection_string`
+# and writes on redis-py's `Connection._sock`. Private functions change without notice, and a change there would
+# not fail loudly: it would write bytes Feast no longer reads. tests/test_publish*.py compare every byte with Feast's
+# own write path on SQLite and Redis; after they pass on a new version, add it here.
+TESTED_VERSIONS: dict[str, tuple[str, ...]] = {"feast": ("0.67.0",), "redis": ("7.4.1",)}
+PRIVATE_CALLS: dict[str, str] = {
+    "feast": "_mmh3, SqliteOnlineStore._get_db_path, RedisOnlineStore._parse_connection_string",
+    "redis": "Connection._sock",
+}
+
+
+def installed_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def private_api_ok(package: str, installed: str | None = None) -> bool:
+    """Whether `package` (installed, or the version given) is one the fast path's private calls were tested with."""
+    have = installed if installed is not None else installed_version(package)
+    return have in TESTED_VERSIONS[package]
+
+
+def require_private_api(package: str, installed: str | None = None) -> None:
+    """Refuse, in one line naming both versions, to run the fast path on an untested `package` version."""
+    if private_api_ok(package, installed):
+        return
+    have = installed if installed is not None else installed_version(package)
+    tested = ", ".join(TESTED_VERSIONS[package])
+    raise UbpError(
+        f"fast publish calls private {package} functions ({PRIVATE_CALLS[package]}) tested byte for byte with "
+        f"{package} {tested}, but {package} {have} is installed: install {package}=={TESTED_VERSIONS[package][-1]} "
+        f"(requirements.lock), or run tests/test_publish*.py on {have} and add it to ubp.publish.TESTED_VERSIONS"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Reading Delta through its log
 # ---------------------------------------------------------------------------------------------------------------
 def delta_version(path: Path | str) -> int:
@@ -651,6 +693,7 @@ class RedisWriter:
                  chunk: int = 10_000) -> None:
         from feast.infra.online_stores.helpers import _mmh3
 
+        require_private_api("feast")
         self.client = client
         self.project = project.encode()
         self.view = view
@@ -658,14 +701,16 @@ class RedisWriter:
         self.fields = [_mmh3(f"{view.name}:{f}") for f, _ in view.features]
         self.ttl = ttl_seconds
         self.chunk = chunk
+        # the raw socket only on a tested redis-py; otherwise redis-py's own send and parser (slower, same bytes)
+        self.raw_socket = private_api_ok("redis")
 
     def _send(self, payloads: Iterator[bytes], n_replies: int) -> None:
         """Send every payload, then read exactly `n_replies` single-line replies; errors become one UbpError."""
         conn = self.client.connection_pool.get_connection()
         try:
             conn.connect()
-            sock = getattr(conn, "_sock", None)
-            if sock is None:  # another redis-py: its own send and parser (slower, same result)
+            sock = getattr(conn, "_sock", None) if self.raw_socket else None
+            if sock is None:  # an untested redis-py: its own send and parser (slower, same result)
                 self._send_via_parser(conn, b"".join(payloads), n_replies)
                 return
             for payload in payloads:
@@ -748,6 +793,7 @@ def redis_client(connection_string: str) -> Any:
     import redis
     from feast.infra.online_stores.redis import RedisOnlineStore
 
+    require_private_api("feast")
     startup, params = RedisOnlineStore._parse_connection_string(connection_string)
     host, port = startup[0]["host"], startup[0]["port"]
     return redis.Redis(host=host, port=int(port), **params)
@@ -905,6 +951,7 @@ def publish_view(
     config = store.config
     online = config.online_store
     kind = online.type
+    require_private_api("feast")
     if kind == "sqlite":
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 

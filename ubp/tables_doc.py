@@ -45,6 +45,45 @@ EXAMPLES: dict[str, str] = {
 }
 
 
+# Reading the tables without Spark or ubp: (library, snippet, an expression over the snippet's names giving the row
+# count it read). tests/test_sql.py runs every snippet against a real lakehouse (its cwd holds `lakehouse/`) and
+# checks the count, so the documented code stays working. All three read through the Delta log (delta-rs), so they
+# see one snapshot: only its files, never a removed file's rows.
+READERS: list[tuple[str, str, str]] = [
+    (
+        "delta-rs (`deltalake`)",
+        """from deltalake import DeltaTable
+
+events = DeltaTable("lakehouse/bronze/events")            # the current version
+table = events.to_pyarrow_table(columns=["client_id", "event_type", "timestamp"])
+print(table.num_rows, "rows at version", events.version())
+first = DeltaTable("lakehouse/bronze/events", version=0)  # time travel
+print(first.to_pyarrow_table().num_rows, "rows at version 0")""",
+        "table.num_rows",
+    ),
+    (
+        "polars",
+        """import polars as pl
+
+events = pl.scan_delta("lakehouse/bronze/events")         # lazy: only the columns and files the query needs
+per_type = events.group_by("event_type").agg(pl.len().alias("n")).collect()
+print(per_type)
+products = pl.read_delta("lakehouse/bronze/products")     # eager; version=N to time travel""",
+        "int(per_type['n'].sum())",
+    ),
+    (
+        "DuckDB",
+        """import duckdb
+from deltalake import DeltaTable
+
+events = DeltaTable("lakehouse/bronze/events").to_pyarrow_dataset()  # the snapshot's files, as an Arrow dataset
+per_day = duckdb.sql("SELECT event_date, count(*) AS n FROM events GROUP BY 1 ORDER BY 1").fetchall()
+print(per_day)""",
+        "sum(n for _, n in per_day)",
+    ),
+]
+
+
 def _command(stage: str) -> str:
     """The CLI command of a stage: its registry name with dashes (`embed_users` -> `ubp embed-users`)."""
     return stage.replace("_", "-")
@@ -74,6 +113,9 @@ def render() -> str:
         "ubp sql \"SELECT * FROM quarantine\" --out quarantine.csv        # whole result to CSV or Parquet",
         "```",
         "",
+        "Without Spark: every table is a plain Delta table, readable with delta-rs, polars or DuckDB (see",
+        "[Reading without Spark](#reading-without-spark)).",
+        "",
         "| table | layer | owner stage | partitioned by | what |",
         "|---|---|---|---|---|",
     ]
@@ -81,6 +123,20 @@ def render() -> str:
         part = ", ".join(f"`{p}`" for p in t.partition_by) or "-"
         lines.append(f"| [`{t.name}`](#{t.name}) | {t.layer} | `ubp {_command(t.owner)}` | {part} | {t.doc} |")
     lines += [
+        "",
+        "## Reading without Spark",
+        "",
+        "The paths are `<lakehouse>/<layer>/<table>` (here a `lakehouse/` folder in the current directory). Read",
+        "through the Delta log (`deltalake`, installed with ubp; `polars` and `duckdb` are in the `dev` extra), so",
+        "a reader sees one committed snapshot, never a half-written or removed file. Tested by",
+        "`tests/test_sql.py::test_tables_doc_readers_run`.",
+    ]
+    for name, code, _ in READERS:
+        lines += ["", f"**{name}**", "", "```python", code, "```"]
+    lines += [
+        "",
+        "DuckDB's own `delta` extension (`SELECT * FROM delta_scan('lakehouse/bronze/events')`) works too, but is",
+        "downloaded on first use; the Arrow dataset above needs nothing beyond the installed packages.",
         "",
         "## Raw input (read by `ubp ingest --raw DIR`)",
         "",

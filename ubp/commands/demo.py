@@ -34,10 +34,10 @@ def demo_data(
     """Generate demo data: segments, funnels, searches, churners, seasonality, cold items (truth in DIR/_truth)."""
     from datetime import date
 
-    from rich.console import Console
     from rich.table import Table
 
     from ubp.demo_data import generate_demo_data
+    from ubp.log import console as ubp_console
 
     try:
         end_day = date.fromisoformat(end)
@@ -53,7 +53,7 @@ def demo_data(
                              timestamp_form=timestamp_form, chunk_users=chunk_users, progress=True,
                              coherent_segments=coherent_segments)
 
-    console = Console()
+    console = ubp_console()  # piped / logged: wide, no wrapping
     table = Table(title=f"demo data in {out} ({res['start']} .. {res['end']}, exclusive end)")
     table.add_column("file")
     table.add_column("rows", justify="right")

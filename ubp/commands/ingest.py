@@ -78,8 +78,9 @@ def ingest_options(base: IngestOptions, **given) -> IngestOptions:
 
 def print_summary(result: dict, console=None) -> None:
     """The reconciliation as a rich table: per raw file, read = accepted + quarantined + duplicates."""
-    from rich.console import Console
     from rich.table import Table
+
+    from ubp.log import console as ubp_console
 
     table = Table(title=f"ingest run {result['run_id']}", title_justify="left")
     for col, justify in (("raw file", "left"), ("table", "left"), ("read", "right"), ("accepted", "right"),
@@ -95,9 +96,7 @@ def print_summary(result: dict, console=None) -> None:
     table.add_row("total", "", f"{t['rows_read']:,}", f"{t['accepted']:,}", f"{t['quarantined']:,}",
                   f"{t['duplicates']:,}", "")
     if console is None:
-        console = Console()
-        if not console.is_terminal:  # piped / logged: do not squeeze the table into 80 columns
-            console = Console(width=160)
+        console = ubp_console()  # piped / logged: wide, the table is not squeezed into 80 columns
     console.print(table)
     if result["missing"]:
         console.print(f"not present (skipped): {', '.join(result['missing'])}")

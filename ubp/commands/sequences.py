@@ -30,9 +30,9 @@ def _print(result: dict, json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps(result, indent=2, default=str))
         return
-    from rich.console import Console
+    from ubp.log import console as ubp_console
 
-    console = Console()
+    console = ubp_console()  # piped / logged: wide, no wrapping
     keys = [k for k in result if k not in ("stage", "top_values")]
     for k in keys:
         console.print(f"[bold]{k}[/bold]: {result[k]}")

@@ -70,14 +70,13 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, batch_size: int,
                     index: bool = True) -> dict:
-    from rich.progress import Progress
-
     from ubp import feast_store
+    from ubp.log import task_progress
     from ubp.publish import publish_view
 
     store = feast_store.apply(settings, kind)
     out: dict[str, Any] = {"stage": "publish", "online": kind, "rows": {}, "views": {}, "skipped": {}}
-    with Progress(transient=True) as bar:
+    with task_progress() as bar:
         for name in wanted:
             fv = store.get_feature_view(name)
             if not (Path(fv.batch_source.path) / "_delta_log").is_dir():

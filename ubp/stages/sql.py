@@ -126,17 +126,16 @@ def _short(value) -> str:
 
 
 def _print_rows(columns: list[str], rows: list, limit: int) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from ubp.log import console as ubp_console
 
     table = Table()
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows[:limit]:
         table.add_row(*[_short(v) for v in r])
-    console = Console()
-    if not console.is_terminal:  # piped / logged: no 80-column squeeze, each row on one line
-        console = Console(width=100_000)
+    console = ubp_console()  # piped / logged: no 80-column squeeze, each row on one line
     console.print(table)
     more = " (more rows exist; raise --limit or use --out)" if len(rows) > limit else ""
     console.print(f"{min(len(rows), limit)} row(s){more}")
