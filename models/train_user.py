@@ -9,7 +9,7 @@ rank; an incomplete last round is dropped); only rank 0 writes checkpoints, metr
 Diagnostics: env UBP_TRAIN_TRACE_DIR makes every rank append, per epoch, the client ids it trained on to
 `<dir>/rank<r>.jsonl` (the DDP test uses it to check the shards).
 
-The command-line entry (single process or torchrun) is the stage's: `python -m ubp.stages.user_model --help`.
+The command-line entry (single process or torchrun) is the stage's: `python -m ubp.stages.train_user_model --help`.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def _with_empty_users(table: pa.Table, ids: list[int]) -> pa.Table:
 def trained(settings):
     from deltalake import write_deltalake
 
-    from ubp.stages.user_model import train_user_model
+    from ubp.stages.train_user_model import train_user_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -51,7 +51,7 @@ def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path):
 
     from models.infer_user import encode_batches, load_model
     from ubp.reader import iter_batches
-    from ubp.stages.user_model import embed_users
+    from ubp.stages.embed_users import embed_users
 
     settings, result = trained
     version = result["version"]
@@ -96,7 +96,7 @@ def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path):
 
 
 def test_embed_refuses_other_vocabulary_and_unknown_model(spark, trained):
-    from ubp.stages.user_model import embed_users
+    from ubp.stages.embed_users import embed_users
 
     settings, _ = trained
     with pytest.raises(UbpError, match="no user model version"):

@@ -21,7 +21,7 @@ EPOCHS = 7
 
 
 def _cmd(lakehouse: Path) -> list[str]:
-    return [sys.executable, "-m", "ubp.stages.user_model", "--lakehouse", str(lakehouse), "--epochs", str(EPOCHS),
+    return [sys.executable, "-m", "ubp.stages.train_user_model", "--lakehouse", str(lakehouse), "--epochs", str(EPOCHS),
             "--val-fraction", "0", "--no-progress", "--throttle-s", "0.25",
             "--set", "emb_dim=16", "--set", "hidden=32", "--set", "n_layers=1", "--set", "batch_size=4",
             "--set", "patience=100"]
