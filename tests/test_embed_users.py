@@ -46,7 +46,7 @@ def trained(settings):
 
 
 @pytest.mark.slow
-def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path):
+def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path, monkeypatch):
     from deltalake import DeltaTable, write_deltalake
 
     from models.infer_user import encode_batches, load_model
@@ -56,10 +56,11 @@ def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path):
     settings, result = trained
     version = result["version"]
     load_log = tmp_path / "loads.txt"
+    monkeypatch.setenv("UBP_MODEL_LOAD_LOG", str(load_log))  # test hook (ubp/hooks.py)
     old = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "4")  # many batches per worker
     try:
-        out = embed_users(settings, load_log=str(load_log))  # None = CURRENT
+        out = embed_users(settings)  # None = CURRENT
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old)
     assert out["model_version"] == version

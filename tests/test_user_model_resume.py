@@ -22,13 +22,14 @@ EPOCHS = 7
 
 def _cmd(lakehouse: Path) -> list[str]:
     return [sys.executable, "-m", "ubp.stages.train_user_model", "--lakehouse", str(lakehouse), "--epochs", str(EPOCHS),
-            "--val-fraction", "0", "--no-progress", "--throttle-s", "0.25",
+            "--val-fraction", "0", "--no-progress",
             "--set", "emb_dim=16", "--set", "hidden=32", "--set", "n_layers=1", "--set", "batch_size=4",
             "--set", "patience=100"]
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "UBP_TORCH_THREADS": "1", "UBP_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "UBP_TORCH_THREADS": "1", "UBP_NO_PROGRESS": "1", "PYTHONPATH": str(REPO),
+           "UBP_TRAIN_THROTTLE_S": "0.25"}  # test hook (ubp/hooks.py): 0.25 s per batch, so the kill lands mid-epoch
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # let the two child interpreters reuse compiled torch modules
     return env
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 from ubp.config import Settings
 from ubp.registry import PRIMARY_USER_MEMBER, user_kind
 
-PRIMARY_MEMBER = PRIMARY_USER_MEMBER
-
 
 def embed_users(settings: Settings, model_version: str | None = None, batch_size: int = 512,
-                load_log: str | None = None, engine: str = "arrow", member: str = PRIMARY_MEMBER) -> dict:
+                engine: str = "arrow", member: str = PRIMARY_USER_MEMBER) -> dict:
     """Spark batch inference: `user_sequences` -> gold `user_profiles` for one model version of `member` (None =
     its CURRENT). Idempotent per (model_version, as_of): those rows are replaced, nothing else is touched."""
     from spark_jobs.embed_users import run as run_embed
@@ -22,4 +20,4 @@ def embed_users(settings: Settings, model_version: str | None = None, batch_size
     kind = user_kind(member)
     version = model_version or registry.require_current(settings, kind)
     model_dir = registry.version_dir(settings, kind, version)
-    return run_embed(settings, model_dir, version, batch_size=batch_size, load_log=load_log, engine=engine)
+    return run_embed(settings, model_dir, version, batch_size=batch_size, engine=engine)

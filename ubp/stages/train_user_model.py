@@ -56,7 +56,6 @@ def train_user_model(
     overrides: dict[str, Any] | None = None,
     val_fraction: float = 0.1,
     force: bool = False,
-    throttle_s: float = 0.0,
     show_progress: bool = True,
     max_batches: int | None = None,
     init_from: str | None = None,
@@ -126,7 +125,7 @@ def train_user_model(
              " (CPU size)" if scaled else "", path, table_version, n_rows, vocab_version, work)
     t0 = time.perf_counter()
     job = TrainJob(config=config, sequences_path=str(path), table_version=table_version, vocab_version=vocab_version,
-                   work_dir=work, seed=seed, val_fraction=val_fraction, throttle_s=throttle_s,
+                   work_dir=work, seed=seed, val_fraction=val_fraction,
                    show_progress=show_progress, max_batches=max_batches, init_weights=init_weights)
     result = train(job)
     if result["rank"] != 0:
@@ -225,7 +224,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--full-size", action="store_true", help="large members at full size without a GPU too")
     p.add_argument("--set", action="append", default=[], help="config override key=value (e.g. batch_size=64)")
-    p.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     settings = Settings(lakehouse=a.lakehouse) if a.lakehouse else Settings()
@@ -233,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings.with_namespace(a.namespace)
     setup_logging(settings.logs_dir)
     result = train_user_model(settings, member=a.member, max_epochs=a.epochs, seed=a.seed, promote=a.promote,
-                              overrides=_parse_set(a.set), val_fraction=a.val_fraction, throttle_s=a.throttle_s,
+                              overrides=_parse_set(a.set), val_fraction=a.val_fraction,
                               show_progress=not a.no_progress, full_size=a.full_size)
     if result.get("version"):
         print(json.dumps({k: v for k, v in result.items() if k != "history"}, default=str))
