@@ -8,7 +8,7 @@ randomly initialised `small` model (throughput does not depend on training). Eve
 child process, so the peak RSS of each is its own:
   - in-process: stream the table with `ubp.reader.iter_batches` and `encode` batch by batch: 1 torch thread over
     the whole first size, 2 threads as a rate over its first 10k users (`--inproc-all-sizes`: also the larger ones);
-  - Spark: `ubp.stages.user_model.embed_users` (writes gold `user_profiles`, fresh table) after a warm-up that starts
+  - Spark: `ubp.stages.embed_users.embed_users` (writes gold `user_profiles`, fresh table) after a warm-up that starts
     the Python workers and loads the model; a sampler reads VmHWM/VmRSS of the driver, the JVM and the Python
     workers (pyspark daemon + forked workers) from /proc every 0.2 s, and the CPU seconds of each role.
     mapInArrow and mapInPandas at the first size, mapInArrow at the larger ones.
@@ -218,7 +218,7 @@ def probe_spark(lakehouse: str, engine: str, arrow_batch: int | None) -> dict:
     from spark_jobs.session import get_spark
     from ubp import registry
     from ubp.config import Settings
-    from ubp.stages.user_model import embed_users
+    from ubp.stages.embed_users import embed_users
 
     conf = [("spark.sql.shuffle.partitions", "2")]
     if arrow_batch:

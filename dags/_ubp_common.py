@@ -237,7 +237,7 @@ def stage_kwargs(stage: str, params_: dict | None, as_of: datetime | None = None
 
 
 class InjectedFailure(RuntimeError):
-    """Raised by `run_stage_task` when UBP_INJECT_FAILURE asks for it (failure tests)."""
+    """Raised by `run_stage_task` when the test hook UBP_INJECT_FAILURE asks for it (`ubp/hooks.py`)."""
 
 
 def _injection(task_id: str, try_number: int) -> str | None:
@@ -245,7 +245,9 @@ def _injection(task_id: str, try_number: int) -> str | None:
     it committed (default after: the retry must then find the work done and change nothing)."""
     if try_number != 1:
         return None
-    for item in filter(None, (s.strip() for s in os.environ.get("UBP_INJECT_FAILURE", "").split(","))):
+    from ubp.hooks import current
+
+    for item in filter(None, (s.strip() for s in current().inject_failure.split(","))):
         name, _, when = item.partition(":")
         if name == task_id:
             return when or "after"

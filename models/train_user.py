@@ -6,10 +6,10 @@ running the same command again after a kill finds the same directory and resumes
 the same code runs DistributedDataParallel (gloo on CPU, nccl on CUDA): every rank streams the same table with the
 same seed and takes every world_size-th length-bucketed batch (disjoint users, the same number of steps on every
 rank; an incomplete last round is dropped); only rank 0 writes checkpoints, metrics and the registry version.
-Diagnostics: env UBP_TRAIN_TRACE_DIR makes every rank append, per epoch, the client ids it trained on to
-`<dir>/rank<r>.jsonl` (the DDP test uses it to check the shards).
+Test hooks (`ubp/hooks.py`): UBP_TRAIN_TRACE_DIR makes every rank append, per epoch, the client ids it trained on to
+`<dir>/rank<r>.jsonl` (the DDP test checks the shards with it); UBP_TRAIN_THROTTLE_S sleeps per batch (kill/resume).
 
-The command-line entry (single process or torchrun) is the stage's: `python -m ubp.stages.user_model --help`.
+The command-line entry (single process or torchrun) is the stage's: `python -m ubp.stages.train_user_model --help`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from models.common import (
 )
 from models.gru_ae import GRUAEConfig, GRUAutoencoder
 from models.user_data import columns_for, prefetch, stream_batches
+from ubp.hooks import current as current_hooks
 from ubp.log import get_logger
 
 log = get_logger("ubp.train_user")
@@ -62,7 +63,6 @@ class TrainJob:
     val_fraction: float = 0.1  # 0 = validate on the training users (tiny data, overfit checks)
     grad_clip: float = 1.0
     max_batches: int | None = None  # per epoch (benchmarks)
-    throttle_s: float = 0.0  # sleep per batch: makes kill/resume tests observable; 0 in real runs
     show_progress: bool = True
     init_weights: str | None = None  # warm start from these safetensors (same vocabulary)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -156,7 +156,8 @@ def train(job: TrainJob) -> dict[str, Any]:
     cfg = job.config
     val_split = "val" if job.val_fraction > 0 else "train"
 
-    trace_dir = os.environ.get("UBP_TRAIN_TRACE_DIR")
+    hooks = current_hooks()
+    trace_dir, throttle_s = hooks.train_trace_dir, hooks.train_throttle_s
 
     def batches(split: str, epoch: int, shuffle: bool):
         # even steps for training (DDP all-reduces every step); validation only all-reduces the sums at the end
@@ -196,8 +197,8 @@ def train(job: TrainJob) -> dict[str, Any]:
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-                if job.throttle_s:
-                    time.sleep(job.throttle_s)
+                if throttle_s:
+                    time.sleep(throttle_s)
         bar.close()
         train_seconds = time.perf_counter() - t0
         own_steps = [0.0] * dist.world_size

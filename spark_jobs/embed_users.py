@@ -1,7 +1,8 @@
 """Distributed batch inference: silver `user_sequences` -> gold `user_profiles` with a trained GRU-AE.
 
-`profiles(df, model_dir, model_version, created_at)` is a pure DataFrame -> DataFrame function: `mapInPandas`
-hands each Python worker an iterator of pandas batches; the worker loads the model ONCE (module-level cache keyed
+`profiles(df, model_dir, model_version, created_at)` is a pure DataFrame -> DataFrame function: `mapInArrow`
+(default; `engine="pandas"`: `mapInPandas`, kept because a test checks both give the same rows) hands each Python
+worker an iterator of batches; the worker loads the model ONCE (module-level cache keyed
 by the model version) and encodes every batch it gets. Users with no events produce no row. `run` pins the table
 version, checks the vocabulary, and writes with Delta `replaceWhere` on (model_version, as_of), so re-running
 for the same model and as-of replaces exactly those rows and nothing else (idempotent).
@@ -31,7 +32,7 @@ MODEL_LOADS = {"count": 0}  # how many times this process loaded a model (checke
 def _model(model_dir: str, version: str, load_log: str | None = None):
     key = (model_dir, version)
     if key not in _MODEL_CACHE:
-        if load_log:  # diagnostics: one line per model load (pid), to check "once per worker"
+        if load_log:  # test hook UBP_MODEL_LOAD_LOG (ubp/hooks.py): one line per model load (pid)
             with open(load_log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
         import torch
@@ -107,15 +108,16 @@ def _encode_arrow_batches(batches, model_dir: str, version: str, created_at: dt.
 
 
 def profiles(df: DataFrame, model_dir: str | Path, model_version: str, created_at: dt.datetime,
-             batch_size: int = 512, load_log: str | None = None, engine: str = "pandas") -> DataFrame:
-    """`user_sequences` rows -> `user_profiles` rows (one per user with at least one event). `engine`: "pandas"
-    (mapInPandas) or "arrow" (mapInArrow: skips the pandas round trip of the list columns). `load_log`: a file
-    that gets one line (the worker pid) per model load."""
+             batch_size: int = 512, engine: str = "arrow") -> DataFrame:
+    """`user_sequences` rows -> `user_profiles` rows (one per user with at least one event). `engine`: "arrow"
+    (mapInArrow: skips the pandas round trip of the list columns) or "pandas" (mapInPandas)."""
     from models.user_data import columns_for
+    from ubp.hooks import current as current_hooks
 
     config_fields = _config_fields(model_dir)
     need = sorted(set(columns_for(config_fields)) | {"as_of"}, key=lambda c: list(df.columns).index(c))
     model_dir, version = str(model_dir), str(model_version)
+    load_log = current_hooks().model_load_log  # read in the driver; the closures carry it to the workers
 
     def fn(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return _encode_frames(frames, model_dir, version, created_at, batch_size, load_log)
@@ -138,7 +140,7 @@ def _config_fields(model_dir: str | Path) -> list[str]:
 
 
 def run(settings: Settings, model_dir: str | Path, model_version: str, batch_size: int = 512,
-        load_log: str | None = None, engine: str = "pandas") -> dict:
+        engine: str = "arrow") -> dict:
     """Embed every user of the current `user_sequences` version into `user_profiles` (replaceWhere per
     (model_version, as_of))."""
     import json
@@ -158,7 +160,7 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
         raise UbpError(f"{src} is empty: run `ubp sequences` first")
     df = _spread(spark, spark.read.format("delta").option("versionAsOf", version).load(str(src)))
     created_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    out = profiles(df, model_dir, model_version, created_at, batch_size, load_log, engine)
+    out = profiles(df, model_dir, model_version, created_at, batch_size, engine)
     dest = settings.table_path("user_profiles")
     dest.parent.mkdir(parents=True, exist_ok=True)
     stamps = ", ".join(f"timestamp'{a.strftime('%Y-%m-%d %H:%M:%S.%f')}'" for a in as_ofs)

@@ -26,7 +26,7 @@ PRODUCTS = [(10, 500, 20), (11, 501, 40)]
 
 
 def test_aggregates_hand_computed(spark, settings):
-    from ubp.stages.sequences import aggregates
+    from ubp.stages.aggregates import aggregates
 
     write_bronze(spark, settings, EVENTS, PRODUCTS)
     res = aggregates(settings, as_of=AS_OF)

@@ -33,7 +33,7 @@ def _with_empty_users(table: pa.Table, ids: list[int]) -> pa.Table:
 def trained(settings):
     from deltalake import write_deltalake
 
-    from ubp.stages.user_model import train_user_model
+    from ubp.stages.train_user_model import train_user_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -46,20 +46,21 @@ def trained(settings):
 
 
 @pytest.mark.slow
-def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path):
+def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path, monkeypatch):
     from deltalake import DeltaTable, write_deltalake
 
     from models.infer_user import encode_batches, load_model
     from ubp.reader import iter_batches
-    from ubp.stages.user_model import embed_users
+    from ubp.stages.embed_users import embed_users
 
     settings, result = trained
     version = result["version"]
     load_log = tmp_path / "loads.txt"
+    monkeypatch.setenv("UBP_MODEL_LOAD_LOG", str(load_log))  # test hook (ubp/hooks.py)
     old = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "4")  # many batches per worker
     try:
-        out = embed_users(settings, load_log=str(load_log))  # None = CURRENT
+        out = embed_users(settings)  # None = CURRENT
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", old)
     assert out["model_version"] == version
@@ -96,7 +97,7 @@ def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path):
 
 
 def test_embed_refuses_other_vocabulary_and_unknown_model(spark, trained):
-    from ubp.stages.user_model import embed_users
+    from ubp.stages.embed_users import embed_users
 
     settings, _ = trained
     with pytest.raises(UbpError, match="no user model version"):

@@ -72,7 +72,7 @@ def lakehouse(spark, settings):
 
 def test_ensemble_stage_writes_a_valid_table(spark, lakehouse):
     from ubp.reader import iter_batches
-    from ubp.stages.evaluate import ensemble
+    from ubp.stages.ensemble import ensemble
 
     out = ensemble(lakehouse, as_of=AS_OF)
     assert out["stage"] == "ensemble" and out["version"].startswith("ensemble-")

@@ -15,7 +15,8 @@ def test_entity_keys_and_int64_match_feast():
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from ubp.publish import _varints, encode_entity_keys
+    from ubp.publish import encode_entity_keys
+    from ubp.publish.encoding import _varints
 
     rng = np.random.default_rng(0)
     powers = (1 << np.arange(63)).astype(np.int64)

@@ -134,7 +134,8 @@ def test_default_as_of_incremental_and_vocab_check(spark, settings):
 
 def test_missing_bronze_is_a_clear_error(settings):
     from ubp.errors import UbpError
-    from ubp.stages.sequences import aggregates, sequences
+    from ubp.stages.aggregates import aggregates
+    from ubp.stages.sequences import sequences
 
     with pytest.raises(UbpError, match="no events table"):
         sequences(settings)

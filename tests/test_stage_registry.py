@@ -42,7 +42,7 @@ def test_reads_come_from_earlier_stages():
 
 def test_pipeline_tables_follow_the_registry():
     assert list(pipeline.STAGES) == [s.name for s in stage_registry.STAGES]
-    assert pipeline.STAGES["embed_users"] == ("ubp.stages.user_model", "embed_users")
+    assert pipeline.STAGES["embed_users"] == ("ubp.stages.embed_users", "embed_users")
     assert set(pipeline.SPARK_STAGES) == {"ingest", "sequences", "aggregates", "embed_users", "item_content",
                                           "item_vectors", "ensemble", "evaluate"}
 

@@ -187,7 +187,7 @@ def test_overfit_artifacts_and_idempotence(settings):
     from safetensors.torch import load_file
 
     from ubp import registry
-    from ubp.stages.user_model import train_user_model
+    from ubp.stages.train_user_model import train_user_model
 
     write_lakehouse(settings, n_users=8, seed=0, min_len=2, max_len=6)
     overrides = dict(emb_dim=32, hidden=64, n_layers=1, dropout=0.0, lr=1e-2, batch_size=8, patience=100)

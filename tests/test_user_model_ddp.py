@@ -38,7 +38,7 @@ def test_torchrun_two_ranks_gloo(settings, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "UBP_NO_PROGRESS": "1", "UBP_TORCH_THREADS": "1",
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "UBP_TRAIN_TRACE_DIR": str(trace)}
     env.pop("UBP_DEVICE", None)  # the code must pick cpu + gloo by itself when there is no CUDA
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "ubp.stages.user_model",
+    cmd = [*_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "ubp.stages.train_user_model",
            "--lakehouse", str(settings.lakehouse), "--epochs", "1", "--val-fraction", "0", "--no-progress",
            "--set", "emb_dim=16", "--set", "hidden=32", "--set", "n_layers=1", "--set", f"batch_size={BATCH}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -76,6 +76,7 @@ def test_torchrun_two_ranks_gloo(settings, tmp_path):
     manifest = json.loads((vdir / "model.json").read_text())
     assert manifest["world_size"] == 2
     metrics = [json.loads(line) for line in (vdir / "metrics.jsonl").read_text().splitlines()]
+    assert "latent_health" in metrics.pop()  # written once, by rank 0, after training
     assert len(metrics) == 1 and metrics[0]["world_size"] == 2 and metrics[0]["steps_per_rank"] == [4, 4]
     ckpts = sorted(settings.cache_dir.glob("train_user/*/checkpoints/*"))
     assert [p.name for p in ckpts] == ["epoch-0000"], ckpts  # no leftover temp dir of a second writer

@@ -21,14 +21,15 @@ EPOCHS = 7
 
 
 def _cmd(lakehouse: Path) -> list[str]:
-    return [sys.executable, "-m", "ubp.stages.user_model", "--lakehouse", str(lakehouse), "--epochs", str(EPOCHS),
-            "--val-fraction", "0", "--no-progress", "--throttle-s", "0.25",
+    return [sys.executable, "-m", "ubp.stages.train_user_model", "--lakehouse", str(lakehouse), "--epochs", str(EPOCHS),
+            "--val-fraction", "0", "--no-progress",
             "--set", "emb_dim=16", "--set", "hidden=32", "--set", "n_layers=1", "--set", "batch_size=4",
             "--set", "patience=100"]
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "UBP_TORCH_THREADS": "1", "UBP_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "UBP_TORCH_THREADS": "1", "UBP_NO_PROGRESS": "1", "PYTHONPATH": str(REPO),
+           "UBP_TRAIN_THROTTLE_S": "0.25"}  # test hook (ubp/hooks.py): 0.25 s per batch, so the kill lands mid-epoch
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # let the two child interpreters reuse compiled torch modules
     return env
 
@@ -74,5 +75,6 @@ def test_resume_after_sigkill(settings):
     log = (settings.lakehouse / "_logs" / "ubp.log").read_text()
     assert f"resuming from checkpoint epoch {killed_at}" in log
     vdir = Path(result["model_dir"])
-    assert len((vdir / "metrics.jsonl").read_text().splitlines()) == EPOCHS
+    lines = [json.loads(x) for x in (vdir / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == EPOCHS + 1 and "latent_health" in lines[-1]  # one line per epoch, then the latent health
     assert (vdir / "weights.safetensors").exists()

@@ -37,7 +37,7 @@ def ensemble_cmd(
 ) -> None:
     """Build gold user_profiles_ensemble: members L2-normalised, (PCA), concatenated, mean-filled, float16."""
     from ubp.cli import settings_of
-    from ubp.stages.evaluate import ensemble
+    from ubp.stages.ensemble import ensemble
 
     widths: dict[str, int] = {}
     for item in pca or []:

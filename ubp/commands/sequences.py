@@ -72,7 +72,7 @@ def aggregates_cmd(
 ) -> None:
     """Build the per-user aggregate features (official challenge baseline + the seed solution's statistics)."""
     from ubp.cli import settings_of
-    from ubp.stages.sequences import aggregates
+    from ubp.stages.aggregates import aggregates
 
     result = aggregates(settings_of(ctx), as_of=parse_as_of(as_of))
     _print(result, json_out)

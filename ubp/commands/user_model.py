@@ -36,10 +36,10 @@ def train_cmd(
 ) -> None:
     """Train one GRU-autoencoder member on the current `user_sequences` (resumes after a kill).
 
-    Multi-GPU: `torchrun --nproc_per_node N -m ubp.stages.user_model --lakehouse DIR --member week_all`.
+    Multi-GPU: `torchrun --nproc_per_node N -m ubp.stages.train_user_model --lakehouse DIR --member week_all`.
     """
     from ubp.cli import settings_of
-    from ubp.stages.user_model import train_user_model
+    from ubp.stages.train_user_model import train_user_model
 
     overrides = {"batch_size": batch_size} if batch_size else None
     _echo(train_user_model(settings_of(ctx), member=member, max_epochs=epochs, seed=seed, promote=promote,
@@ -55,7 +55,7 @@ def embed_cmd(
 ) -> None:
     """Embed every user of `user_sequences` into gold `user_profiles` with Spark (idempotent per model, as-of)."""
     from ubp.cli import settings_of
-    from ubp.stages.user_model import embed_users
+    from ubp.stages.embed_users import embed_users
 
     if engine not in ("pandas", "arrow"):
         raise UbpError(f"--engine must be pandas or arrow, not {engine!r}")
@@ -73,7 +73,7 @@ def export_cmd(
 ) -> None:
     """Write a profile table in the challenge format (float16, <= 2048 columns); missing clients get the mean."""
     from ubp.cli import settings_of
-    from ubp.stages.user_model import export
+    from ubp.stages.export import export
 
     if fmt != "challenge":
         raise UbpError(f"--format must be 'challenge', not {fmt!r}")

@@ -1,4 +1,4 @@
-"""Stages `factorize`, `ensemble` and `evaluate`: the ensemble profile and the RecSys Challenge 2025 protocol.
+"""Stage `evaluate`: the RecSys Challenge 2025 protocol (the ensemble itself is `ubp.stages.ensemble`).
 
 `evaluate` proves (or disproves) that profiles are universal: it rebuilds every profile at an earlier as-of in an
 evaluation namespace (`<lakehouse>/_eval/<as_of>/`, so serving tables are untouched and nothing after the as-of
@@ -16,207 +16,9 @@ from pathlib import Path
 from ubp.config import Settings
 from ubp.errors import UbpError
 from ubp.log import get_logger
+from ubp.stages.ensemble import _read_bronze, _spark_ts, _utc, ensemble
 
 log = get_logger(__name__)
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def _spark_ts(ts: datetime) -> datetime:
-    """Spark literals want naive UTC datetimes (the session time zone is UTC)."""
-    return _utc(ts).replace(tzinfo=None)
-
-
-def _read_bronze(settings: Settings):
-    from spark_jobs.session import get_spark
-
-    spark = get_spark(settings)
-    for name in ("events", "products"):
-        if not (settings.table_path(name) / "_delta_log").is_dir():
-            raise UbpError(f"no bronze {name} table at {settings.table_path(name)}: run `ubp ingest` first")
-    events = spark.read.format("delta").load(str(settings.table_path("events")))
-    products = spark.read.format("delta").load(str(settings.table_path("products")))
-    return spark, events, products
-
-
-# ------------------------------------------------------------------------------------------------------------
-# factorisation member
-# ------------------------------------------------------------------------------------------------------------
-def factorize(settings: Settings, as_of: datetime | None = None, method: str = "svd", rank: int = 64,
-              max_iter: int = 10) -> dict:
-    """Factorisation member (user x category, user x url) at `as_of` (None: the latest event) -> `user_factors`.
-
-    method "svd" (truncated SVD in the driver, default) or "als" (Spark MLlib implicit ALS, distributed).
-    Idempotent: if the table already holds this (parameters, as_of) version, nothing is recomputed.
-    """
-    from pyspark.sql import functions as F
-
-    from spark_jobs.ensemble import _exists, _versions, factors_path
-    from spark_jobs.factorization import (
-        ALSConfig,
-        model_version,
-        user_factors,
-        user_factors_svd,
-    )
-    from ubp.tables import USER_FACTORS
-
-    if method not in ("svd", "als"):
-        raise UbpError(f"unknown factorisation method {method!r}: use svd or als")
-    spark, events, products = _read_bronze(settings)
-    if as_of is None:
-        last = events.agg(F.max("timestamp")).first()[0]
-        if last is None:
-            raise UbpError("the events table is empty")
-        as_of = last
-    as_of = _utc(as_of)
-    config = ALSConfig(method=method, rank=rank, max_iter=max_iter)
-    version = model_version(config, as_of)
-    path = factors_path(settings)
-    if _exists(path) and any(v == version for v, _ in _versions(path)):
-        n = spark.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
-        log.info("factorize: %s already built (%d users)", version, n)
-        return {"stage": "factorize", "rows": {"user_factors": n}, "version": version, "as_of": as_of.isoformat(),
-                "skipped": True}
-    t0 = time.time()
-    at = _spark_ts(as_of)
-    if method == "als":
-        ckpt = settings.cache_dir / "als_checkpoints"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        spark.sparkContext.setCheckpointDir(str(ckpt))
-        df = user_factors(events, products, at, config).withColumn("model_version", F.lit(version))
-        df = df.withColumn("created_at", F.current_timestamp())
-    else:
-        ids, x, n_inter = user_factors_svd(events, products, at, config)
-        df = _frame(spark, USER_FACTORS, ids, x, version, as_of, n_inter)
-    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(str(path))
-    n = spark.read.format("delta").load(str(path)).count()
-    log.info("factorize (%s): %d users, %s, %.1fs", method, n, version, time.time() - t0)
-    return {"stage": "factorize", "rows": {"user_factors": n}, "version": version, "as_of": as_of.isoformat(),
-            "seconds": round(time.time() - t0, 1)}
-
-
-def _frame(spark, table, client_ids, x, version: str, as_of: datetime, n_events):
-    """A Spark DataFrame in a profile-like schema (client_id, embedding, model_version, as_of, n_events,
-    created_at) from numpy, through Arrow (driver-built: demo / mid scale)."""
-    import numpy as np
-    import pyarrow as pa
-
-    n, d = x.shape
-    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).ravel(), type=pa.float32())
-    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), flat)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    data = pa.table(
-        {
-            "client_id": pa.array(np.asarray(client_ids, dtype=np.int64)),
-            "embedding": emb,
-            "model_version": pa.array([version] * n, pa.string()),
-            "as_of": pa.array([_spark_ts(as_of)] * n, pa.timestamp("us")),
-            "n_events": pa.array(np.asarray(n_events, dtype=np.int64)),
-            "created_at": pa.array([now] * n, pa.timestamp("us")),
-        }
-    )
-    return spark.createDataFrame(data.to_pandas(), schema=table.spark_schema())
-
-
-# ------------------------------------------------------------------------------------------------------------
-# ensemble
-# ------------------------------------------------------------------------------------------------------------
-def _default_as_of(settings: Settings) -> datetime | None:
-    """The as-of of the served GRU profiles (current model), else of the aggregates."""
-    from spark_jobs.ensemble import _exists, _versions
-    from ubp.registry import current_version
-
-    path = settings.table_path("user_profiles")
-    if _exists(path):
-        pairs = _versions(path)
-        cur = current_version(settings, "user")
-        mine = [p for p in pairs if p[0] == cur] or pairs
-        if mine:
-            return mine[-1][1]
-    path = settings.table_path("user_aggregates")
-    if _exists(path):
-        from spark_jobs.ensemble import load_aggregates_member
-
-        return load_aggregates_member(settings, fit_rows=1000).as_of
-    return None
-
-
-def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: datetime, n_events) -> int:
-    """Write the ensemble rows for one as-of (replacing that as-of's rows only) and return the row count."""
-    from pyspark.sql import functions as F
-
-    from spark_jobs.layout import in_feast_key_order
-    from spark_jobs.session import get_spark
-    from ubp.tables import USER_PROFILES_ENSEMBLE
-
-    spark = get_spark(settings)
-    df = _frame(spark, USER_PROFILES_ENSEMBLE, client_ids, x16, version, as_of, n_events)
-    path = settings.table_path("user_profiles_ensemble")
-    writer = in_feast_key_order(df, "client_id").write.format("delta").mode("overwrite")  # publish: key ranges
-    if (path / "_delta_log").is_dir():
-        ts = _spark_ts(as_of).strftime("%Y-%m-%d %H:%M:%S.%f")
-        writer = writer.option("replaceWhere", f"as_of = timestamp'{ts}'")
-    writer.save(str(path))
-    return spark.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
-
-
-def ensemble(
-    settings: Settings,
-    as_of: datetime | None = None,
-    members: tuple[str, ...] | None = None,
-    pca: dict[str, int] | None = None,
-    factors: bool = True,
-    factor_method: str = "svd",
-    fit_rows: int = 100_000,
-) -> dict:
-    """Build gold `user_profiles_ensemble` from every available member at `as_of`.
-
-    as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation member is computed
-    for that as-of when missing. Members whose table is absent or has no rows for the as-of are skipped (warning).
-    """
-    import numpy as np
-
-    from spark_jobs.ensemble import MEMBERS, combine, ensemble_version, load_members
-
-    t0 = time.time()
-    as_of = _utc(as_of) or _default_as_of(settings)
-    if as_of is None:
-        raise UbpError("no user_profiles or user_aggregates table yet: run `ubp embed-users` / `ubp aggregates`")
-    names = tuple(members or MEMBERS)
-    factor_info = None
-    if factors and "factors" in names:
-        factor_info = factorize(settings, as_of=as_of, method=factor_method)
-    loaded = load_members(settings, as_of=as_of, names=names, fit_rows=fit_rows)
-    if not loaded:
-        raise UbpError(f"no ensemble member has rows for as_of {as_of.isoformat()}")
-    params = {"pca": pca or {}, "as_of": as_of.isoformat()}
-    ids, x16, layout = combine(loaded, pca=pca, fit_rows=fit_rows)
-    version = ensemble_version(loaded, params)
-    n_events = np.zeros(len(ids), dtype=np.int64)
-    for m in reversed(loaded):  # the first member with counts wins (GRU, then aggregates, ...)
-        if m.n_events is not None:
-            pos = np.clip(np.searchsorted(m.client_ids, ids), 0, len(m.client_ids) - 1)
-            hit = m.client_ids[pos] == ids
-            n_events[hit] = m.n_events[pos[hit]]
-    rows = write_ensemble(settings, ids, x16, version, as_of, n_events)
-    out = {
-        "stage": "ensemble",
-        "rows": {"user_profiles_ensemble": rows},
-        "version": version,
-        "as_of": as_of.isoformat(),
-        "columns": int(x16.shape[1]),
-        "members": layout,
-        "skipped_members": [n for n in names if n not in layout],
-        "seconds": round(time.time() - t0, 1),
-    }
-    if factor_info:
-        out["rows"]["user_factors"] = factor_info["rows"]["user_factors"]
-    log.info("ensemble %s: %d users x %d columns, members %s", version, rows, x16.shape[1], list(layout))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -241,8 +43,10 @@ def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, members: tuple
     GRU-AE member in `members` is trained (promoted in the namespace) and embedded; `items` / `ensemble_step`
     skip the item model and the ensemble when the evaluation does not score them."""
     from ubp.stages import items as item_stages
-    from ubp.stages import sequences as seq_stages
-    from ubp.stages import user_model as user_stages
+    from ubp.stages.aggregates import aggregates
+    from ubp.stages.embed_users import embed_users
+    from ubp.stages.sequences import sequences
+    from ubp.stages.train_user_model import train_user_model
 
     marker = es.root / "_eval_steps.json"
     done: dict = json.loads(marker.read_text()) if marker.exists() and not rebuild else {}
@@ -264,14 +68,14 @@ def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, members: tuple
         marker.write_text(json.dumps(done, indent=1, default=str))
         return done[name]
 
-    step("sequences", seq_stages.sequences, as_of=as_of)
-    step("aggregates", seq_stages.aggregates, as_of=as_of)
+    step("sequences", sequences, as_of=as_of)
+    step("aggregates", aggregates, as_of=as_of)
     for member in members:
         suffix = "" if gru_profile_name(member) == "gru" else f"_{member}"
-        trained = step(f"train_user_model{suffix}", user_stages.train_user_model, member=member,
+        trained = step(f"train_user_model{suffix}", train_user_model, member=member,
                        max_epochs=max_epochs, seed=0, promote="always")
         if trained:
-            step(f"embed_users{suffix}", user_stages.embed_users, model_version=trained.get("version"),
+            step(f"embed_users{suffix}", embed_users, model_version=trained.get("version"),
                  member=member)
     if items and step("item_content", item_stages.item_content):
         item = step("train_item_model", item_stages.train_item_model, max_epochs=max_epochs)

@@ -17,8 +17,9 @@ def run(workdir: Path) -> None:
     from spark_jobs.session import get_spark
     from ubp.config import Settings
     from ubp.demo_data import generate_demo_data
+    from ubp.stages.aggregates import aggregates
     from ubp.stages.ingest import ingest
-    from ubp.stages.sequences import aggregates, sequences
+    from ubp.stages.sequences import sequences
 
     raw = workdir / "raw"
     generate_demo_data(raw, users=60, days=14, seed=3)

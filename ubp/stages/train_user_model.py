@@ -1,4 +1,4 @@
-"""Stage functions of the GRU-autoencoder user models (members): train, embed (Spark batch inference), export.
+"""Stage `train_user_model`: train one GRU-autoencoder user model (member); also its torchrun entry.
 
 `train_user_model(member=...)` pins the current version of silver `user_sequences`, trains in a work directory
 derived from (config, seed, table version, vocabulary) so that the same call after a kill resumes, fits the
@@ -11,7 +11,7 @@ The first default member (`day_event`) is the served user model (kind "user": `u
 the ensemble's `gru` block); every other member has its own kind `user-<member>` and its own CURRENT pointer.
 
 Command-line entry for torchrun (DDP):
-    torchrun --nproc_per_node 4 -m ubp.stages.user_model --lakehouse ./lakehouse --member week_all
+    torchrun --nproc_per_node 4 -m ubp.stages.train_user_model --lakehouse ./lakehouse --member week_all
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import hashlib
 import json
 import shutil
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from ubp.errors import UbpError
 from ubp.log import get_logger
 from ubp.registry import PRIMARY_USER_MEMBER, user_kind
 
-log = get_logger("ubp.stages.user_model")
+log = get_logger(__name__)
 PRIMARY_MEMBER = PRIMARY_USER_MEMBER
 
 
@@ -57,7 +56,6 @@ def train_user_model(
     overrides: dict[str, Any] | None = None,
     val_fraction: float = 0.1,
     force: bool = False,
-    throttle_s: float = 0.0,
     show_progress: bool = True,
     max_batches: int | None = None,
     init_from: str | None = None,
@@ -127,7 +125,7 @@ def train_user_model(
              " (CPU size)" if scaled else "", path, table_version, n_rows, vocab_version, work)
     t0 = time.perf_counter()
     job = TrainJob(config=config, sequences_path=str(path), table_version=table_version, vocab_version=vocab_version,
-                   work_dir=work, seed=seed, val_fraction=val_fraction, throttle_s=throttle_s,
+                   work_dir=work, seed=seed, val_fraction=val_fraction,
                    show_progress=show_progress, max_batches=max_batches, init_weights=init_weights)
     result = train(job)
     if result["rank"] != 0:
@@ -198,27 +196,6 @@ def _fit_serving(vdir: Path, post: Any, path: Path, table_version: int, val_frac
     return health
 
 
-def embed_users(settings: Settings, model_version: str | None = None, batch_size: int = 512,
-                load_log: str | None = None, engine: str = "arrow", member: str = PRIMARY_MEMBER) -> dict:
-    """Spark batch inference: `user_sequences` -> gold `user_profiles` for one model version of `member` (None =
-    its CURRENT). Idempotent per (model_version, as_of): those rows are replaced, nothing else is touched."""
-    from spark_jobs.embed_users import run as run_embed
-    from ubp import registry
-
-    kind = user_kind(member)
-    version = model_version or registry.require_current(settings, kind)
-    model_dir = registry.version_dir(settings, kind, version)
-    return run_embed(settings, model_dir, version, batch_size=batch_size, load_log=load_log, engine=engine)
-
-
-def export(settings: Settings, out: str | Path, table: str = "user_profiles", clients: str | Path | None = None,
-           model_version: str | None = None, as_of: datetime | None = None) -> dict:
-    """Write the challenge submission format from a profile table (see `ubp.export`)."""
-    from ubp.export import export_challenge
-
-    return export_challenge(settings, out, table=table, clients=clients, model_version=model_version, as_of=as_of)
-
-
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -231,13 +208,13 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m ubp.stages.user_model` / `torchrun -m ubp.stages.user_model`: the same stage as the CLI."""
+    """`python -m ubp.stages.train_user_model` / `torchrun -m ubp.stages.train_user_model`: the same stage as the CLI."""
     import argparse
 
     from models.members import MEMBERS
     from ubp.log import setup_logging
 
-    p = argparse.ArgumentParser(prog="ubp.stages.user_model", description="Train one GRU-AE member (DDP-ready).")
+    p = argparse.ArgumentParser(prog="ubp.stages.train_user_model", description="Train one GRU-AE member (DDP-ready).")
     p.add_argument("--lakehouse", default=None)
     p.add_argument("--namespace", default="")
     p.add_argument("--member", "--preset", dest="member", default=PRIMARY_MEMBER, choices=sorted(MEMBERS))
@@ -247,7 +224,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--full-size", action="store_true", help="large members at full size without a GPU too")
     p.add_argument("--set", action="append", default=[], help="config override key=value (e.g. batch_size=64)")
-    p.add_argument("--throttle-s", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     settings = Settings(lakehouse=a.lakehouse) if a.lakehouse else Settings()
@@ -255,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = settings.with_namespace(a.namespace)
     setup_logging(settings.logs_dir)
     result = train_user_model(settings, member=a.member, max_epochs=a.epochs, seed=a.seed, promote=a.promote,
-                              overrides=_parse_set(a.set), val_fraction=a.val_fraction, throttle_s=a.throttle_s,
+                              overrides=_parse_set(a.set), val_fraction=a.val_fraction,
                               show_progress=not a.no_progress, full_size=a.full_size)
     if result.get("version"):
         print(json.dumps({k: v for k, v in result.items() if k != "history"}, default=str))
