@@ -172,7 +172,10 @@ def test_redis_password_comes_from_the_environment_only(lake, monkeypatch, passw
     from ubp import feast_store
     from ubp.publish import publish_view
 
-    monkeypatch.delenv(feast_store.REDIS_PASSWORD_ENV, raising=False)
+    # set, then delete: monkeypatch records the variable, so the password that apply() copies into this process's
+    # environment is removed again after the test (a bare delenv of an absent variable records nothing)
+    monkeypatch.setenv(feast_store.REDIS_PASSWORD_ENV, "")
+    monkeypatch.delenv(feast_store.REDIS_PASSWORD_ENV)
     with _redis_server(password) as port:
         auth = f":{password}@" if password else ""
         monkeypatch.setenv("UBP_REDIS_URL", f"redis://{auth}127.0.0.1:{port}/0")
