@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
@@ -96,26 +98,35 @@ def redis_url():
             pytest.fail(f"UBP_REDIS_URL={os.environ['UBP_REDIS_URL']} is unreachable ({why})")
         yield url
         return
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
-    if binary is None:
-        skip_unless_ci("no redis-server binary and no UBP_REDIS_URL")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    with private_redis_server() as port:
+        yield f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def private_redis_server(password: str | None = None) -> Iterator[int]:
+    """A private redis-server on a free port (with `requirepass` when a password is given), stopped afterwards;
+    skipped without a redis-server binary (failed under CI)."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    if binary is None:
+        skip_unless_ci("no redis-server binary (apt-get install redis-server) and no UBP_REDIS_URL")
+    port = _free_port()
+    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(args + (["--requirepass", password] if password else []),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=password)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def online_dump(store) -> dict:

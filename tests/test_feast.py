@@ -3,17 +3,14 @@ point-in-time correct training data through the Spark offline store, and clear e
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from publish_fixtures import AS_OF_1, AS_OF_2, DIM, clear_online, make_gold, online_dump
+from publish_fixtures import AS_OF_1, AS_OF_2, DIM, clear_online, make_gold, online_dump, private_redis_server
 
 from ubp.config import Settings
 from ubp.errors import UbpError
@@ -139,33 +136,6 @@ def test_feast_cli_repo_parses(lake, monkeypatch):
     assert str(lake.table_path("item_vectors")) in paths
 
 
-@contextlib.contextmanager
-def _redis_server(password: str | None = None):
-    """A private redis-server on a free port (with `requirepass` when a password is given)."""
-    import redis
-    from publish_fixtures import _free_port, skip_unless_ci
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_unless_ci("no redis-server binary (apt-get install redis-server)")
-    port = _free_port()
-    args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(args + (["--requirepass", password] if password else []),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port, password=password)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.mark.parametrize("password", [None, "s3cret-Pw-42"])
 def test_redis_password_comes_from_the_environment_only(lake, monkeypatch, password):
     """Publish and read back through Redis; the password (if any) is in no file of the lakehouse's Feast folder."""
@@ -176,7 +146,7 @@ def test_redis_password_comes_from_the_environment_only(lake, monkeypatch, passw
     # environment is removed again after the test (a bare delenv of an absent variable records nothing)
     monkeypatch.setenv(feast_store.REDIS_PASSWORD_ENV, "")
     monkeypatch.delenv(feast_store.REDIS_PASSWORD_ENV)
-    with _redis_server(password) as port:
+    with private_redis_server(password) as port:
         auth = f":{password}@" if password else ""
         monkeypatch.setenv("UBP_REDIS_URL", f"redis://{auth}127.0.0.1:{port}/0")
         store = feast_store.apply(lake, "redis")
