@@ -139,7 +139,7 @@ def _config_fields(model_dir: str | Path) -> list[str]:
     return list(cfg["input_fields"]) + list(cfg["target_fields"])
 
 
-def run(settings: Settings, model_dir: str | Path, model_version: str, batch_size: int = 512,
+def run(settings: Settings, model_dir: str | Path, model_version: str, batch_size: int = 512, table: str = "user_profiles",
         engine: str = "arrow") -> dict:
     """Embed every user of the current `user_sequences` version into `user_profiles` (replaceWhere per
     (model_version, as_of))."""
@@ -161,7 +161,7 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     df = _spread(spark, spark.read.format("delta").option("versionAsOf", version).load(str(src)))
     created_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     out = profiles(df, model_dir, model_version, created_at, batch_size, engine)
-    dest = settings.table_path("user_profiles")
+    dest = settings.table_path(table)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stamps = ", ".join(f"timestamp'{a.strftime('%Y-%m-%d %H:%M:%S.%f')}'" for a in as_ofs)
     where = f"model_version = '{model_version}' AND as_of IN ({stamps})"
@@ -171,9 +171,9 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     else:
         writer.mode("errorifexists").save(str(dest))
     written = _rows_written(dest)
-    log.info("user_profiles: %d rows for model %s (as_of %s); %d users without events skipped",
+    log.info("%s: %d rows for model %s (as_of %s); %d users without events skipped", table,
              written, model_version, [a.isoformat() for a in as_ofs], n_empty)
-    return {"stage": "embed-users", "rows": {"user_profiles": written, "user_sequences": n_users},
+    return {"stage": "embed-users", "rows": {table: written, "user_sequences": n_users},
             "model_version": model_version, "as_of": [a.isoformat() for a in as_ofs],
             "table_version": version, "users_without_events": n_empty}
 

@@ -5,8 +5,8 @@ through a uniform QuantileTransformer first), large members are reduced with PCA
 member does not cover get that member's mean row, and the result is cast to float16 with at most 2048 columns.
 
 Members (each skipped with a warning when its table is missing):
-- `gru`: gold `user_profiles` (the served GRU-AE member's current version, latest as-of); `gru_<member>`: the same
-  table's rows of another GRU-AE member (its own current version, e.g. `gru_week_all`);
+- `gru`: gold `user_profiles` (the served GRU-AE member's current version, latest as-of); `gru_<member>`: another
+  GRU-AE member's rows of gold `user_member_profiles` (its own current version, e.g. `gru_week_all`);
 - `aggregates`: gold `user_aggregates` through a quantile transform;
 - `factors`: the ALS member (`ubp.tables.USER_FACTORS`);
 - `items`: mean of the item vectors (gold `item_vectors`) of the user's most recent skus (`user_sequences.sku_raw`).
@@ -259,7 +259,7 @@ def load_profile_member(settings, table: str = "user_profiles", name: str = "gru
     if not _exists(path):
         raise FileNotFoundError(f"{table}: no table at {path}")
     pairs = _versions(path)
-    if model_version is None and table == "user_profiles":
+    if model_version is None and table in ("user_profiles", "user_member_profiles"):
         kind = gru_kind(name)
         cur = current_version(settings, kind)
         mine = set(list_versions(settings, kind))
@@ -377,7 +377,7 @@ def load_members(settings, as_of: datetime | None = None, names: tuple[str, ...]
         try:
             kw = {"fit_rows": fit_rows} if name == "aggregates" else {}
             if name.startswith("gru_"):
-                member = load_profile_member(settings, "user_profiles", name, as_of=as_of)
+                member = load_profile_member(settings, "user_member_profiles", name, as_of=as_of)
             else:
                 member = LOADERS[name](settings, as_of, **kw)
         except (FileNotFoundError, LookupError) as exc:

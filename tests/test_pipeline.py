@@ -213,8 +213,8 @@ def test_ubp_run_end_to_end_and_readback(tmp_path):
     assert "rows per table" in out and "read a profile" in out
 
     rows = report["rows"]
-    for table in ("events", "user_sequences", "user_aggregates", "user_profiles", "user_profiles_ensemble",
-                  "item_vectors"):
+    for table in ("events", "user_sequences", "user_aggregates", "user_profiles", "user_member_profiles",
+                  "user_profiles_ensemble", "item_vectors"):
         assert rows.get(table, 0) > 0, (table, rows)
     ran = [s["stage"] for s in report["steps"]]
     assert ran[0] == "ingest" and "publish" in ran[-1]
@@ -225,6 +225,14 @@ def test_ubp_run_end_to_end_and_readback(tmp_path):
     # reading back from Feast: one user's profile and one cold item's neighbours
     back = _ubp("--lakehouse", str(lake), "demo-readback", "--k", "3", env=env)
     assert "profile of client" in back
+    # the served profile is the served member's (day_event): the other members' rows live in their own table
+    assert f"model_version: {report['models']['user']}" in back and report["models"]["user"].endswith("day_event")
+    from deltalake import DeltaTable
+
+    served = DeltaTable(str(lake / "gold" / "user_profiles")).to_pyarrow_table(columns=["model_version"])
+    assert set(served.column("model_version").to_pylist()) == {report["models"]["user"]}
+    others = DeltaTable(str(lake / "gold" / "user_member_profiles")).to_pyarrow_table(columns=["model_version"])
+    assert {v.split("-")[1] for v in others.column("model_version").to_pylist()} == {"week_all", "all_fields"}
     assert "nearest items to sku" in back
     n_line = next(line for line in back.splitlines() if "nearest items to sku" in line)
     assert int(n_line.split()[0]) > 0, back

@@ -53,7 +53,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("train_user_model", "ubp.stages.train_user_model:train_user_model", reads=("user_sequences", "vocabularies"),
           writes=(), spark=False, gpu=True, model="user", per_member=True),
     Stage("embed_users", "ubp.stages.embed_users:embed_users", reads=("user_sequences",),
-          writes=("user_profiles",), spark=True, gpu=False, per_member=True),
+          writes=("user_profiles", "user_member_profiles"), spark=True, gpu=False, per_member=True),
     Stage("item_content", "ubp.stages.items:item_content", reads=("products", "product_text"),
           writes=("item_content",), spark=True, gpu=False),
     Stage("train_item_model", "ubp.stages.items:train_item_model", reads=("user_sequences", "item_content"),

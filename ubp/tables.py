@@ -262,7 +262,13 @@ USER_PROFILES = _t(
         ("n_events", "bigint", False, "events before as_of"),
         ("created_at", "timestamp", False, "when the row was written"),
     ],
-    doc="GRU-autoencoder profiles; idempotent per (model_version, as_of).",
+    doc="Profiles of the served GRU-AE member (day_event); idempotent per (model_version, as_of).",
+)
+USER_MEMBER_PROFILES = _t(
+    "user_member_profiles", "gold", "embed_users",
+    list((c.name, c.type, c.nullable, c.doc) for c in USER_PROFILES.columns),
+    doc="Profiles of the GRU-AE members other than the served one (week_all, all_fields, ...), keyed by model_version "
+        "(whose registry kind names the member); read by the ensemble and the evaluation, not served as one space.",
 )
 USER_PROFILES_ENSEMBLE = _t(
     "user_profiles_ensemble", "gold", "ensemble",
@@ -311,7 +317,7 @@ TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         EVENTS, PRODUCTS, PRODUCT_TEXT, QUARANTINE, INGEST_RUNS, VOCABULARIES, USER_SEQUENCES,
-        USER_AGGREGATES, USER_FACTORS, USER_PROFILES, USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
+        USER_AGGREGATES, USER_FACTORS, USER_PROFILES, USER_MEMBER_PROFILES, USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
     )
 }
 # Profile tables that `ubp export` / `ubp publish` / `ubp evaluate` accept.

@@ -12,12 +12,15 @@ from ubp.registry import PRIMARY_USER_MEMBER, user_kind
 
 def embed_users(settings: Settings, model_version: str | None = None, batch_size: int = 512,
                 engine: str = "arrow", member: str = PRIMARY_USER_MEMBER) -> dict:
-    """Spark batch inference: `user_sequences` -> gold `user_profiles` for one model version of `member` (None =
-    its CURRENT). Idempotent per (model_version, as_of): those rows are replaced, nothing else is touched."""
+    """Spark batch inference: `user_sequences` -> gold `user_profiles` (the served member) or
+    `user_member_profiles` (every other member: one table holds one served space) for one model version of
+    `member` (None = its CURRENT). Idempotent per (model_version, as_of): those rows are replaced, nothing else is
+    touched."""
     from spark_jobs.embed_users import run as run_embed
     from ubp import registry
 
     kind = user_kind(member)
     version = model_version or registry.require_current(settings, kind)
     model_dir = registry.version_dir(settings, kind, version)
-    return run_embed(settings, model_dir, version, batch_size=batch_size, engine=engine)
+    table = "user_profiles" if member == PRIMARY_USER_MEMBER else "user_member_profiles"
+    return run_embed(settings, model_dir, version, batch_size=batch_size, engine=engine, table=table)
