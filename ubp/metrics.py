@@ -52,8 +52,9 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def _average_ranks_columns(x: np.ndarray) -> np.ndarray:
-    """`_average_ranks` of every column of a 2-D array at once (one sort, no Python loop over labels)."""
+def _tie_groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of a 2-D array: the sort order, and for each sorted position the first and last index of its run
+    of equal values (what average ranks and tie-aware AUROC need)."""
     n, m = x.shape
     order = np.argsort(x, axis=0, kind="mergesort")
     xs = np.take_along_axis(x, order, axis=0)
@@ -64,7 +65,13 @@ def _average_ranks_columns(x: np.ndarray) -> np.ndarray:
     last[:-1] = first[1:]  # ... and ends here
     start = np.maximum.accumulate(np.where(first, pos, 0), axis=0)
     end = np.minimum.accumulate(np.where(last, pos, n)[::-1], axis=0)[::-1]
-    ranks = np.empty((n, m), dtype=np.float64)
+    return order, start, end
+
+
+def _average_ranks_columns(x: np.ndarray) -> np.ndarray:
+    """`_average_ranks` of every column of a 2-D array at once (one sort, no Python loop over labels)."""
+    order, start, end = _tie_groups(x)
+    ranks = np.empty(x.shape, dtype=np.float64)
     np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=0)
     return ranks
 
@@ -95,14 +102,28 @@ def scorable_labels(y_true: np.ndarray) -> int:
     return int(((pos > 0) & (pos < y.shape[0])).sum())
 
 
+def _entropy_per_user(p: np.ndarray) -> np.ndarray:
+    """Each user's normalised entropy of the L1-normalised sigmoid predictions `p` [n, T] (1 = uniform)."""
+    q = p / p.sum(axis=1, keepdims=True)
+    return -(q * np.log2(q + EPS)).sum(axis=1) / np.log2(p.shape[1])
+
+
+def _top_k_popularity_per_user(p: np.ndarray, popularity: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each user's sigmoid-weighted normalised popularity of their top-k predicted targets."""
+    pop = np.asarray(popularity, dtype=np.float64).ravel()
+    k = min(k, len(pop))
+    top_pop = np.sort(pop)[-k:].sum()
+    norm_pop = pop / top_pop if top_pop > 0 else np.zeros_like(pop)
+    idx = np.argpartition(-p, k - 1, axis=1)[:, :k]  # the k largest predictions per user (order irrelevant)
+    return (np.take_along_axis(p, idx, axis=1) * norm_pop[idx]).sum(axis=1)
+
+
 def diversity(logits: np.ndarray) -> float:
     """Mean normalised entropy of each user's L1-normalised sigmoid predictions (1 = uniform)."""
     p = sigmoid(np.asarray(logits, dtype=np.float64))
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError("diversity needs a 2-D array with at least 2 targets")
-    p = p / p.sum(axis=1, keepdims=True)
-    entropy = -(p * np.log2(p + EPS)).sum(axis=1)
-    return float(entropy.mean() / np.log2(p.shape[1]))
+    return float(_entropy_per_user(p).mean())
 
 
 def novelty(logits: np.ndarray, popularity: np.ndarray, k: int = 10) -> float:
@@ -115,12 +136,7 @@ def novelty(logits: np.ndarray, popularity: np.ndarray, k: int = 10) -> float:
     pop = np.asarray(popularity, dtype=np.float64).ravel()
     if p.ndim != 2 or p.shape[1] != len(pop):
         raise ValueError(f"predictions {p.shape} do not match popularity of length {len(pop)}")
-    k = min(k, len(pop))
-    top_pop = np.sort(pop)[-k:].sum()
-    norm_pop = pop / top_pop if top_pop > 0 else np.zeros_like(pop)
-    idx = np.argpartition(-p, k - 1, axis=1)[:, :k]  # the k largest predictions per user (order irrelevant)
-    weighted = (np.take_along_axis(p, idx, axis=1) * norm_pop[idx]).sum(axis=1)
-    return float((1.0 - weighted.mean()) ** 100)
+    return float((1.0 - _top_k_popularity_per_user(p, pop, k).mean()) ** 100)
 
 
 def propensity_score(auroc_value: float, novelty_value: float, diversity_value: float) -> float:
@@ -152,27 +168,12 @@ class _WeightedTask:
         y = np.asarray(y_true).astype(bool)
         if kind == "binary":
             s, y = s.reshape(-1, 1), y.reshape(-1, 1)
-        n, m = s.shape
-        self.order = np.argsort(s, axis=0, kind="mergesort")  # [n, m]
-        xs = np.take_along_axis(s, self.order, axis=0)
-        pos = np.broadcast_to(np.arange(n)[:, None], (n, m))
-        first = np.ones((n, m), dtype=bool)
-        first[1:] = xs[1:] != xs[:-1]
-        last = np.ones((n, m), dtype=bool)
-        last[:-1] = first[1:]
-        self.start = np.maximum.accumulate(np.where(first, pos, 0), axis=0)  # first index of each tie group
-        self.end = np.minimum.accumulate(np.where(last, pos, n)[::-1], axis=0)[::-1]  # its last index
+        self.order, self.start, self.end = _tie_groups(s)  # [n, m] each
         self.ys = np.take_along_axis(y, self.order, axis=0)  # labels in score order
         if kind == "multilabel":
             p = sigmoid(s)
-            q = p / p.sum(axis=1, keepdims=True)
-            self.entropy = -(q * np.log2(q + EPS)).sum(axis=1) / np.log2(m)  # [n]
-            pop = np.asarray(popularity, dtype=np.float64).ravel()
-            k = min(10, len(pop))
-            top = np.sort(pop)[-k:].sum()
-            norm = pop / top if top > 0 else np.zeros_like(pop)
-            idx = np.argpartition(-p, k - 1, axis=1)[:, :k]
-            self.weighted_pop = (np.take_along_axis(p, idx, axis=1) * norm[idx]).sum(axis=1)  # [n]
+            self.entropy = _entropy_per_user(p)  # [n]
+            self.weighted_pop = _top_k_popularity_per_user(p, popularity)  # [n]
 
     def auroc(self, w: np.ndarray) -> float:
         ws = w[self.order]  # [n, m] weights in score order

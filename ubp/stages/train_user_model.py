@@ -29,7 +29,6 @@ from ubp.log import get_logger
 from ubp.registry import PRIMARY_USER_MEMBER, user_kind
 
 log = get_logger(__name__)
-PRIMARY_MEMBER = PRIMARY_USER_MEMBER
 
 
 def _vocab_sizes(settings: Settings, vocab_version: str) -> dict[str, int]:
@@ -48,7 +47,7 @@ def _run_key(payload: dict[str, Any]) -> str:
 
 def train_user_model(
     settings: Settings,
-    member: str = PRIMARY_MEMBER,
+    member: str = PRIMARY_USER_MEMBER,
     max_epochs: int | None = None,
     seed: int = 0,
     promote: str = "if_none",
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="ubp.stages.train_user_model", description="Train one GRU-AE member (DDP-ready).")
     p.add_argument("--lakehouse", default=None)
     p.add_argument("--namespace", default="")
-    p.add_argument("--member", "--preset", dest="member", default=PRIMARY_MEMBER, choices=sorted(MEMBERS))
+    p.add_argument("--member", "--preset", dest="member", default=PRIMARY_USER_MEMBER, choices=sorted(MEMBERS))
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--promote", default="if_none", choices=["if_none", "always", "never"])
