@@ -50,9 +50,9 @@ def bench_lengths(n: int, seed: int):
 def make_model(settings, preset: str = "small") -> tuple[str, Path]:
     """A randomly initialised model version in the registry (throughput does not depend on training)."""
     import torch
+    from ubp.models.common import save_weights
+    from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
 
-    from models.common import save_weights
-    from models.gru_ae import GRUAEConfig, GRUAutoencoder
     from ubp import reader, registry
 
     sizes = reader.vocab_sizes(settings.table_path("vocabularies"), "v-test")
@@ -181,9 +181,9 @@ def probe_in_process(lakehouse: str, threads: int, max_users: int | None = None)
     import resource
 
     import torch
+    from ubp.models.infer_user import encode_batches, load_model
+    from ubp.models.user_data import columns_for
 
-    from models.infer_user import encode_batches, load_model
-    from models.user_data import columns_for
     from ubp import registry
     from ubp.config import Settings
     from ubp.reader import iter_batches
@@ -214,8 +214,9 @@ def probe_in_process(lakehouse: str, threads: int, max_users: int | None = None)
 
 
 def probe_spark(lakehouse: str, engine: str, arrow_batch: int | None) -> dict:
-    from spark_jobs import embed_users as E
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs import embed_users as E
+    from ubp.spark_jobs.session import get_spark
+
     from ubp import registry
     from ubp.config import Settings
     from ubp.stages.embed_users import embed_users

@@ -54,9 +54,8 @@ def _sync(dev) -> None:
 
 def user_model(dev, preset: str, batches: list[dict], sizes: dict, reps: int = 3) -> dict:
     import torch
-
-    from models.common import to_device
-    from models.gru_ae import GRUAEConfig, GRUAutoencoder
+    from ubp.models.common import to_device
+    from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
 
     cfg = GRUAEConfig.preset(preset, sizes, batch_size=int(batches[0]["lengths"].shape[0]))
     torch.manual_seed(0)
@@ -100,8 +99,7 @@ def item_model(dev, n_items: int = 50_000, n_warm: int = 40_000, steps: int = 60
                lr: float | None = None) -> dict:
     import torch
     import torch.nn.functional as F
-
-    from models.sasrec import SASRec, SASRecConfig
+    from ubp.models.sasrec import SASRec, SASRecConfig
 
     torch.manual_seed(0)
     d = 64
@@ -151,8 +149,7 @@ def main() -> None:
         return
     import torch
     from safetensors.torch import load_file
-
-    from models.common import pick_device
+    from ubp.models.common import pick_device
 
     dev = pick_device()
     meta = json.loads((GPU_DIR / "meta.json").read_text())

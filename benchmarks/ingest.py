@@ -71,7 +71,8 @@ def _monitor(pid: int, stop: threading.Event, peaks: dict) -> None:
 
 def child(raw: str, lakehouse: str, rerun: bool) -> None:
     """Runs in a fresh process: start Spark, ingest (twice with --rerun), print one JSON line."""
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs.session import get_spark
+
     from ubp.config import Settings
     from ubp.stages.ingest import ingest
 

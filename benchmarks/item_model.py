@@ -46,8 +46,10 @@ def main() -> None:
     from ubp.config import Settings
     from ubp.demo_data import generate_demo_data
     from ubp.stages.ingest import ingest
-    from ubp.stages.items import evaluate_item_model, item_content, item_vectors
+    from ubp.stages.item_content import item_content
+    from ubp.stages.item_vectors import item_vectors
     from ubp.stages.sequences import sequences
+    from ubp.stages.train_item_model import evaluate_item_model
 
     load_at_start = os.getloadavg()
     raw, lake = args.work / "raw", args.work / "lakehouse"

@@ -53,10 +53,10 @@ def main() -> None:
     a = p.parse_args()
 
     import torch
+    from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+    from ubp.models.members import member
     from user_model_fixtures import bench_job_batches
 
-    from models.gru_ae import GRUAEConfig, GRUAutoencoder
-    from models.members import member
     from ubp.config import Settings
 
     torch.set_num_threads(a.threads)

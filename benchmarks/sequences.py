@@ -113,7 +113,8 @@ def make_bronze(n_events: int, workdir: Path) -> tuple[Path, int]:
 # ------------------------------------------------------------------------------------------------------------
 def worker_spark(lake: Path) -> dict:
     t0 = time.perf_counter()
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs.session import get_spark
+
     from ubp.config import Settings
     from ubp.stages.sequences import sequences
 

@@ -33,8 +33,7 @@ sys.path.insert(0, str(REPO))
 def _steps(model, opt, batches, padded: bool = False) -> tuple[float, int]:
     """Run one optimizer step per batch; return (seconds, real tokens)."""
     import torch
-
-    from models.common import to_device
+    from ubp.models.common import to_device
 
     dev = torch.device("cpu")
     tokens = 0
@@ -82,11 +81,11 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from ubp.models.gru_ae import GRUAutoencoder
+    from ubp.models.train_user import train
+    from ubp.models.user_data import SequenceChunk
     from user_model_fixtures import bench_job_batches
 
-    from models.gru_ae import GRUAutoencoder
-    from models.train_user import train
-    from models.user_data import SequenceChunk
     from ubp import reader
     from ubp.config import Settings
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from feast import FeatureService, FeatureView
 
 if __package__:  # imported as `feature_repo.feature_services` (ubp)
-    from feature_repo.features import item_vector, user_aggregates, user_profile, user_profile_ensemble
+    from ubp.feature_repo.features import item_vector, user_aggregates, user_profile, user_profile_ensemble
 else:  # loaded by the Feast CLI from inside the repo folder
     from features import item_vector, user_aggregates, user_profile, user_profile_ensemble
 

@@ -13,13 +13,13 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.types import Array, Bool, Float32, Int64, String, UnixTimestamp
 
 if __package__:  # imported as `feature_repo.features` (ubp)
-    from feature_repo.data_sources import (
+    from ubp.feature_repo.data_sources import (
         item_vector_source,
         user_aggregates_source,
         user_profile_ensemble_source,
         user_profile_source,
     )
-    from feature_repo.entities import item, user
+    from ubp.feature_repo.entities import item, user
 else:  # loaded by the Feast CLI from inside the repo folder (`feast -c feature_repo ...`)
     from data_sources import (
         item_vector_source,

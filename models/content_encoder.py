@@ -63,7 +63,7 @@ class TextEncoder:
     name = TEXT_ENCODER
 
     def __init__(self, device: str | None = None, batch_size: int = 64) -> None:
-        from models.common import pick_device
+        from ubp.models.common import pick_device
 
         self.device = device or str(pick_device())
         self.batch_size = batch_size

@@ -53,7 +53,7 @@ class GRUAEConfig:
     @classmethod
     def preset(cls, name: str, vocab_sizes: dict[str, int], **overrides) -> GRUAEConfig:
         """The config of a member preset (`models.members`), e.g. `day_event`, `week_all`, or the older `small`."""
-        from models.members import member
+        from ubp.models.members import member
 
         cfg = cls(vocab_sizes=dict(vocab_sizes), **member(name).model)
         return replace(cfg, **overrides) if overrides else cfg

@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-
-from models.common import autocast_context, load_weights, pick_device, to_device
-from models.gru_ae import GRUAEConfig, GRUAutoencoder
-from models.latent import LatentTransform
-from models.user_data import SequenceChunk, bucket_batches
+from ubp.models.common import autocast_context, load_weights, pick_device, to_device
+from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+from ubp.models.latent import LatentTransform
+from ubp.models.user_data import SequenceChunk, bucket_batches
 
 MANIFEST = "model.json"
 CONFIG = "config.json"
@@ -79,7 +78,7 @@ def fit_serving_transform(model: GRUAutoencoder, batches: Iterator[pa.RecordBatc
                           max_users: int = 50_000, batch_size: int = 512) -> tuple[LatentTransform, dict, dict]:
     """Fit the serving transform on (at most `max_users` of) the users in `batches` (the training users) and
     measure latent health before and after it: (transform, raw health, served health)."""
-    from models.latent import fit_transform, latent_health
+    from ubp.models.latent import fit_transform, latent_health
 
     model.serving_transform = None
     parts, n = [], 0

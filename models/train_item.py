@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from models.common import (
+from ubp.models.common import (
     CheckpointManager,
     EarlyStopping,
     MetricsWriter,
@@ -35,9 +34,9 @@ from models.common import (
     save_weights,
     seed_everything,
 )
-from models.content_prep import ContentTransform
-from models.item_eval import ItemIndex, ItemSplit, evaluate_cases, pad_left
-from models.sasrec import SASRec, SASRecConfig, score_history_avg
+from ubp.models.content_prep import ContentTransform
+from ubp.models.item_eval import ItemIndex, ItemSplit, evaluate_cases, pad_left
+from ubp.models.sasrec import SASRec, SASRecConfig, score_history_avg
 
 OFFSETS_FILE = "item_offsets.safetensors"
 WEIGHTS_FILE = "model.safetensors"

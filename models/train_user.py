@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from models.common import (
+from ubp.models.common import (
     CheckpointManager,
     EarlyStopping,
     MetricsWriter,
@@ -42,8 +41,9 @@ from models.common import (
     to_device,
     unwrap,
 )
-from models.gru_ae import GRUAEConfig, GRUAutoencoder
-from models.user_data import columns_for, prefetch, stream_batches
+from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+from ubp.models.user_data import columns_for, prefetch, stream_batches
+
 from ubp.hooks import current as current_hooks
 from ubp.log import get_logger
 
@@ -131,7 +131,7 @@ def train(job: TrainJob) -> dict[str, Any]:
 
     model = GRUAutoencoder(job.config).to(device)
     if job.init_weights:
-        from models.common import load_weights
+        from ubp.models.common import load_weights
 
         load_weights(model, job.init_weights, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=job.config.lr)

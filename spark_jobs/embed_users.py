@@ -36,8 +36,7 @@ def _model(model_dir: str, version: str, load_log: str | None = None):
             with open(load_log, "a") as fh:
                 fh.write(f"{os.getpid()}\n")
         import torch
-
-        from models.infer_user import load_model
+        from ubp.models.infer_user import load_model
 
         torch.set_num_threads(int(os.environ.get("UBP_WORKER_TORCH_THREADS", "1")))
         model, _ = load_model(model_dir, device="cpu")
@@ -50,8 +49,7 @@ def _model(model_dir: str, version: str, load_log: str | None = None):
 def _encode_frames(frames: Iterator[pd.DataFrame], model_dir: str, version: str, created_at: dt.datetime,
                    batch_size: int, load_log: str | None = None) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
-
-    from models.infer_user import encode_arrow
+    from ubp.models.infer_user import encode_arrow
 
     model = _model(model_dir, version, load_log)
     cols = [c.name for c in USER_PROFILES.columns]
@@ -82,8 +80,7 @@ def _encode_arrow_batches(batches, model_dir: str, version: str, created_at: dt.
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from models.infer_user import encode_arrow
+    from ubp.models.infer_user import encode_arrow
 
     model = _model(model_dir, version, load_log)
     schema = USER_PROFILES.arrow_schema()
@@ -111,7 +108,8 @@ def profiles(df: DataFrame, model_dir: str | Path, model_version: str, created_a
              batch_size: int = 512, engine: str = "arrow") -> DataFrame:
     """`user_sequences` rows -> `user_profiles` rows (one per user with at least one event). `engine`: "arrow"
     (mapInArrow: skips the pandas round trip of the list columns) or "pandas" (mapInPandas)."""
-    from models.user_data import columns_for
+    from ubp.models.user_data import columns_for
+
     from ubp.hooks import current as current_hooks
 
     config_fields = _config_fields(model_dir)
@@ -145,8 +143,9 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     (model_version, as_of))."""
     import json
 
-    from spark_jobs.layout import in_feast_key_order
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs.layout import in_feast_key_order
+    from ubp.spark_jobs.session import get_spark
+
     from ubp import reader
     from ubp.errors import UbpError
 

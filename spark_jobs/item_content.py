@@ -73,9 +73,9 @@ def build_item_content(spark: SparkSession, settings: Settings, batch_rows: int 
                        device: str | None = None, show_progress: bool = True) -> dict:
     """Encode new/changed catalog items and MERGE them into `item_content`; returns counts."""
     from delta.tables import DeltaTable
+    from ubp.models.common import progress
+    from ubp.models.content_encoder import NAME_CODES_ENCODER, TextEncoder, encode_name_codes
 
-    from models.common import progress
-    from models.content_encoder import NAME_CODES_ENCODER, TextEncoder, encode_name_codes
     from ubp.errors import UbpError
 
     products = _read_delta(spark, settings.table_path("products"))

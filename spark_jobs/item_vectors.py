@@ -15,9 +15,9 @@ from datetime import datetime
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from ubp.models.content_prep import ContentTransform
+from ubp.spark_jobs.layout import in_feast_key_order
 
-from models.content_prep import ContentTransform
-from spark_jobs.layout import in_feast_key_order
 from ubp.tables import ITEM_VECTORS
 
 

@@ -20,8 +20,14 @@ from datetime import datetime
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from ubp.spark_jobs.sequence_rows import (
+    EVENT_COLUMNS,
+    FILES_SCHEMA,
+    SequenceSpec,
+    stream_user_rows,
+    write_files,
+)
 
-from spark_jobs.sequence_rows import EVENT_COLUMNS, FILES_SCHEMA, SequenceSpec, stream_user_rows, write_files
 from ubp.tables import USER_SEQUENCES
 
 # Run the build under this SQL conf (see `with_sql_conf`): larger Arrow batches to the workers (fewer round trips;

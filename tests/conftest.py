@@ -17,7 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """The one Spark session of the test run."""
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs.session import get_spark
+
     from ubp.config import Settings
 
     root = tmp_path_factory.mktemp("spark")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sequences_fixtures import event, read_table, ts, write_bronze
-
-from spark_jobs.aggregates import feature_names, feature_names_version
+from ubp.spark_jobs.aggregates import feature_names, feature_names_version
 
 AS_OF = ts("2024-01-31 00:00:00")
 EVENTS = [

@@ -48,8 +48,8 @@ def trained(settings):
 @pytest.mark.slow
 def test_spark_inference_equals_in_process_encode(spark, trained, tmp_path, monkeypatch):
     from deltalake import DeltaTable, write_deltalake
+    from ubp.models.infer_user import encode_batches, load_model
 
-    from models.infer_user import encode_batches, load_model
     from ubp.reader import iter_batches
     from ubp.stages.embed_users import embed_users
 

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import numpy as np
 import pytest
+from ubp.spark_jobs.ensemble import Member, combine, l2_normalise, quantile_normalise
 
-from spark_jobs.ensemble import Member, combine, l2_normalise, quantile_normalise
 from tests.target_fixtures import AS_OF, day, write_bronze, write_table
 from ubp.tables import ITEM_VECTORS, USER_AGGREGATES, USER_PROFILES, USER_SEQUENCES
 

@@ -209,7 +209,8 @@ def test_run_summary_is_printed_as_a_table(runs):
 
 
 def test_missing_directory_and_empty_inputs(tmp_path: Path):
-    from spark_jobs.ingest import discover
+    from ubp.spark_jobs.ingest import discover
+
     from ubp.errors import UbpError
 
     with pytest.raises(UbpError, match="raw directory not found"):

@@ -94,8 +94,8 @@ def test_organizer_split_every_timestamp_form(spark, tmp_path: Path):
 
 def test_window_caps_and_strict_schema(spark, tmp_path: Path):
     from pyspark.sql import functions as F
+    from ubp.spark_jobs.ingest import TRUNCATED
 
-    from spark_jobs.ingest import TRUNCATED
     from ubp.stages.ingest import ingest
 
     raw = tmp_path / "raw"

@@ -8,11 +8,10 @@ import socket
 import numpy as np
 import pytest
 import torch
-
-from models.content_prep import ContentTransform
-from models.item_eval import metrics_from_ranks, product_sequence, ranks, temporal_split
-from models.sasrec import SASRecConfig
-from models.train_item import evaluate, item_offsets, prepare_content, train_sasrec
+from ubp.models.content_prep import ContentTransform
+from ubp.models.item_eval import metrics_from_ranks, product_sequence, ranks, temporal_split
+from ubp.models.sasrec import SASRecConfig
+from ubp.models.train_item import evaluate, item_offsets, prepare_content, train_sasrec
 
 RAW_DIM = 24
 
@@ -83,7 +82,7 @@ def test_split_protocol(data):
 
 
 def test_ranking_removes_seen_and_never_counts_minus_inf():
-    from models.item_eval import Case
+    from ubp.models.item_eval import Case
 
     scores = torch.tensor([[float("-inf"), 9.0, 5.0, 1.0, float("-inf")]])
     assert ranks(scores, [Case(np.array([1]), 2, False)])[0] == 0  # item 1 was seen: item 2 is first
@@ -130,7 +129,7 @@ def test_delta_norm_bound_and_cold_vectors(data, tmp_path):
     norms = model.items.delta.detach().norm(dim=1)
     assert float(norms.max()) <= bound + 1e-6
     assert float(norms[1 : split.index.n_warm + 1].max()) > 0.9 * bound  # the bound was active
-    from models.common import read_metrics
+    from ubp.models.common import read_metrics
 
     assert all(r["delta_max_norm"] <= bound + 1e-6 for r in read_metrics(tmp_path / "metrics.jsonl"))
     vectors = model.item_vectors().numpy()
@@ -174,7 +173,7 @@ def test_planted_cold_start_delta_beats_id_only(data, tmp_path):
                                 show_progress=False)
         cold_cases = [c for c in split.test if c.cold]
         with torch.no_grad():
-            from models.item_eval import compute_ranks
+            from ubp.models.item_eval import compute_ranks
 
             out[variant] = compute_ranks(model.score, cold_cases, cfg.max_len)
         out[variant + "_metrics"] = evaluate(model, split.test, cfg.max_len)
@@ -193,7 +192,7 @@ def test_training_resumes_from_checkpoint(data, tmp_path):
     _, content, _ = prepare_content(split.index, skus, raw, cfg.d_model)
     train_sasrec(split, content, cfg, tmp_path, max_epochs=2, patience=50, show_progress=False)
     _, summary = train_sasrec(split, content, cfg, tmp_path, max_epochs=3, patience=50, show_progress=False)
-    from models.common import read_metrics
+    from ubp.models.common import read_metrics
 
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
     assert summary["epochs_run"] == 3 and (tmp_path / "loss.png").exists()
@@ -201,7 +200,7 @@ def test_training_resumes_from_checkpoint(data, tmp_path):
 
 @pytest.fixture(scope="module")
 def encoder():
-    from models.content_encoder import TextEncoder
+    from ubp.models.content_encoder import TextEncoder
 
     return TextEncoder(batch_size=8)
 
@@ -222,7 +221,7 @@ def test_encoder_offline_similar_texts(encoder, monkeypatch):
 
 
 def test_name_code_fallback_is_deterministic_and_similarity_preserving():
-    from models.content_encoder import encode_name_codes
+    from ubp.models.content_encoder import encode_name_codes
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, 16)
@@ -239,7 +238,7 @@ def test_name_code_fallback_is_deterministic_and_similarity_preserving():
 # statistics over seeds and users (hand-made numbers)
 # ---------------------------------------------------------------------------------------------------------------
 def test_ndcg_gains_per_user():
-    from models.item_eval import ndcg_gains
+    from ubp.models.item_eval import ndcg_gains
 
     g = ndcg_gains(np.array([0.0, 1.0, 9.0, 10.0, np.inf]))
     np.testing.assert_allclose(g, [1.0, 1 / np.log2(3), 1 / np.log2(11), 0.0, 0.0])
@@ -248,7 +247,7 @@ def test_ndcg_gains_per_user():
 
 
 def test_mean_std_and_aggregate_runs():
-    from models.item_eval import aggregate_runs, mean_std
+    from ubp.models.item_eval import aggregate_runs, mean_std
 
     assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
     assert mean_std([5.0]) == (5.0, 0.0)
@@ -264,7 +263,7 @@ def test_mean_std_and_aggregate_runs():
 
 
 def test_paired_bootstrap_hand_made():
-    from models.item_eval import paired_bootstrap
+    from ubp.models.item_eval import paired_bootstrap
 
     b = np.array([0.0, 0.5, 1.0, 0.25])
     # a constant per-user improvement: every resample has the same difference, so the interval is a point
@@ -289,7 +288,7 @@ def test_paired_bootstrap_hand_made():
 
 def test_paired_bootstrap_interval_covers_the_planted_gap():
     """Per-user noise much larger than the gap: pairing still finds it; a swapped pair gets the mirrored interval."""
-    from models.item_eval import paired_bootstrap
+    from ubp.models.item_eval import paired_bootstrap
 
     rng = np.random.default_rng(3)
     base = rng.random(2000)
@@ -306,7 +305,7 @@ def test_paired_bootstrap_interval_covers_the_planted_gap():
 
 
 def test_format_table_mean_std_and_comparison():
-    from models.item_eval import aggregate_runs, format_table, paired_bootstrap
+    from ubp.models.item_eval import aggregate_runs, format_table, paired_bootstrap
 
     def run(x: float) -> dict:
         return {**metrics_from_ranks(np.array([0.0, 20.0, x]), np.array([True, False, True])), "n_cold": 2}

@@ -84,10 +84,12 @@ def lake(spark, settings):
 @pytest.mark.slow
 def test_item_pipeline_content_cache_training_vectors(spark, lake):
     import torch
+    from ubp.models.content_prep import ContentTransform
 
-    from models.content_prep import ContentTransform
     from ubp import registry
-    from ubp.stages.items import item_content, item_vectors, train_item_model
+    from ubp.stages.item_content import item_content
+    from ubp.stages.item_vectors import item_vectors
+    from ubp.stages.train_item_model import train_item_model
 
     torch.set_num_threads(1)
     settings, items = lake
@@ -156,7 +158,8 @@ def test_evaluate_items_writes_paper_table(spark, lake):
     import torch
 
     from ubp import registry
-    from ubp.stages.items import evaluate_item_model, item_content
+    from ubp.stages.item_content import item_content
+    from ubp.stages.train_item_model import evaluate_item_model
 
     torch.set_num_threads(1)
     settings, _ = lake

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.latent import LatentTransform, fit_transform, is_healthy, latent_health
+from ubp.models.latent import LatentTransform, fit_transform, is_healthy, latent_health
 
 
 def _spread(n: int = 500, d: int = 32, seed: int = 0) -> np.ndarray:

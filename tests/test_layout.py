@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 
 
 def test_gold_layout_files_hold_sorted_key_ranges(spark, tmp_path):
-    from spark_jobs.layout import in_feast_key_order
+    from ubp.spark_jobs.layout import in_feast_key_order
+
     from ubp.publish import encode_entity_keys
     from ubp.reader import _open
 

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ubp.spark_jobs.sequence_rows import SequenceSpec, stream_user_rows, user_rows, write_files
 
-from spark_jobs.sequence_rows import SequenceSpec, stream_user_rows, user_rows, write_files
 from ubp.tables import EVENT_TYPE_CODE, FIRST_TOKEN_ID, OOV_ID, PAD_ID, USER_SEQUENCES
 
 AS_OF = datetime(2024, 1, 10, tzinfo=UTC)

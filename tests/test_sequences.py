@@ -146,7 +146,8 @@ def test_missing_bronze_is_a_clear_error(settings):
 def test_sparse_query_codes_follow_the_kept_searches_into_model_batches(spark, settings):
     """Only search events carry query codes (16 each); truncation drops a search's codes with it; a search without
     a query keeps 16 PAD codes; the model's reader expands them back to [B, T, 16] lined up with the events."""
-    from models.user_data import SequenceChunk
+    from ubp.models.user_data import SequenceChunk
+
     from ubp.stages.sequences import sequences
 
     rev = Q[::-1]
@@ -228,8 +229,8 @@ def test_a_table_with_constraints_is_written_through_sparks_delta_writer(spark, 
 
 
 def test_with_sql_conf_puts_the_previous_values_back(spark):
-    from spark_jobs.sequences import BUILD_CONF
-    from spark_jobs.session import with_sql_conf
+    from ubp.spark_jobs.sequences import BUILD_CONF
+    from ubp.spark_jobs.session import with_sql_conf
 
     (key,) = BUILD_CONF
     spark.conf.set(key, "1000")

@@ -39,7 +39,7 @@ def lakehouse(spark, tmp_path_factory) -> Path:
 
 
 def test_register_tables_by_name(spark, lakehouse):
-    from spark_jobs.catalog import register_tables
+    from ubp.spark_jobs.catalog import register_tables
 
     names = register_tables(spark, Settings(lakehouse=lakehouse))
     assert names == ["events", "products"]  # only tables that exist

@@ -49,7 +49,8 @@ def test_pipeline_tables_follow_the_registry():
 
 def test_publish_views_follow_the_registry():
     pytest.importorskip("feast")
-    from feature_repo.data_sources import VIEW_TABLES
+    from ubp.feature_repo.data_sources import VIEW_TABLES
+
     from ubp.stages.publish import VIEWS
 
     assert VIEWS == tuple(stage_registry.FEATURE_VIEWS)
@@ -89,7 +90,7 @@ def test_ubp_run_order_is_the_registry_order(settings, recorded_stages, tmp_path
     raw = tmp_path / "raw"
     raw.mkdir()
     pipeline.run_pipeline(settings, raw, publish=True)
-    from models.members import DEFAULT_MEMBERS
+    from ubp.models.members import DEFAULT_MEMBERS
 
     # a per-member stage runs once per GRU-AE member, in the registry's place
     assert recorded_stages == [s.name for s in stage_registry.run_order()

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from ubp.spark_jobs import targets as T
 
-from spark_jobs import targets as T
 from tests.target_fixtures import AS_OF, day, events_df, products_df
 
 SPEC = [

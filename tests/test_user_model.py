@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder  # noqa: E402
+from ubp.models.user_data import SequenceChunk, bucket_batches, is_val_user, stream_batches  # noqa: E402
 from user_model_fixtures import SIZES, make_sequences, write_lakehouse  # noqa: E402
 
-from models.gru_ae import GRUAEConfig, GRUAutoencoder  # noqa: E402
-from models.user_data import SequenceChunk, bucket_batches, is_val_user, stream_batches  # noqa: E402
 from ubp.errors import UbpError  # noqa: E402
 from ubp.tables import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 
@@ -217,7 +217,8 @@ def test_overfit_artifacts_and_idempotence(settings):
                              val_fraction=0.0, show_progress=False)
     assert again["version"] == version and again["reused"]
     # encode through the safe loader: same latents as the checkpointed model gives
-    from models.infer_user import encode_batches, load_model
+    from ubp.models.infer_user import encode_batches, load_model
+
     from ubp.reader import iter_batches
 
     model, man = load_model(vdir, device="cpu")

@@ -27,9 +27,10 @@ def _torchrun() -> list[str]:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_gloo(settings, tmp_path):
-    from models.gru_ae import GRUAEConfig
-    from models.infer_user import encode_arrow, load_model
-    from models.user_data import columns_for, stream_batches
+    from ubp.models.gru_ae import GRUAEConfig
+    from ubp.models.infer_user import encode_arrow, load_model
+    from ubp.models.user_data import columns_for, stream_batches
+
     from ubp import registry
     from ubp.reader import iter_batches, table_version
 
@@ -96,8 +97,8 @@ def test_torchrun_two_ranks_gloo(settings, tmp_path):
 def test_stream_batches_even_shards_for_any_world_size():
     """The sharding itself, without processes: for world sizes 1..4, ranks get disjoint users, exactly the same
     number of batches (even=True), and together the batches of all complete rounds of the single-process order."""
-    from models.gru_ae import GRUAEConfig
-    from models.user_data import stream_batches
+    from ubp.models.gru_ae import GRUAEConfig
+    from ubp.models.user_data import stream_batches
 
     table = make_sequences(61, seed=5, min_len=1, max_len=10)
     fields = GRUAEConfig().input_fields

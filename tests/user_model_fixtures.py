@@ -162,9 +162,10 @@ def bench_job_batches(settings, n_users: int, preset: str = "small", batch_size:
     training batches that job's loop streams (same reader, same seed), materialised in memory.
 
     Returns (config, job, batches). Used by the training and GPU benchmarks, which time steps on exactly these."""
-    from models.gru_ae import GRUAEConfig
-    from models.train_user import TrainJob, _reader
-    from models.user_data import stream_batches
+    from ubp.models.gru_ae import GRUAEConfig
+    from ubp.models.train_user import TrainJob, _reader
+    from ubp.models.user_data import stream_batches
+
     from ubp import reader
 
     path = write_bench_lakehouse(settings, n_users)

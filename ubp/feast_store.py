@@ -208,10 +208,10 @@ def get_store(settings: Settings, online: str | None = None, template: Path | No
 def definitions(settings: Settings) -> dict[str, dict[str, Any]]:
     """Entities, sources, feature views and services of `feature_repo/`, built for this lakehouse."""
     _quiet_feast()
-    from feature_repo.data_sources import make_sources
-    from feature_repo.entities import item, user
-    from feature_repo.feature_services import make_feature_services
-    from feature_repo.features import make_feature_views
+    from ubp.feature_repo.data_sources import make_sources
+    from ubp.feature_repo.entities import item, user
+    from ubp.feature_repo.feature_services import make_feature_services
+    from ubp.feature_repo.features import make_feature_views
 
     sources = make_sources(settings)
     views = make_feature_views(sources)

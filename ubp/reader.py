@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 _SCAN_ONLY_FEATURES = {"deletionVectors", "columnMapping"}
 
 
+def require_table(path: str | Path, what: str, command: str) -> None:
+    """A one-line error naming the command that makes a missing Delta table."""
+    if not (Path(path) / "_delta_log").is_dir():
+        raise UbpError(f"no {what} table at {path}: run `ubp {command}` first")
+
+
 def _open(path: str | Path, version: int | None = None):
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError

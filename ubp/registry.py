@@ -15,6 +15,7 @@ from ubp.config import Settings
 from ubp.errors import UbpError
 
 USER_KIND = "user"
+ITEM_KIND = "item"  # the cold-start SASRec (ubp/stages/train_item_model.py)
 PRIMARY_USER_MEMBER = "day_event"  # the GRU-AE member served as `user_profiles` / Feast `user_profile`
 # the GRU-AE members `ubp run` and the training DAG train (the first is the served one); see models/members.py
 DEFAULT_USER_MEMBERS: tuple[str, ...] = (PRIMARY_USER_MEMBER, "week_all", "all_fields")

@@ -26,7 +26,7 @@ def _echo(result: dict, keys: tuple[str, ...] | None = None) -> None:
 def item_content_cmd(ctx: typer.Context) -> None:
     """Encode new or changed catalog items (product text, else name codes) into silver item_content."""
     from ubp.cli import settings_of
-    from ubp.stages.items import item_content
+    from ubp.stages.item_content import item_content
 
     _echo(item_content(settings_of(ctx)))
 
@@ -41,7 +41,7 @@ def train_item_model_cmd(
 ) -> None:
     """Train the cold-start SASRec (frozen content + bounded delta, or a baseline) as a new item-model version."""
     from ubp.cli import settings_of
-    from ubp.stages.items import train_item_model
+    from ubp.stages.train_item_model import train_item_model
 
     if promote not in ("if_none", "always", "never"):
         raise UbpError(f"--promote must be if_none, always or never, got {promote!r}")
@@ -62,7 +62,7 @@ def evaluate_items_cmd(
     """Train every variant on one temporal split, per seed; print and save the paper-style table (cold / warm /
     total, mean ± std over seeds) and a paired bootstrap CI of delta vs content-init fine-tuned."""
     from ubp.cli import settings_of
-    from ubp.stages.items import evaluate_item_model
+    from ubp.stages.train_item_model import evaluate_item_model
 
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
     try:
@@ -81,6 +81,6 @@ def item_vectors_cmd(
 ) -> None:
     """Write gold item_vectors for every catalog item (cold and new items from content alone)."""
     from ubp.cli import settings_of
-    from ubp.stages.items import item_vectors
+    from ubp.stages.item_vectors import item_vectors
 
     _echo(item_vectors(settings_of(ctx), model_version=model))

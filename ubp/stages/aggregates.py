@@ -19,11 +19,11 @@ log = get_logger(__name__)
 
 def aggregates(settings: Settings, as_of: datetime | None = None) -> dict[str, Any]:
     """Build gold `user_aggregates`: the challenge's baseline counts + the seed solution's statistics per user."""
-    from spark_jobs.aggregates import build_aggregates, feature_names, feature_names_version
-    from spark_jobs.layout import in_feast_key_order
-    from spark_jobs.session import get_spark
-    from spark_jobs.vocab import prepare_events
     from ubp.reader import count_rows
+    from ubp.spark_jobs.aggregates import build_aggregates, feature_names, feature_names_version
+    from ubp.spark_jobs.layout import in_feast_key_order
+    from ubp.spark_jobs.session import get_spark
+    from ubp.spark_jobs.vocab import prepare_events
 
     t0 = time.perf_counter()
     _require_events(settings)

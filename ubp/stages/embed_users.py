@@ -16,8 +16,8 @@ def embed_users(settings: Settings, model_version: str | None = None, batch_size
     `user_member_profiles` (every other member: one table holds one served space) for one model version of
     `member` (None = its CURRENT). Idempotent per (model_version, as_of): those rows are replaced, nothing else is
     touched."""
-    from spark_jobs.embed_users import run as run_embed
     from ubp import registry
+    from ubp.spark_jobs.embed_users import run as run_embed
 
     kind = user_kind(member)
     version = model_version or registry.require_current(settings, kind)

@@ -28,7 +28,7 @@ def _spark_ts(ts: datetime) -> datetime:
 
 
 def _read_bronze(settings: Settings):
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs.session import get_spark
 
     spark = get_spark(settings)
     for name in ("events", "products"):
@@ -51,8 +51,8 @@ def factorize(settings: Settings, as_of: datetime | None = None, method: str = "
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs.ensemble import _exists, _versions, factors_path
-    from spark_jobs.factorization import (
+    from ubp.spark_jobs.ensemble import _exists, _versions, factors_path
+    from ubp.spark_jobs.factorization import (
         ALSConfig,
         model_version,
         user_factors,
@@ -123,8 +123,8 @@ def _frame(spark, table, client_ids, x, version: str, as_of: datetime, n_events)
 # ------------------------------------------------------------------------------------------------------------
 def _default_as_of(settings: Settings) -> datetime | None:
     """The as-of of the served GRU profiles (current model), else of the aggregates."""
-    from spark_jobs.ensemble import _exists, _versions
     from ubp.registry import current_version
+    from ubp.spark_jobs.ensemble import _exists, _versions
 
     path = settings.table_path("user_profiles")
     if _exists(path):
@@ -135,7 +135,7 @@ def _default_as_of(settings: Settings) -> datetime | None:
             return mine[-1][1]
     path = settings.table_path("user_aggregates")
     if _exists(path):
-        from spark_jobs.ensemble import load_aggregates_member
+        from ubp.spark_jobs.ensemble import load_aggregates_member
 
         return load_aggregates_member(settings, fit_rows=1000).as_of
     return None
@@ -145,8 +145,8 @@ def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: dat
     """Write the ensemble rows for one as-of (replacing that as-of's rows only) and return the row count."""
     from pyspark.sql import functions as F
 
-    from spark_jobs.layout import in_feast_key_order
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs.layout import in_feast_key_order
+    from ubp.spark_jobs.session import get_spark
     from ubp.tables import USER_PROFILES_ENSEMBLE
 
     spark = get_spark(settings)
@@ -176,7 +176,7 @@ def ensemble(
     """
     import numpy as np
 
-    from spark_jobs.ensemble import MEMBERS, combine, ensemble_version, load_members
+    from ubp.spark_jobs.ensemble import MEMBERS, combine, ensemble_version, load_members
 
     t0 = time.time()
     as_of = _utc(as_of) or _default_as_of(settings)

@@ -42,10 +42,12 @@ def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, members: tuple
     `max_epochs` caps both the user models and the item model (None: their members'/presets' defaults). Each
     GRU-AE member in `members` is trained (promoted in the namespace) and embedded; `items` / `ensemble_step`
     skip the item model and the ensemble when the evaluation does not score them."""
-    from ubp.stages import items as item_stages
     from ubp.stages.aggregates import aggregates
     from ubp.stages.embed_users import embed_users
+    from ubp.stages.item_content import item_content
+    from ubp.stages.item_vectors import item_vectors
     from ubp.stages.sequences import sequences
+    from ubp.stages.train_item_model import train_item_model
     from ubp.stages.train_user_model import train_user_model
 
     marker = es.root / "_eval_steps.json"
@@ -77,10 +79,10 @@ def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, members: tuple
         if trained:
             step(f"embed_users{suffix}", embed_users, model_version=trained.get("version"),
                  member=member)
-    if items and step("item_content", item_stages.item_content):
-        item = step("train_item_model", item_stages.train_item_model, max_epochs=max_epochs)
+    if items and step("item_content", item_content):
+        item = step("train_item_model", train_item_model, max_epochs=max_epochs)
         if item:
-            step("item_vectors", item_stages.item_vectors, model_version=item.get("version"))
+            step("item_vectors", item_vectors, model_version=item.get("version"))
     if ensemble_step:
         step("ensemble", ensemble, as_of=as_of)
     return done
@@ -141,12 +143,12 @@ def evaluate(
     """
     import numpy as np
 
-    from models.members import DEFAULT_MEMBERS
-    from models.probe import ProbeConfig, fit_probe
-    from spark_jobs import targets as T
-    from spark_jobs.ensemble import MEMBERS, align, combine, load_members, load_profile_member
     from ubp.metrics import scorable_labels, score_task
+    from ubp.models.members import DEFAULT_MEMBERS
+    from ubp.models.probe import ProbeConfig, fit_probe
     from ubp.report import write_report
+    from ubp.spark_jobs import targets as T
+    from ubp.spark_jobs.ensemble import MEMBERS, align, combine, load_members, load_profile_member
 
     t_start = time.time()
     spark, events, products = _read_bronze(settings)

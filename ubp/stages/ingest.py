@@ -45,7 +45,7 @@ def ingest(settings: Settings, raw_dir: str | Path, *, now: datetime | None = No
     try:
         return _ingest(settings, raw_dir, now=now, options=options or settings.ingest)
     except (Py4JError, PySparkException) as exc:
-        from spark_jobs.ingest import first_line
+        from ubp.spark_jobs.ingest import first_line
 
         raise UbpError(f"ingest of {raw_dir} failed: {first_line(exc)}") from exc
 
@@ -58,7 +58,7 @@ def _flag_unknown_skus(spark, files: dict[str, dict], valid, started: datetime, 
     """Count, per product_text input, the valid rows' skus that `products` does not hold (accepted, flagged)."""
     from pyspark.sql import functions as F
 
-    from spark_jobs import ingest as job
+    from ubp.spark_jobs import ingest as job
 
     products = settings.table_path(PRODUCTS.name)
     for source_file, entry in files.items():
@@ -89,8 +89,8 @@ def _check_share(files: dict[str, dict], limit: float) -> None:
 def _ingest(settings: Settings, raw_dir: str | Path, *, now: datetime | None, options: IngestOptions) -> dict:
     from pyspark.sql import functions as F
 
-    from spark_jobs import ingest as job
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs import ingest as job
+    from ubp.spark_jobs.session import get_spark
 
     started = datetime.now(UTC)
     cutoff = now or started

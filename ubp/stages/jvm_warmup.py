@@ -14,9 +14,9 @@ from pathlib import Path
 def run(workdir: Path) -> None:
     """A tiny real ingest -> sequences (full and incremental) -> aggregates run, then stop the JVM and wait for it:
     the JVM writes the archive while it exits."""
-    from spark_jobs.session import get_spark
     from ubp.config import Settings
     from ubp.demo_data import generate_demo_data
+    from ubp.spark_jobs.session import get_spark
     from ubp.stages.aggregates import aggregates
     from ubp.stages.ingest import ingest
     from ubp.stages.sequences import sequences

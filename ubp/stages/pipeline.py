@@ -280,7 +280,7 @@ def run_pipeline(
         raw = Path(raw_dir).expanduser()
         if not raw.is_dir():
             raise UbpError(f"raw data folder {raw} does not exist")
-    from models.members import DEFAULT_MEMBERS
+    from ubp.models.members import DEFAULT_MEMBERS
 
     members = tuple(user_members or DEFAULT_MEMBERS)
     options: dict[str, dict[str, Any]] = {

@@ -166,7 +166,7 @@ def _store_vocab(spark, settings: Settings, vocab, as_of: datetime) -> None:
     """Write a vocabulary version once (its partition is replaced, so a rerun is a no-op in content)."""
     from deltalake import DeltaTable as RsTable
 
-    from spark_jobs.vocab import vocab_frame
+    from ubp.spark_jobs.vocab import vocab_frame
 
     path = settings.table_path("vocabularies")
     _ensure(spark, "vocabularies", path)
@@ -208,7 +208,7 @@ def _overwrite(prepared, spec, out_path: Path) -> str:
     from deltalake import DeltaTable as RsTable
     from deltalake.transaction import AddAction, CommitProperties
 
-    from spark_jobs.sequences import sequence_files, sequence_rows
+    from ubp.spark_jobs.sequences import sequence_files, sequence_rows
 
     dt = RsTable(str(out_path))  # the version the commit below builds on
     if not _files_committable(dt):
@@ -240,10 +240,10 @@ def sequences(
     """
     from delta.tables import DeltaTable
 
-    from spark_jobs.sequences import BUILD_CONF, changed_users, sequence_rows, spec_for
-    from spark_jobs.session import get_spark, with_sql_conf
-    from spark_jobs.vocab import ALL_FIELDS, Vocab, build_vocab, prepare_events, select_events
     from ubp.reader import count_rows, read_vocab, table_properties
+    from ubp.spark_jobs.sequences import BUILD_CONF, changed_users, sequence_rows, spec_for
+    from ubp.spark_jobs.session import get_spark, with_sql_conf
+    from ubp.spark_jobs.vocab import ALL_FIELDS, Vocab, build_vocab, prepare_events, select_events
 
     if max_len < 1:
         raise UbpError(f"--max-len must be >= 1, got {max_len}")

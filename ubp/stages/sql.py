@@ -50,9 +50,9 @@ def run_sql(settings, query: str, *, limit: int = 50, out: Path | None = None, f
     """
     from pyspark.errors import PySparkException
 
-    from spark_jobs.catalog import register_tables
-    from spark_jobs.ingest import first_line
-    from spark_jobs.session import get_spark
+    from ubp.spark_jobs.catalog import register_tables
+    from ubp.spark_jobs.ingest import first_line
+    from ubp.spark_jobs.session import get_spark
 
     fmt = fmt.lower() if fmt else None
     if out is None and fmt not in (None, *SQL_FORMATS):

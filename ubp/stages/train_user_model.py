@@ -69,11 +69,11 @@ def train_user_model(
     """
     import torch
 
-    from models.common import dist_info
-    from models.gru_ae import GRUAEConfig
-    from models.members import member as member_spec
-    from models.train_user import TrainJob, train
     from ubp import reader, registry
+    from ubp.models.common import dist_info
+    from ubp.models.gru_ae import GRUAEConfig
+    from ubp.models.members import member as member_spec
+    from ubp.models.train_user import TrainJob, train
 
     member = preset or member
     if promote not in ("if_none", "always", "never"):
@@ -173,9 +173,9 @@ def _fit_serving(vdir: Path, post: Any, path: Path, table_version: int, val_frac
     import numpy as np
     import pyarrow as pa
 
-    from models.infer_user import fit_serving_transform, load_network
-    from models.user_data import columns_for, is_val_user
     from ubp import reader
+    from ubp.models.infer_user import fit_serving_transform, load_network
+    from ubp.models.user_data import columns_for, is_val_user
 
     model = load_network(vdir, device="cpu")
     cols = columns_for(model.config.input_fields + model.config.target_fields)
@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m ubp.stages.train_user_model` / `torchrun -m ubp.stages.train_user_model`: the same stage as the CLI."""
     import argparse
 
-    from models.members import MEMBERS
     from ubp.log import setup_logging
+    from ubp.models.members import MEMBERS
 
     p = argparse.ArgumentParser(prog="ubp.stages.train_user_model", description="Train one GRU-AE member (DDP-ready).")
     p.add_argument("--lakehouse", default=None)

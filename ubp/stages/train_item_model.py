@@ -1,10 +1,10 @@
-"""Item stages (issue 5): content embeddings, the cold-start SASRec, its evaluation, and gold item vectors.
+"""Stage `train_item_model`: the cold-start SASRec (arXiv 2507.19473) and its evaluation.
 
-- `item_content`: bronze products + product_text -> silver `item_content` (cached raw encoder outputs).
 - `train_item_model`: silver `user_sequences` (product events) + `item_content` -> a versioned item model
   (registry kind "item") with the warm-fitted content transform and the trained deltas.
 - `evaluate_item_model`: every variant on the same temporal split -> a table in the form of the paper's Table 1.
-- `item_vectors`: `item_content` + a model -> gold `item_vectors` for every catalog item, cold and new ones included.
+
+The other item stages: `item_content.py` (the content embeddings it reads), `item_vectors.py` (what it serves).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from typing import Any
 from ubp.config import Settings
 from ubp.errors import UbpError
 from ubp.log import get_logger
+from ubp.reader import require_table
+from ubp.registry import ITEM_KIND
 
 log = get_logger(__name__)
 
-KIND = "item"
+KIND = ITEM_KIND
 DEFAULT_VARIANTS: tuple[str, ...] = ("history_avg", "id_only", "content_finetune", "frozen", "delta")
 DEFAULT_MAX_EPOCHS = 100  # the paper's cap; early stopping (patience 5) ends runs long before on demo data
 REPORT_NAME = "item_model_eval"
@@ -31,37 +33,21 @@ DEFAULT_DELTA_MAX = 0.5  # the paper's bound
 TEST_USERS_FILE = "test_users.json"
 
 
-def item_content(settings: Settings, batch_rows: int = 4096) -> dict:
-    """Encode new or changed catalog items (text, else name codes) into `item_content`."""
-    from spark_jobs.item_content import build_item_content
-    from spark_jobs.session import get_spark
-
-    t0 = time.perf_counter()
-    spark = get_spark(settings)
-    out = build_item_content(spark, settings, batch_rows=batch_rows)
-    return {"stage": "item_content", **out, "seconds": round(time.perf_counter() - t0, 3)}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # inputs for training / evaluation (Arrow over the Delta log, no Spark)
 # ---------------------------------------------------------------------------------------------------------------
-def _require(path: Path, what: str, command: str) -> None:
-    if not (path / "_delta_log").is_dir():
-        raise UbpError(f"no {what} table at {path}: run `ubp {command}` first")
-
-
 def load_inputs(settings: Settings) -> dict[str, Any]:
     """Per-user product sequences from `user_sequences` and the raw content matrix from `item_content`."""
     import numpy as np
     import pyarrow.compute as pc
 
-    from models.item_eval import product_sequence
+    from ubp.models.item_eval import product_sequence
     from ubp.reader import iter_batches, table_version
 
     seq_path = settings.table_path("user_sequences")
     content_path = settings.table_path("item_content")
-    _require(seq_path, "user_sequences", "sequences")
-    _require(content_path, "item_content", "item-content")
+    require_table(seq_path, "user_sequences", "sequences")
+    require_table(content_path, "item_content", "item-content")
     seq_version = table_version(seq_path)
     users, as_of = [], None
     for batch in iter_batches(seq_path, version=seq_version, columns=["sku_raw", "ts", "as_of"], batch_size=8192):
@@ -93,8 +79,8 @@ def _versions(settings: Settings) -> dict[str, int]:
     from ubp.reader import table_version
 
     seq_path, content_path = settings.table_path("user_sequences"), settings.table_path("item_content")
-    _require(seq_path, "user_sequences", "sequences")
-    _require(content_path, "item_content", "item-content")
+    require_table(seq_path, "user_sequences", "sequences")
+    require_table(content_path, "item_content", "item-content")
     return {"sequences_version": table_version(seq_path), "item_content_version": table_version(content_path)}
 
 
@@ -143,9 +129,10 @@ def _train_variant(
 
     import numpy as np
 
-    from models.item_eval import compute_ranks, metrics_from_ranks, ndcg_gains, temporal_split
-    from models.sasrec import TRAINED_VARIANTS, VARIANTS, SASRecConfig
-    from models.train_item import (
+    from ubp import registry
+    from ubp.models.item_eval import compute_ranks, metrics_from_ranks, ndcg_gains, temporal_split
+    from ubp.models.sasrec import TRAINED_VARIANTS, VARIANTS, SASRecConfig
+    from ubp.models.train_item import (
         WEIGHTS_FILE,
         history_avg_scorer,
         item_offsets,
@@ -153,7 +140,6 @@ def _train_variant(
         save_item_model,
         train_sasrec,
     )
-    from ubp import registry
 
     if variant not in VARIANTS:
         raise UbpError(f"unknown item-model variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -256,7 +242,7 @@ def evaluate_item_model(
     """
     import numpy as np
 
-    from models.item_eval import aggregate_runs, format_table, paired_bootstrap
+    from ubp.models.item_eval import aggregate_runs, format_table, paired_bootstrap
 
     seeds = (int(seed),) if seed is not None else tuple(int(s) for s in seeds)
     if not seeds:
@@ -329,7 +315,7 @@ def _drift(model_dir: Path) -> dict[str, float] | None:
     drifted away from the content space (the paper's explanation of why it loses on cold items)."""
     import numpy as np
 
-    from models.train_item import OFFSETS_FILE
+    from ubp.models.train_item import OFFSETS_FILE
 
     path = model_dir / OFFSETS_FILE
     if not path.exists():
@@ -341,43 +327,3 @@ def _drift(model_dir: Path) -> dict[str, float] | None:
         return None
     return {"mean": round(float(norms.mean()), 4), "p90": round(float(np.percentile(norms, 90)), 4),
             "max": round(float(norms.max()), 4)}
-
-
-def item_vectors(settings: Settings, model_version: str | None = None) -> dict:
-    """Gold `item_vectors` for every item in `item_content` from model `model_version` (None = CURRENT)."""
-    from models.train_item import load_item_model
-    from spark_jobs.item_vectors import (
-        count_by_coldness,
-        item_vectors_df,
-        offsets_frame,
-        write_item_vectors,
-    )
-    from spark_jobs.session import get_spark
-    from ubp import registry
-
-    t0 = time.perf_counter()
-    version = model_version or registry.require_current(settings, KIND)
-    model_dir = registry.version_dir(settings, KIND, version)
-    saved = load_item_model(model_dir)
-    if saved["transform"] is None:
-        raise UbpError(f"item model {version} ({saved['info'].get('variant')}) has no content transform: "
-                       "item vectors need a content-based variant (delta, frozen, content_finetune, history_avg)")
-    content_path = settings.table_path("item_content")
-    _require(content_path, "item_content", "item-content")
-    spark = get_spark(settings)
-    content = spark.read.format("delta").load(str(content_path))
-    offsets = offsets_frame(spark, saved["skus"], saved["offset"])
-    info = saved["info"]
-    created_at = datetime.fromisoformat(info["created_at"])
-    as_of = datetime.fromisoformat(info["as_of"]) if info.get("as_of") else created_at
-    df = item_vectors_df(content, offsets, saved["transform"], version, as_of, created_at)
-    path = str(settings.table_path("item_vectors"))
-    write_item_vectors(df, path)
-    counts = count_by_coldness(spark, path)
-    total = sum(counts.values())
-    log.info("item_vectors: %d items (%d cold) from model %s", total, counts.get("cold", 0), version)
-    return {
-        "stage": "item_vectors", "rows": {"item_vectors": total}, "cold": counts.get("cold", 0),
-        "warm": counts.get("warm", 0), "model_version": version, "dim": saved["transform"].dim,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }

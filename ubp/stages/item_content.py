@@ -1,0 +1,18 @@
+"""Stage `item_content`: bronze products + product_text -> silver `item_content` (cached raw encoder outputs)."""
+
+from __future__ import annotations
+
+import time
+
+from ubp.config import Settings
+
+
+def item_content(settings: Settings, batch_rows: int = 4096) -> dict:
+    """Encode new or changed catalog items (text, else name codes) into `item_content`."""
+    from ubp.spark_jobs.item_content import build_item_content
+    from ubp.spark_jobs.session import get_spark
+
+    t0 = time.perf_counter()
+    spark = get_spark(settings)
+    out = build_item_content(spark, settings, batch_rows=batch_rows)
+    return {"stage": "item_content", **out, "seconds": round(time.perf_counter() - t0, 3)}
