@@ -229,7 +229,7 @@ def stage_kwargs(stage: str, params_: dict | None, as_of: datetime | None = None
     if stage == "ingest":
         return {"raw_dir": landing_dir(conf(params_, "raw_dir"), as_of)}
     if stage == "train_user_model":  # the member comes from the task (one task group per member)
-        return {"max_epochs": conf(params_, "user_max_epochs"), "promote": "never"}
+        return {"max_epochs": conf(params_, "user_max_epochs"), "promote": "never", "init_from": "current"}
     if stage == "train_item_model":
         return {"variant": conf(params_, "item_variant"), "max_epochs": conf(params_, "item_max_epochs"),
                 "promote": "never"}
@@ -482,7 +482,14 @@ def training_chain(kind: str, stage: str, **extra: Any):
         return bool(decision["promoted"])
 
     @task(task_id="model_promoted", outlets=[model_asset(kind)])
-    def model_promoted(result: dict) -> str:
+    def model_promoted(result: dict, **context: Any) -> str:
+        space = result.get("space") or {}
+        if space.get("new_space") and space.get("reason") != "first space of the family":
+            print(f"NEW VECTOR SPACE {space.get('space_id')} for {kind} model {result['version']} "
+                  f"({space.get('reason')}): downstream models pinned to the old service keep the old space")
+        context["outlet_events"][model_asset(kind)].extra = {  # the asset event says which space it serves
+            "version": result["version"], "space_id": space.get("space_id"),
+            "new_space": bool(space.get("new_space")), "space_reason": space.get("reason")}
         return result["version"]
 
     trained = train()

@@ -1,57 +1,40 @@
-"""Feature services: what downstream models ask for by name.
+"""Feature services: what downstream models ask for by name, one per vector space.
 
-Version-in-name rule: the `_vN` suffix names a *vector space*. A model trained on `user_profile_v1` keeps working as
-long as the vectors it reads are comparable with the ones it was trained on. Retraining the same architecture on new
-data (a new `model_version` inside the same space contract) keeps the name; anything that changes what a coordinate
-means (a new dimension, another embedding method, another ensemble recipe or profile table) gets a NEW service
-(`user_profile_v2`) next to the old one, so downstream models move over deliberately and never read a vector from
-a space they were not trained on.
-
-Hence two user-profile services, never one that switches: `user_profile_v1` always serves the GRU-AE profile (gold
-`user_profiles`), `user_profile_ensemble_v1` the ensemble profile (gold `user_profiles_ensemble`), whether or not the
-other table exists.
+A service's name IS the id of the vector space it serves (`ubp/spaces.py`): `user_profile_v1` (the served GRU-AE
+member), `user_profile_week_all_v1` / `user_profile_all_fields_v1` (the other members), `user_profile_ensemble_v1`,
+`item_vector_v1`. A model trained on one keeps working as long as it reads that name: a retrain that aligns to the
+space (orthogonal Procrustes, error under the threshold) serves under the same name; anything else (a new
+dimension, another method or recipe, a retrain that does not align) founds the next space (`user_profile_v2`) with
+its own view and service next to the old one, so downstream models move over deliberately and never read a vector
+from a space they were not trained on.
 """
 
 from __future__ import annotations
 
 from feast import FeatureService, FeatureView
 
-if __package__:  # imported as `feature_repo.feature_services` (ubp)
-    from ubp.feature_repo.features import item_vector, user_aggregates, user_profile, user_profile_ensemble
+if __package__:  # imported as `ubp.feature_repo.feature_services` (ubp)
+    from ubp.feature_repo.features import _VIEWS
 else:  # loaded by the Feast CLI from inside the repo folder
-    from features import item_vector, user_aggregates, user_profile, user_profile_ensemble
+    from features import _VIEWS
 
 
 def make_feature_services(views: dict[str, FeatureView]) -> dict[str, FeatureService]:
-    return {
-        "user_profile_v1": FeatureService(
-            name="user_profile_v1",
-            features=[views["user_profile"]],
-            description="GRU-AE user profile (space v1, gold user_profiles) with model version, as-of, event count.",
-            tags={"owner": "ubp", "table": "user_profiles"},
-        ),
-        "user_profile_ensemble_v1": FeatureService(
-            name="user_profile_ensemble_v1",
-            features=[views["user_profile_ensemble"]],
-            description="Ensemble user profile (space v1, gold user_profiles_ensemble) with model version, as-of, "
-                        "event count.",
-            tags={"owner": "ubp", "table": "user_profiles_ensemble"},
-        ),
-        "item_vector_v1": FeatureService(
-            name="item_vector_v1",
-            features=[views["item_vector"]],
-            description="Item vector (space v1), cold items included.",
-            tags={"owner": "ubp"},
-        ),
-    }
+    """A service per space view, named by its space id."""
+    services = {}
+    for view in views.values():
+        sid = (view.tags or {}).get("space_id")
+        if sid:
+            services[sid] = FeatureService(
+                name=sid, features=[view],
+                description=f"{view.description} One space: never mixed with another.",
+                tags={"owner": "ubp", "table": view.tags["table"], "space_id": sid},
+            )
+    return services
 
 
-_SERVICES = make_feature_services({
-    "user_profile": user_profile,
-    "user_profile_ensemble": user_profile_ensemble,
-    "user_aggregates": user_aggregates,
-    "item_vector": item_vector,
-})
+_SERVICES = make_feature_services(_VIEWS)
 user_profile_v1 = _SERVICES["user_profile_v1"]
 user_profile_ensemble_v1 = _SERVICES["user_profile_ensemble_v1"]
 item_vector_v1 = _SERVICES["item_vector_v1"]
+globals().update({name: svc for name, svc in _SERVICES.items() if name not in globals()})  # members, later spaces

@@ -1,4 +1,4 @@
-"""Feature views over the gold tables.
+"""Feature views over the gold tables: one per vector space (`ubp/spaces.py`), plus the aggregates.
 
 `ttl=timedelta(0)` means "no expiry": a profile stays valid until a newer as-of replaces it, which is also what the
 point-in-time join of `get_historical_features` uses (the latest row with `as_of <= event_timestamp`).
@@ -12,28 +12,30 @@ from feast import FeatureView, Field
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import Array, Bool, Float32, Int64, String, UnixTimestamp
 
-if __package__:  # imported as `feature_repo.features` (ubp)
-    from ubp.feature_repo.data_sources import (
-        item_vector_source,
-        user_aggregates_source,
-        user_profile_ensemble_source,
-        user_profile_source,
-    )
+if __package__:  # imported as `ubp.feature_repo.features` (ubp)
+    from ubp.feature_repo.data_sources import _SOURCES, _SPECS
     from ubp.feature_repo.entities import item, user
 else:  # loaded by the Feast CLI from inside the repo folder (`feast -c feature_repo ...`)
-    from data_sources import (
-        item_vector_source,
-        user_aggregates_source,
-        user_profile_ensemble_source,
-        user_profile_source,
-    )
+    from data_sources import _SOURCES, _SPECS
     from entities import item, user
 
 NO_EXPIRY = timedelta(0)
+_ABOUT = {
+    "user_profile": "the served GRU-autoencoder member's profile (gold user_profiles)",
+    "user_profile_ensemble": "ensemble profile: normalised members concatenated (gold user_profiles_ensemble)",
+}
 
 
-def _profile_view(name: str, source: SparkSource, description: str) -> FeatureView:
+def _tags(spec: dict[str, str]) -> dict[str, str]:
+    """What the publish needs besides the source: the Delta path and the space whose rows the view serves."""
+    return {"owner": "ubp", "table": spec["table"], "delta_path": spec["path"], "space_id": spec["space_id"],
+            "family": spec["family"]}
+
+
+def _profile_view(name: str, source: SparkSource, spec: dict[str, str]) -> FeatureView:
     """A user-profile view (same columns for every profile table: the `user_profiles` contract)."""
+    about = _ABOUT.get(spec["family"], f"GRU-AE member {spec['family'].removeprefix('user_profile_')}'s profile "
+                                       "(gold user_member_profiles)")
     return FeatureView(
         name=name,
         entities=[user],
@@ -41,66 +43,66 @@ def _profile_view(name: str, source: SparkSource, description: str) -> FeatureVi
         schema=[
             Field(name="embedding", dtype=Array(Float32), description="the user's profile vector"),
             Field(name="model_version", dtype=String, description="model that produced it"),
+            Field(name="space_id", dtype=String, description="vector space (= the feature service name)"),
             Field(name="as_of", dtype=UnixTimestamp, description="built from events strictly before this"),
             Field(name="n_events", dtype=Int64, description="events before as_of"),
         ],
         source=source,
         online=True,
-        description=description,
-        tags={"owner": "ubp", "table": source.path.rsplit("/", 1)[-1]},
+        description=f"User profile, vector space {spec['space_id']}: {about}.",
+        tags=_tags(spec),
     )
 
 
-def make_feature_views(sources: dict[str, SparkSource]) -> dict[str, FeatureView]:
-    """The feature views for a set of sources (see `data_sources.make_sources`). The two profile views are two
-    vector spaces (GRU-AE latent vs normalised ensemble), so they never share a view or a service."""
-    return {
-        "user_profile": _profile_view(
-            "user_profile", sources["user_profile"],
-            "Universal behavioral profile of a user: the GRU-autoencoder latent (gold user_profiles).",
-        ),
-        "user_profile_ensemble": _profile_view(
-            "user_profile_ensemble", sources["user_profile_ensemble"],
-            "Ensemble profile of a user: normalised members concatenated (gold user_profiles_ensemble).",
-        ),
-        "user_aggregates": FeatureView(
-            name="user_aggregates",
-            entities=[user],
-            ttl=NO_EXPIRY,
-            schema=[
-                Field(name="features", dtype=Array(Float32), description="aggregate count features"),
-                Field(name="feature_names_version", dtype=String, description="hash of the ordered names"),
-                Field(name="n_events", dtype=Int64, description="events before as_of"),
-            ],
-            source=sources["user_aggregates"],
-            online=True,
-            description="Hand-made aggregate features (the baseline the profiles are compared with).",
-            tags={"owner": "ubp", "table": "user_aggregates"},
-        ),
-        "item_vector": FeatureView(
-            name="item_vector",
-            entities=[item],
-            ttl=NO_EXPIRY,
-            schema=[
-                Field(name="vector", dtype=Array(Float32), description="content vector + bounded delta"),
-                Field(name="is_cold", dtype=Bool, description="no training interactions (delta = 0)"),
-                Field(name="model_version", dtype=String, description="item model version"),
-            ],
-            source=sources["item_vector"],
-            online=True,
-            description="Item vectors, cold-start items included.",
-            tags={"owner": "ubp", "table": "item_vectors"},
-        ),
-    }
+def _item_view(name: str, source: SparkSource, spec: dict[str, str]) -> FeatureView:
+    return FeatureView(
+        name=name,
+        entities=[item],
+        ttl=NO_EXPIRY,
+        schema=[
+            Field(name="vector", dtype=Array(Float32), description="content vector + bounded delta"),
+            Field(name="is_cold", dtype=Bool, description="no training interactions (delta = 0)"),
+            Field(name="model_version", dtype=String, description="item model version"),
+            Field(name="space_id", dtype=String, description="vector space (= the feature service name)"),
+        ],
+        source=source,
+        online=True,
+        description=f"Item vectors, cold-start items included, vector space {spec['space_id']}.",
+        tags=_tags(spec),
+    )
 
 
-_VIEWS = make_feature_views({
-    "user_profile": user_profile_source,
-    "user_profile_ensemble": user_profile_ensemble_source,
-    "user_aggregates": user_aggregates_source,
-    "item_vector": item_vector_source,
-})
+def _aggregates_view(name: str, source: SparkSource, spec: dict[str, str]) -> FeatureView:
+    return FeatureView(
+        name=name,
+        entities=[user],
+        ttl=NO_EXPIRY,
+        schema=[
+            Field(name="features", dtype=Array(Float32), description="aggregate count features"),
+            Field(name="feature_names_version", dtype=String, description="hash of the ordered names"),
+            Field(name="n_events", dtype=Int64, description="events before as_of"),
+        ],
+        source=source,
+        online=True,
+        description="Hand-made aggregate features (the baseline the profiles are compared with).",
+        tags={"owner": "ubp", "table": spec["table"], "delta_path": spec["path"]},
+    )
+
+
+def make_feature_views(sources: dict[str, SparkSource], specs: dict[str, dict[str, str]]) -> dict[str, FeatureView]:
+    """One view per vector space (see `data_sources.view_specs`) and the aggregates' view: two spaces never share
+    a view or a service."""
+    views = {}
+    for name, spec in specs.items():
+        make = (_aggregates_view if not spec["space_id"] else
+                _item_view if spec["table"] == "item_vectors" else _profile_view)
+        views[name] = make(name, sources[name], spec)
+    return views
+
+
+_VIEWS = make_feature_views(_SOURCES, _SPECS)
 user_profile = _VIEWS["user_profile"]
 user_profile_ensemble = _VIEWS["user_profile_ensemble"]
 user_aggregates = _VIEWS["user_aggregates"]
 item_vector = _VIEWS["item_vector"]
+globals().update({name: fv for name, fv in _VIEWS.items() if name not in globals()})  # members, later spaces

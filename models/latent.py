@@ -6,7 +6,8 @@ L2-normalises each block) barely sees the differences. `LatentTransform` is fitt
 latents (centre, optional PCA and whitening, optional row L2) and stored with the model as safetensors + JSON, so
 every consumer (Feast, export, ensemble) gets the same served vectors. `latent_health` measures the raw latent:
 share of saturated values, the typical per-dimension spread across users, and the first principal component's
-share of the variance.
+share of the variance. `procrustes` fits the rotation that aligns a retrained model's served vectors to the current
+model's (`ubp/spaces.py`): stored in the transform as its last step, it keeps a retrain in the served space.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class LatentTransform:
     components: np.ndarray | None  # [k, H] principal axes (rows), None = no projection
     scale: np.ndarray | None  # [k or H] divide by this after projecting (whitening), None = no scaling
     row_norm: bool
+    rotation: np.ndarray | None = None  # [dim, dim] orthogonal, applied last: aligns to an earlier version's space
+    aligned_to: str | None = None  # the model version `rotation` aligns to
 
     @property
     def dim(self) -> int:
@@ -43,6 +46,8 @@ class LatentTransform:
             x = x / self.scale
         if self.row_norm:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        if self.rotation is not None:
+            x = x @ self.rotation  # orthogonal: norms (and row-normalisation) are kept
         return x.astype(np.float32, copy=False)
 
     def save(self, model_dir: str | Path) -> None:
@@ -51,9 +56,11 @@ class LatentTransform:
             tensors["components"] = self.components.astype(np.float32)
         if self.scale is not None:
             tensors["scale"] = self.scale.astype(np.float32)
+        if self.rotation is not None:
+            tensors["rotation"] = self.rotation.astype(np.float32)
         save_file(tensors, str(Path(model_dir) / TRANSFORM_WEIGHTS))
         meta = {"dim": self.dim, "row_norm": self.row_norm, "pca": self.components is not None,
-                "whiten": self.scale is not None}
+                "whiten": self.scale is not None, "aligned_to": self.aligned_to}
         (Path(model_dir) / TRANSFORM_CONFIG).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -65,7 +72,7 @@ class LatentTransform:
         t = load_file(str(model_dir / TRANSFORM_WEIGHTS))
         meta = json.loads((model_dir / TRANSFORM_CONFIG).read_text())
         return cls(mean=t["mean"], components=t.get("components"), scale=t.get("scale"),
-                   row_norm=bool(meta["row_norm"]))
+                   row_norm=bool(meta["row_norm"]), rotation=t.get("rotation"), aligned_to=meta.get("aligned_to"))
 
 
 def fit_transform(z: np.ndarray, pca_dim: int = 0, whiten: bool = False, row_norm: bool = True) -> LatentTransform:
@@ -88,6 +95,39 @@ def fit_transform(z: np.ndarray, pca_dim: int = 0, whiten: bool = False, row_nor
     return LatentTransform(mean=mean.astype(np.float32),
                            components=None if components is None else components.astype(np.float32),
                            scale=None if scale is None else scale.astype(np.float32), row_norm=row_norm)
+
+
+def procrustes(new: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, float]:
+    """Orthogonal R [d, d] minimising ||new @ R - old||_F over the same users' rows [U, d], and the relative error
+    ||new @ R - old||_F / ||old - mean(old)||_F (0 = the same space up to a rotation; about 1.4 = unrelated, centred
+    vectors). A rotation keeps distances and norms, so a probe trained on `old` reads `new @ R` as it would `old`."""
+    new = np.asarray(new, dtype=np.float64)
+    old = np.asarray(old, dtype=np.float64)
+    if new.shape != old.shape or new.ndim != 2 or len(new) < 2:
+        raise ValueError(f"procrustes needs two [U, d] arrays of one shape, got {new.shape} and {old.shape}")
+    u, _, vt = np.linalg.svd(new.T @ old)
+    r = u @ vt
+    return r.astype(np.float32), procrustes_error(new, old, r)
+
+
+def procrustes_error(new: np.ndarray, old: np.ndarray, rotation: np.ndarray) -> float:
+    """Relative error ||new @ R - old||_F / ||old - mean(old)||_F of an alignment (see `procrustes`)."""
+    new, old = np.asarray(new, np.float64), np.asarray(old, np.float64)
+    return float(np.linalg.norm(new @ rotation - old) / max(np.linalg.norm(old - old.mean(axis=0)), 1e-12))
+
+
+def align(new: np.ndarray, old: np.ndarray, keys: np.ndarray, held_share: float = 0.25) -> tuple[np.ndarray, float]:
+    """Procrustes rotation fitted on the rows whose key hashes outside a held-out share, and its error measured on
+    the held-out rows (the fit error when too few are held out): an honest figure for "same space"."""
+    from ubp.models.user_data import is_val_user
+
+    held = is_val_user(np.asarray(keys, dtype=np.int64), held_share)
+    if (~held).sum() < 2:
+        held[:] = False
+    rotation, err = procrustes(new[~held], old[~held])
+    if held.sum() >= 2:
+        err = procrustes_error(new[held], old[held], rotation)
+    return rotation, err
 
 
 def latent_health(z: np.ndarray) -> dict[str, float]:

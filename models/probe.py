@@ -87,8 +87,10 @@ def fit_probe(
     y_test: np.ndarray,
     score_fn: Callable[[np.ndarray, np.ndarray], dict],
     config: ProbeConfig,
+    keep_model: bool = False,
 ) -> dict:
     """Train on (x_train, y_train); after every epoch score the test logits; return the best epoch's metrics.
+    `keep_model`: also return the trained probe ("model", after the last epoch) to apply to other inputs.
 
     `y` is (N,) for binary tasks or (N, T) for multilabel ones; `score_fn(y_test, logits)` returns a dict with
     at least "score". Returns {"best_epoch", "epochs": [per-epoch dicts], "logits": the best epoch's test logits,
@@ -103,7 +105,8 @@ def fit_probe(
     x_tr = torch.from_numpy(x_train)
     model = build_probe(x_train.shape[1], y_tr.shape[1], config)
     if config.linear:
-        return _fit_logistic(model, x_tr, y_tr, x_test, y_test, binary, score_fn, config)
+        out = _fit_logistic(model, x_tr, y_tr, x_test, y_test, binary, score_fn, config)
+        return {**out, "model": model} if keep_model else out
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     all_logits: list[np.ndarray] = []
@@ -125,7 +128,8 @@ def fit_probe(
         history.append({"epoch": epoch, "train_loss": total / max(len(perm), 1), **metrics})
         all_logits.append(logits)
     best = max(history, key=lambda m: -np.inf if m["score"] is None or np.isnan(m["score"]) else m["score"])
-    return {**best, "best_epoch": best["epoch"], "epochs": history, "logits": all_logits[best["epoch"]]}
+    out = {**best, "best_epoch": best["epoch"], "epochs": history, "logits": all_logits[best["epoch"]]}
+    return {**out, "model": model} if keep_model else out
 
 
 def _fit_logistic(model, x_tr, y_tr, x_test, y_test, binary, score_fn, config: ProbeConfig) -> dict:

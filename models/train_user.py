@@ -105,6 +105,23 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device) -> dict[str,
     return out
 
 
+def validation_metrics(model: torch.nn.Module, sequences_path: str, table_version: int, val_fraction: float,
+                       batch_size: int = 256) -> dict[str, float]:
+    """`evaluate` of one model on the validation users (`is_val_user`) of one table version, in this process:
+    two versions scored by it are compared on the same users and the same data."""
+    from ubp.reader import iter_batches
+
+    cfg = unwrap(model).config
+    cols = columns_for(cfg.input_fields + cfg.target_fields)
+
+    def read():
+        return iter_batches(sequences_path, version=table_version, columns=cols, batch_size=4096)
+
+    batches = stream_batches(read, cfg.input_fields, batch_size=batch_size, max_len=cfg.max_len, split="val",
+                             val_fraction=val_fraction, shuffle=False)
+    return evaluate(model, batches, next(model.parameters()).device)
+
+
 def train(job: TrainJob) -> dict[str, Any]:
     """Train (or resume) and return {"best_epoch", "val_loss", "history", "best_weights", ...}."""
     from ubp.reader import check_vocab_version

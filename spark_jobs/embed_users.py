@@ -47,7 +47,7 @@ def _model(model_dir: str, version: str, load_log: str | None = None):
 
 
 def _encode_frames(frames: Iterator[pd.DataFrame], model_dir: str, version: str, created_at: dt.datetime,
-                   batch_size: int, load_log: str | None = None) -> Iterator[pd.DataFrame]:
+                   batch_size: int, load_log: str | None = None, space_id: str = "") -> Iterator[pd.DataFrame]:
     import pyarrow as pa
     from ubp.models.infer_user import encode_arrow
 
@@ -67,6 +67,7 @@ def _encode_frames(frames: Iterator[pd.DataFrame], model_dir: str, version: str,
             "client_id": chunk.client_id,
             "embedding": list(z),
             "model_version": version,
+            "space_id": space_id,
             "as_of": as_of[pos],
             "n_events": chunk.n_events,
             "created_at": pd.Timestamp(created_at.astimezone(dt.UTC).replace(tzinfo=None)),
@@ -75,7 +76,7 @@ def _encode_frames(frames: Iterator[pd.DataFrame], model_dir: str, version: str,
 
 
 def _encode_arrow_batches(batches, model_dir: str, version: str, created_at: dt.datetime, batch_size: int,
-                          load_log: str | None = None):
+                          load_log: str | None = None, space_id: str = ""):
     """Same as `_encode_frames` but Arrow in, Arrow out (no pandas round trip of the list columns)."""
     import numpy as np
     import pyarrow as pa
@@ -99,15 +100,17 @@ def _encode_arrow_batches(batches, model_dir: str, version: str, created_at: dt.
                                        pa.array(z.reshape(-1), pa.float32()))  # [n*d] -> n lists of d
         yield pa.RecordBatch.from_arrays([
             pa.array(chunk.client_id, pa.int64()), emb, pa.array([version] * n, pa.string()),
+            pa.array([space_id] * n, pa.string()),
             pc.take(rb.column("as_of"), pos).cast(pa.timestamp("us", tz="UTC")),
             pa.array(chunk.n_events, pa.int64()), pa.array([created] * n, pa.timestamp("us", tz="UTC")),
         ], schema=schema)
 
 
 def profiles(df: DataFrame, model_dir: str | Path, model_version: str, created_at: dt.datetime,
-             batch_size: int = 512, engine: str = "arrow") -> DataFrame:
+             batch_size: int = 512, engine: str = "arrow", space_id: str | None = None) -> DataFrame:
     """`user_sequences` rows -> `user_profiles` rows (one per user with at least one event). `engine`: "arrow"
-    (mapInArrow: skips the pandas round trip of the list columns) or "pandas" (mapInPandas)."""
+    (mapInArrow: skips the pandas round trip of the list columns) or "pandas" (mapInPandas). `space_id`: the
+    vector space of the rows (None: the one in the version's model.json)."""
     from ubp.models.user_data import columns_for
 
     from ubp.hooks import current as current_hooks
@@ -115,19 +118,29 @@ def profiles(df: DataFrame, model_dir: str | Path, model_version: str, created_a
     config_fields = _config_fields(model_dir)
     need = sorted(set(columns_for(config_fields)) | {"as_of"}, key=lambda c: list(df.columns).index(c))
     model_dir, version = str(model_dir), str(model_version)
+    if space_id is None:
+        space_id = _manifest_space(model_dir)
     load_log = current_hooks().model_load_log  # read in the driver; the closures carry it to the workers
 
     def fn(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        return _encode_frames(frames, model_dir, version, created_at, batch_size, load_log)
+        return _encode_frames(frames, model_dir, version, created_at, batch_size, load_log, space_id)
 
     def fn_arrow(batches):
-        return _encode_arrow_batches(batches, model_dir, version, created_at, batch_size, load_log)
+        return _encode_arrow_batches(batches, model_dir, version, created_at, batch_size, load_log, space_id)
 
     if engine == "arrow":
         return df.select(*need).mapInArrow(fn_arrow, schema=USER_PROFILES.spark_schema())
     if engine != "pandas":
         raise ValueError(f"engine must be pandas or arrow, not {engine!r}")
     return df.select(*need).mapInPandas(fn, schema=USER_PROFILES.spark_schema())
+
+
+def _manifest_space(model_dir: str | Path) -> str:
+    import json
+
+    path = Path(model_dir) / "model.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    return str((manifest.get("space") or {}).get("space_id") or "")
 
 
 def _config_fields(model_dir: str | Path) -> list[str]:
@@ -138,9 +151,9 @@ def _config_fields(model_dir: str | Path) -> list[str]:
 
 
 def run(settings: Settings, model_dir: str | Path, model_version: str, batch_size: int = 512, table: str = "user_profiles",
-        engine: str = "arrow") -> dict:
+        engine: str = "arrow", space_id: str | None = None) -> dict:
     """Embed every user of the current `user_sequences` version into `user_profiles` (replaceWhere per
-    (model_version, as_of))."""
+    (model_version, as_of)); every row carries `space_id` (None: the version's model.json)."""
     import json
 
     from ubp.spark_jobs.layout import in_feast_key_order
@@ -159,12 +172,13 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
         raise UbpError(f"{src} is empty: run `ubp sequences` first")
     df = _spread(spark, spark.read.format("delta").option("versionAsOf", version).load(str(src)))
     created_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    out = profiles(df, model_dir, model_version, created_at, batch_size, engine)
+    out = profiles(df, model_dir, model_version, created_at, batch_size, engine, space_id)
     dest = settings.table_path(table)
     dest.parent.mkdir(parents=True, exist_ok=True)
     stamps = ", ".join(f"timestamp'{a.strftime('%Y-%m-%d %H:%M:%S.%f')}'" for a in as_ofs)
     where = f"model_version = '{model_version}' AND as_of IN ({stamps})"
-    writer = in_feast_key_order(out, "client_id").write.format("delta")  # the publish streams key ranges
+    writer = (in_feast_key_order(out, "client_id").write.format("delta")  # the publish streams key ranges
+              .option("mergeSchema", "true"))  # tables written before `space_id` existed gain the column
     if _is_delta(spark, dest):
         writer.mode("overwrite").option("replaceWhere", where).save(str(dest))
     else:
@@ -173,7 +187,8 @@ def run(settings: Settings, model_dir: str | Path, model_version: str, batch_siz
     log.info("%s: %d rows for model %s (as_of %s); %d users without events skipped", table,
              written, model_version, [a.isoformat() for a in as_ofs], n_empty)
     return {"stage": "embed-users", "rows": {table: written, "user_sequences": n_users},
-            "model_version": model_version, "as_of": [a.isoformat() for a in as_ofs],
+            "model_version": model_version, "space_id": space_id or _manifest_space(model_dir),
+            "as_of": [a.isoformat() for a in as_ofs],
             "table_version": version, "users_without_events": n_empty}
 
 

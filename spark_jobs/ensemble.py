@@ -217,11 +217,14 @@ def _read_vectors(path: Path, vec_col: str, keep) -> tuple[np.ndarray, np.ndarra
     from ubp.reader import iter_batches
 
     ids, ats, vecs, nev = [], [], [], []
+    seen: set[str] = set()
     for batch in iter_batches(path, batch_size=16384):
         df = batch.to_pandas()
         df = df[keep(df)]
         if df.empty:
             continue
+        if "space_id" in df.columns:
+            seen.update(df["space_id"].unique().tolist())
         ids.append(df["client_id"].to_numpy(np.int64))
         ats.append(_us(df["as_of"]))
         vecs.append(np.stack(df[vec_col].to_numpy()).astype(np.float32))
@@ -229,6 +232,10 @@ def _read_vectors(path: Path, vec_col: str, keep) -> tuple[np.ndarray, np.ndarra
             nev.append(df["n_events"].to_numpy(np.int64))
     if not ids:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None
+    if len(seen) > 1:  # one member = one vector space; never average or concatenate across spaces
+        from ubp.spaces import require_same_space
+
+        require_same_space(f"ensemble member from {Path(path).name}", *sorted(seen))
     cid, at = np.concatenate(ids), np.concatenate(ats)
     order = np.lexsort((at, cid))  # by client, then as_of: the last of each client is its newest row
     cid = cid[order]
@@ -325,11 +332,18 @@ def load_item_member(settings, as_of: datetime | None = None, recent: int = 20) 
     cur = current_version(settings, "item")
     version = cur if cur is not None and any(v == cur for v, _ in pairs) else pairs[-1][0]
     skus, vecs = [], []
-    for batch in iter_batches(ipath, columns=["sku", "vector", "model_version"], batch_size=65536):
+    seen: set[str] = set()
+    for batch in iter_batches(ipath, batch_size=65536):
         df = batch.to_pandas()
         df = df[df["model_version"] == version]
+        if "space_id" in df.columns:
+            seen.update(df["space_id"].unique().tolist())
         skus.append(df["sku"].to_numpy(np.int64))
         vecs.append(np.stack(df["vector"].to_numpy()).astype(np.float32) if len(df) else None)
+    if len(seen) > 1:
+        from ubp.spaces import require_same_space
+
+        require_same_space("ensemble item member", *sorted(seen))
     sku = np.concatenate(skus)
     table = np.concatenate([v for v in vecs if v is not None])
     order = np.argsort(sku)

@@ -23,9 +23,10 @@ from ubp.tables import ITEM_VECTORS
 
 def item_vectors_df(
     content: DataFrame, offsets: DataFrame, transform: ContentTransform, model_version: str,
-    as_of: datetime, created_at: datetime,
+    as_of: datetime, created_at: datetime, space_id: str = "", rotation: np.ndarray | None = None,
 ) -> DataFrame:
-    """(sku, encoder, embedding) x (sku, offset) -> rows in the ITEM_VECTORS contract (one per content row)."""
+    """(sku, encoder, embedding) x (sku, offset) -> rows in the ITEM_VECTORS contract (one per content row).
+    `rotation` [dim, dim] (orthogonal) aligns the vectors to an earlier model's space (`ubp/spaces.py`)."""
     mean, scale, pca_mean, comps = transform.mean, transform.scale, transform.pca_mean, transform.components
     dim = transform.dim
 
@@ -41,9 +42,11 @@ def item_vectors_df(
             cold = pdf["offset"].isna().to_numpy()
             if (~cold).any():
                 z[~cold] += np.stack(pdf["offset"][~cold].to_numpy()).astype(np.float32).reshape(-1, dim)
+            if rotation is not None:
+                z = z @ rotation
             yield pd.DataFrame({
                 "sku": pdf["sku"].to_numpy(), "vector": list(z.astype(np.float32)), "is_cold": cold,
-                "model_version": model_version, "encoder": pdf["encoder"].to_numpy(),
+                "model_version": model_version, "space_id": space_id, "encoder": pdf["encoder"].to_numpy(),
                 "as_of": pd.Timestamp(as_of), "created_at": pd.Timestamp(created_at),
             })
 
@@ -63,11 +66,26 @@ def offsets_frame(spark: SparkSession, skus: np.ndarray, offset: np.ndarray) -> 
     return spark.createDataFrame(table.to_pandas(), "sku bigint, offset array<float>")
 
 
-def write_item_vectors(df: DataFrame, path: str) -> None:
-    """Overwrite gold `item_vectors`, rows in Feast's key order (the publish streams contiguous key ranges)."""
-    in_feast_key_order(df, "sku").write.format("delta").mode("overwrite").save(path)
+def write_item_vectors(df: DataFrame, path: str, space_id: str = "") -> None:
+    """Replace one vector space's rows of gold `item_vectors` (the other spaces stay served), rows in Feast's key
+    order (the publish streams contiguous key ranges). A table from before `space_id` existed is overwritten."""
+    from pathlib import Path
+
+    from deltalake import DeltaTable
+
+    writer = in_feast_key_order(df, "sku").write.format("delta").mode("overwrite")
+    has_space = (Path(path) / "_delta_log").is_dir() and "space_id" in {
+        f.name for f in DeltaTable(path).schema().fields}
+    if space_id and has_space:
+        writer = writer.option("replaceWhere", f"space_id = '{space_id}'")
+    else:
+        writer = writer.option("overwriteSchema", "true")
+    writer.save(path)
 
 
-def count_by_coldness(spark: SparkSession, path: str) -> dict[str, int]:
-    rows = spark.read.format("delta").load(path).groupBy("is_cold").agg(F.count("*").alias("n")).collect()
+def count_by_coldness(spark: SparkSession, path: str, space_id: str | None = None) -> dict[str, int]:
+    df = spark.read.format("delta").load(path)
+    if space_id:
+        df = df.filter(F.col("space_id") == space_id)
+    rows = df.groupBy("is_cold").agg(F.count("*").alias("n")).collect()
     return {("cold" if r["is_cold"] else "warm"): int(r["n"]) for r in rows}

@@ -189,6 +189,16 @@ def main(work: Path, dags: str) -> dict:
     out["train"] = {"state": str(dr.state), "before": out["models_after"]["user"],
                     "tis": {ti.task_id: {"state": str(ti.state)} for ti in dr.get_task_instances()},
                     "last_decision": json.loads(decisions[-1]), "current": registry.current_version(settings, "user")}
+    candidate = json.loads(decisions[-1])["version"]
+    out["train"]["space"] = json.loads((registry.version_dir(settings, "user", candidate) / "model.json")
+                                       .read_text()).get("space")
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:  # what the `model_promoted` task told downstream DAGs
+        q = (session.query(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+             .filter(AssetEvent.source_dag_id == "user_model_training", AssetModel.name.contains("model")))
+        out["train"]["model_asset_extras"] = [dict(extra or {}) for (extra,) in q]
     lap("total", t_start)
     return out
 

@@ -21,10 +21,10 @@ DIM = 8
 ENSEMBLE_DIM = 12  # another vector space than the GRU profiles (DIM): a mix-up shows in the length alone
 
 
-def profile_rows(clients, as_of, model_version="gru-v1", dim=DIM, seed=0):
+def profile_rows(clients, as_of, model_version="gru-v1", dim=DIM, seed=0, space_id="user_profile_v1"):
     rng = np.random.default_rng(seed)
     return [
-        (int(c), [float(x) for x in rng.normal(size=dim).astype(np.float32)], model_version, as_of,
+        (int(c), [float(x) for x in rng.normal(size=dim).astype(np.float32)], model_version, space_id, as_of,
          int(10 * c + as_of.month), CREATED)
         for c in clients
     ]
@@ -43,14 +43,15 @@ def make_gold(spark, settings, clients=range(1, 7), skus=range(100, 110), dim=DI
     rows = profile_rows(clients, AS_OF_1, seed=1) + profile_rows(clients, AS_OF_2, seed=2)
     write_table(spark, settings, "user_profiles", rows)
     if ensemble:
-        ens = profile_rows(clients, AS_OF_2, model_version="ensemble-v1", dim=ENSEMBLE_DIM, seed=7)
+        ens = profile_rows(clients, AS_OF_2, model_version="ensemble-v1", dim=ENSEMBLE_DIM, seed=7,
+                           space_id="user_profile_ensemble_v1")
         write_table(spark, settings, "user_profiles_ensemble", ens)
     agg = [(int(c), AS_OF_2, int(c) * 3, [float(c), 1.0, 2.0], "names-v1") for c in clients]
     write_table(spark, settings, "user_aggregates", agg)
     rng = np.random.default_rng(3)
     items = [
-        (int(s), [float(x) for x in rng.normal(size=dim).astype(np.float32)], i % 3 == 0, "sasrec-v1", "minilm",
-         AS_OF_2, CREATED)
+        (int(s), [float(x) for x in rng.normal(size=dim).astype(np.float32)], i % 3 == 0, "sasrec-v1",
+         "item_vector_v1", "minilm", AS_OF_2, CREATED)
         for i, s in enumerate(skus)
     ]
     write_table(spark, settings, "item_vectors", items)
@@ -166,6 +167,8 @@ def latest_rows_pandas(path, view):
     """The rows Feast serves (latest as_of, then created_at, per key), straight from Delta, as pandas."""
     from deltalake import DeltaTable
 
-    df = DeltaTable(str(path)).to_pandas()
+    df = DeltaTable(str(path or view.path)).to_pandas()
+    for col, value in view.where:  # one vector space's rows
+        df = df[df[col] == value]
     order = [view.join_key, view.timestamp_field] + ([view.created_field] if view.created_field else [])
     return df.sort_values(order).groupby(view.join_key, as_index=False).tail(1).reset_index(drop=True)

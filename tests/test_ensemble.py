@@ -53,8 +53,9 @@ def lakehouse(spark, settings):
     spec += [("product_buy", 1, day(2), 11, None)]
     write_bronze(settings, spec, [(10, 1, 5), (11, 2, 7)])
     rng = np.random.default_rng(0)
-    prof = [(u, [float(v) for v in rng.normal(size=8)], "user-v1", AS_OF, 3, NOW) for u in range(1, 7)]
-    prof += [(u, [0.0] * 8, "user-v0", day(-30), 3, NOW) for u in range(1, 7)]  # an older version: ignored
+    prof = [(u, [float(v) for v in rng.normal(size=8)], "user-v1", "user_profile_v1", AS_OF, 3, NOW)
+            for u in range(1, 7)]
+    prof += [(u, [0.0] * 8, "user-v0", "user_profile_v1", day(-30), 3, NOW) for u in range(1, 7)]  # older: ignored
     write_table(settings, USER_PROFILES, prof)
     agg = [(u, AS_OF, 3, [float(u), float(u * u), 1.0, float(10 - u)], "f1") for u in range(1, 6)]  # user 6 missing
     write_table(settings, USER_AGGREGATES, agg)
@@ -64,8 +65,8 @@ def lakehouse(spark, settings):
         seqs.append((u, AS_OF, "voc", 3, day(-5), day(-3), 3, [7, 4, 6], [0, 5, 5], [0, 4, 4], [0, 4, 4], [4, 0, 0],
                      [0] * 48, [4, 5, 5], [4, 4, 4], sku_raw, [0, 1, 2]))
     write_table(settings, USER_SEQUENCES, seqs)
-    items = [(10, [1.0, 0.0, 0.0, 0.0], False, "item-v1", "enc", AS_OF, NOW),
-             (11, [0.0, 1.0, 0.0, 0.0], False, "item-v1", "enc", AS_OF, NOW)]
+    items = [(10, [1.0, 0.0, 0.0, 0.0], False, "item-v1", "item_vector_v1", "enc", AS_OF, NOW),
+             (11, [0.0, 1.0, 0.0, 0.0], False, "item-v1", "item_vector_v1", "enc", AS_OF, NOW)]
     write_table(settings, ITEM_VECTORS, items)
     return settings
 

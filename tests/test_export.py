@@ -20,7 +20,7 @@ def _profiles(ids, emb, version="user-a", as_of=T2) -> pa.Table:
     n = len(ids)
     return pa.Table.from_pydict({
         "client_id": np.asarray(ids, np.int64), "embedding": [list(map(float, r)) for r in emb],
-        "model_version": [version] * n, "as_of": [as_of] * n, "n_events": [3] * n,
+        "model_version": [version] * n, "space_id": ["user_profile_v1"] * n, "as_of": [as_of] * n, "n_events": [3] * n,
         "created_at": [dt.datetime(2024, 4, 2, tzinfo=dt.UTC)] * n,
     }, schema=USER_PROFILES.arrow_schema())
 

@@ -10,16 +10,36 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from publish_fixtures import AS_OF_1, AS_OF_2, DIM, clear_online, make_gold, online_dump, private_redis_server
+from publish_fixtures import (
+    AS_OF_1,
+    AS_OF_2,
+    DIM,
+    clear_online,
+    make_gold,
+    online_dump,
+    private_redis_server,
+    profile_rows,
+    write_table,
+)
 
 from ubp.config import Settings
 from ubp.errors import UbpError
+
+LATER = AS_OF_2 + timedelta(days=10)
 
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     settings = Settings(lakehouse=tmp_path_factory.mktemp("feast") / "lakehouse")
     make_gold(spark, settings)
+    # rows of a second vector space in the same table, newer than everything else: no v1 read may return them
+    from ubp import spaces
+
+    spaces.assign(settings, "user_profile", "gru-v1", dim=DIM)
+    spaces.assign(settings, "user_profile", "gru-v9", dim=DIM)  # not aligned: founds user_profile_v2
+    write_table(spark, settings, "user_profiles",
+                profile_rows([1, 2, 3], LATER, model_version="gru-v9", seed=9, space_id="user_profile_v2"),
+                mode="append")
     return settings
 
 
@@ -30,21 +50,23 @@ def test_materialize_reference_and_point_in_time(lake):
     from ubp.publish import publish_view
 
     store = feast_store.apply(lake, "sqlite")
-    assert {fv.name for fv in store.list_feature_views()} == {"user_profile", "user_profile_ensemble",
-                                                              "user_aggregates", "item_vector"}
-    assert {s.name for s in store.list_feature_services()} == {"user_profile_v1", "user_profile_ensemble_v1",
-                                                               "item_vector_v1"}
-    # one view per gold table: the GRU service never reads the ensemble table (another vector space)
-    assert store.get_feature_view("user_profile").batch_source.path == str(lake.table_path("user_profiles"))
-    assert store.get_feature_view("user_profile_ensemble").batch_source.path == str(
-        lake.table_path("user_profiles_ensemble"))
+    assert {fv.name for fv in store.list_feature_views()} == {
+        "user_profile", "user_profile_v2", "user_profile_week_all", "user_profile_all_fields",
+        "user_profile_ensemble", "user_aggregates", "item_vector"}
+    assert {s.name for s in store.list_feature_services()} == {
+        "user_profile_v1", "user_profile_v2", "user_profile_week_all_v1", "user_profile_all_fields_v1",
+        "user_profile_ensemble_v1", "item_vector_v1"}
+    # one view per vector space: the source keeps the space's rows of its gold table
     src = store.get_feature_view("user_profile").batch_source
-    assert type(src).__name__ == "SparkSource" and src.table_format is not None  # Delta through Spark, not files
+    assert type(src).__name__ == "SparkSource"  # Delta through Spark, not files
+    assert src.query == f"SELECT * FROM delta.`{lake.table_path('user_profiles')}` WHERE space_id = 'user_profile_v1'"
+    assert store.get_feature_view("user_profile_ensemble").tags["delta_path"] == str(
+        lake.table_path("user_profiles_ensemble"))
 
     # Feast's own materialize (Spark offline store over Delta) is the reference for the fast path
     store.materialize(datetime(2023, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC), feature_views=["user_profile"])
     reference = online_dump(store)["ubp_user_profile"]
-    assert len(reference) == 6 * 4  # 6 users x 4 features
+    assert len(reference) == 6 * 5  # 6 users x 5 features (v1 rows only: v2's are newer but another space)
     clear_online(store)
     res = publish_view(store, store.get_feature_view("user_profile"), lake.feast_dir / "published", full=True)
     assert res.rows_written == 6
@@ -55,7 +77,7 @@ def test_materialize_reference_and_point_in_time(lake):
     # point-in-time training data: the profile valid at each timestamp
     entity_df = pd.DataFrame({
         "client_id": [1, 1, 2, 3],
-        "event_timestamp": [AS_OF_1 + timedelta(days=3), AS_OF_2 + timedelta(days=1),
+        "event_timestamp": [AS_OF_1 + timedelta(days=3), LATER + timedelta(days=1),  # v2 has a newer row: unseen
                             AS_OF_1 - timedelta(days=1), AS_OF_2],
     })
     hist = store.get_historical_features(
@@ -72,6 +94,11 @@ def test_materialize_reference_and_point_in_time(lake):
     assert hist.embedding[2] is None or (isinstance(hist.embedding[2], float) and np.isnan(hist.embedding[2]))
     np.testing.assert_array_equal(np.asarray(hist.embedding[3], np.float32), truth(3, AS_OF_2))  # as_of <= ts
     assert list(hist.n_events[[0, 1, 3]]) == [11, 12, 32]
+    assert set(hist.space_id[[0, 1, 3]]) == {"user_profile_v1"}
+    # and the v2 service reads v2's rows only
+    hist2 = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service("user_profile_v2")).to_df()
+    assert set(hist2.space_id.dropna()) == {"user_profile_v2"} and hist2.embedding.notna().sum() == 1
 
 
 def test_bad_feature_repo_is_one_clear_line(lake, tmp_path):
@@ -106,7 +133,7 @@ def test_bad_feature_repo_is_one_clear_line(lake, tmp_path):
     defs = feast_store.definitions(lake)
     good = defs["views"]["user_profile"]
     typo = FeatureView(name="user_profile", entities=[defs["entities"]["user"]], ttl=good.ttl,
-                       schema=[Field(name="embeding", dtype=Float32)], source=good.batch_source)
+                       schema=[Field(name="embeding", dtype=Float32)], source=good.batch_source, tags=good.tags)
     with pytest.raises(UbpError, match=r"needs column\(s\) \['embeding'\]"):
         feast_store.check_view_columns([typo])
 
@@ -132,8 +159,9 @@ def test_feast_cli_repo_parses(lake, monkeypatch):
     for name in ("user", "item", "user_profile", "user_profile_ensemble", "user_aggregates", "item_vector",
                  "user_profile_v1", "user_profile_ensemble_v1", "item_vector_v1"):
         assert names.count(name) == 1, (name, names)
-    paths = {o.path for o in objs if type(o).__name__ == "SparkSource"}
-    assert str(lake.table_path("item_vectors")) in paths
+    queries = {o.query for o in objs if type(o).__name__ == "SparkSource" and o.query}
+    assert f"SELECT * FROM delta.`{lake.table_path('item_vectors')}` WHERE space_id = 'item_vector_v1'" in queries
+    assert str(lake.table_path("user_aggregates")) in {o.path for o in objs if type(o).__name__ == "SparkSource"}
 
 
 @pytest.mark.parametrize("password", [None, "s3cret-Pw-42"])

@@ -50,6 +50,7 @@ def write_item_vectors(settings: Settings, skus: np.ndarray, vecs: np.ndarray, m
             .cast(pa.list_(pa.float32())),
             "is_cold": pa.array(np.arange(n) % 4 == 0),
             "model_version": pa.array([model_version] * n),
+            "space_id": pa.array(["item_vector_v1"] * n),
             "encoder": pa.array(["minilm"] * n),
             "as_of": pa.array([AS_OF] * n, pa.timestamp("us", tz="UTC")),
             "created_at": pa.array([created] * n, pa.timestamp("us", tz="UTC")),
@@ -115,13 +116,13 @@ def test_publish_builds_the_index_and_similar_items_uses_it(settings):
     skus = np.arange(500, 500 + n, dtype=np.int64)
     write_item_vectors(settings, skus, vecs, "item-v1")
     res = publish(settings, online="sqlite", views=["item_vector"])
-    built = res["item_index"]
+    built = res["item_index"]["item_vector_v1"]
     assert built["model_version"] == "item-v1" and built["count"] == n and built["dim"] == DIM
     manifest = json.loads((index_root(settings.lakehouse) / "item-v1" / "manifest.json").read_text())
     assert manifest["source"]["delta_version"] == res["views"]["item_vector"]["delta_version"] == 0
     assert manifest["cold"] == int((np.arange(n) % 4 == 0).sum())  # cold items are in the index
     again = publish(settings, online="sqlite", views=["item_vector"])  # nothing changed: the index is kept
-    assert again["item_index"]["skipped"] == "up to date"
+    assert again["item_index"]["item_vector_v1"]["skipped"] == "up to date"
 
     rows = np.random.default_rng(2).choice(n, 60, replace=False)
     truth = exact_top(vecs, rows, k)
@@ -169,7 +170,7 @@ def test_index_is_versioned_and_a_stale_one_is_refused(settings):
     assert exact[0]["sku"] == int(skus[exact_top(new, np.array([4]), 1)[0, 0]])
 
     res = publish(settings, online="sqlite", views=["item_vector"])  # rebuilt for item-v2, next to item-v1
-    assert res["item_index"]["model_version"] == "item-v2"
+    assert res["item_index"]["item_vector_v1"]["model_version"] == "item-v2"
     assert sorted(p.name for p in index_root(settings.lakehouse).iterdir()) == ["item-v1", "item-v2"]
     assert similar_items(settings, 5, k=3)[0]["sku"] == exact[0]["sku"]
 

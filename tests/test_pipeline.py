@@ -229,10 +229,20 @@ def test_ubp_run_end_to_end_and_readback(tmp_path):
     assert f"model_version: {report['models']['user']}" in back and report["models"]["user"].endswith("day_event")
     from deltalake import DeltaTable
 
-    served = DeltaTable(str(lake / "gold" / "user_profiles")).to_pyarrow_table(columns=["model_version"])
+    served = DeltaTable(str(lake / "gold" / "user_profiles")).to_pyarrow_table(columns=["model_version", "space_id"])
     assert set(served.column("model_version").to_pylist()) == {report["models"]["user"]}
-    others = DeltaTable(str(lake / "gold" / "user_member_profiles")).to_pyarrow_table(columns=["model_version"])
+    assert set(served.column("space_id").to_pylist()) == {"user_profile_v1"}  # every row names its vector space
+    others = DeltaTable(str(lake / "gold" / "user_member_profiles")).to_pyarrow_table(
+        columns=["model_version", "space_id", "client_id"])
     assert {v.split("-")[1] for v in others.column("model_version").to_pylist()} == {"week_all", "all_fields"}
+    assert set(others.column("space_id").to_pylist()) == {"user_profile_week_all_v1", "user_profile_all_fields_v1"}
+    for table, space in (("user_profiles_ensemble", "user_profile_ensemble_v1"), ("item_vectors", "item_vector_v1")):
+        got = DeltaTable(str(lake / "gold" / table)).to_pyarrow_table(columns=["space_id"])
+        assert set(got.column("space_id").to_pylist()) == {space}, table
+    # each member is served by its own service (one space each), read the way a downstream model does
+    cid = str(others.column("client_id")[0].as_py())
+    member = _ubp("--lakehouse", str(lake), "profile", cid, "--service", "user_profile_week_all_v1", env=env)
+    assert json.loads(member)["space_id"] == "user_profile_week_all_v1"
     assert "nearest items to sku" in back
     n_line = next(line for line in back.splitlines() if "nearest items to sku" in line)
     assert int(n_line.split()[0]) > 0, back

@@ -61,7 +61,7 @@ def test_fast_path_is_byte_exact_with_feast_write(lake, online):
     clear_online(store)
     for name in views:
         fv = store.get_feature_view(name)
-        store.write_to_online_store(name, latest_rows_pandas(fv.batch_source.path, ViewLayout.of(fv)))
+        store.write_to_online_store(name, latest_rows_pandas(None, ViewLayout.of(fv)))
     reference = online_dump(store)
     assert sum(len(v) for v in reference.values()) > 0
     clear_online(store)
@@ -78,7 +78,7 @@ def test_fast_path_is_byte_exact_with_feast_write(lake, online):
             features=store.get_feature_service(service), entity_rows=[{"client_id": 2}]
         ).to_dict()
         fv = store.get_feature_view(view)
-        want = latest_rows_pandas(fv.batch_source.path, ViewLayout.of(fv))
+        want = latest_rows_pandas(None, ViewLayout.of(fv))
         want = want[want.client_id == 2].iloc[0]
         assert len(got["embedding"][0]) == dim
         np.testing.assert_array_equal(np.asarray(got["embedding"][0], np.float32), want.embedding)
@@ -106,8 +106,10 @@ def test_user_profile_v1_serves_gru_even_when_ensemble_exists(lake):
         np.testing.assert_array_equal(np.asarray(v1["embedding"], np.float32), np.asarray(want, np.float32))
         want = ens[ens.client_id == client].embedding.iloc[0]
         np.testing.assert_array_equal(np.asarray(e1["embedding"], np.float32), np.asarray(want, np.float32))
-    with pytest.raises(UbpError, match="unknown profile service"):
+    with pytest.raises(UbpError, match="not a vector-space id"):
         profile(lake, 1, online="sqlite", service="user_profile")
+    with pytest.raises(UbpError, match="serves item vectors"):
+        profile(lake, 1, online="sqlite", service="item_vector_v1")
 
 
 def test_incremental_publish_and_deleted_rows(lake, online):
@@ -226,4 +228,5 @@ def test_unpublished_and_bad_inputs_are_clear(tmp_path):
         publish(empty, online="bigtable")
     res = publish(empty, online="sqlite")  # no gold tables yet: apply works, every view is skipped with a reason
     assert res["rows"] == {} and set(res["skipped"]) == {"user_profile", "user_profile_ensemble", "user_aggregates",
-                                                         "item_vector"}
+                                                         "item_vector", "user_profile_week_all",
+                                                         "user_profile_all_fields"}

@@ -208,13 +208,13 @@ def get_store(settings: Settings, online: str | None = None, template: Path | No
 def definitions(settings: Settings) -> dict[str, dict[str, Any]]:
     """Entities, sources, feature views and services of `feature_repo/`, built for this lakehouse."""
     _quiet_feast()
-    from ubp.feature_repo.data_sources import make_sources
+    from ubp.feature_repo.data_sources import make_sources, view_specs
     from ubp.feature_repo.entities import item, user
     from ubp.feature_repo.feature_services import make_feature_services
     from ubp.feature_repo.features import make_feature_views
 
     sources = make_sources(settings)
-    views = make_feature_views(sources)
+    views = make_feature_views(sources, view_specs(settings))
     return {
         "entities": {"user": user, "item": item},
         "sources": sources,
@@ -245,7 +245,7 @@ def check_view_columns(views: list[Any]) -> None:
     from deltalake import DeltaTable
 
     for fv in views:
-        path = getattr(fv.batch_source, "path", None)
+        path = getattr(fv.batch_source, "path", None) or (fv.tags or {}).get("delta_path")
         if not path:
             continue
         if not (Path(path) / "_delta_log").is_dir():

@@ -3,13 +3,15 @@
 `ubp run`'s order (`ubp/stages/pipeline.py`), the Airflow tasks' outlets (`dags/_ubp_common.py`) and the feature
 views that `ubp publish` pushes are derived from `STAGES`; `Table.owner` in `ubp/tables.py` must name the stage that
 lists the table in `writes` (`tests/test_stage_registry.py` checks all of it). Stage functions are named as
-"module:function" strings: this module is core and stdlib-only, so the DAG files can import it at parse time and
+"module:function" strings: this module is core and light (stdlib + `ubp.registry`), so the DAG files can import it at parse time and
 it imports nothing above itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ubp.registry import DEFAULT_USER_MEMBERS, PRIMARY_USER_MEMBER
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,10 @@ class Stage:
 
 
 # feature view -> the gold table behind it (one view, one vector space); the order is publish order
+# (the vector-space families: each space of a family gets its own view, `ubp/spaces.py`)
 FEATURE_VIEWS: dict[str, str] = {
     "user_profile": "user_profiles",
+    **{f"user_profile_{m}": "user_member_profiles" for m in DEFAULT_USER_MEMBERS if m != PRIMARY_USER_MEMBER},
     "user_profile_ensemble": "user_profiles_ensemble",
     "user_aggregates": "user_aggregates",
     "item_vector": "item_vectors",

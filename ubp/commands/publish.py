@@ -35,7 +35,8 @@ def profile_cmd(
     online: str = typer.Option(None, "--online", help=ONLINE_HELP),
     service: str = typer.Option(
         "user_profile_v1", "--service",
-        help="user_profile_v1 (GRU-AE profile), user_profile_ensemble_v1 (ensemble profile) or all (both).",
+        help="A vector space's service: user_profile_v1 (served GRU-AE member), user_profile_<member>_v1, "
+             "user_profile_ensemble_v1, a later _v<N>; or all (user_profile_v1 and user_profile_ensemble_v1).",
     ),
 ) -> None:
     """Print one user's published profile as JSON, one line per feature service."""
@@ -64,10 +65,11 @@ def similar_items_cmd(
         help="--exact: exact search over every published vector; --index: the ANN index or an error. "
              "Default: the index when `ubp publish` built one, else exact.",
     ),
+    space: str = typer.Option(None, "--space", help="Item-vector space (item_vector_v<N>); default: the newest."),
 ) -> None:
     """The k most similar items by cosine over the published item vectors (cold items included, the item left out)."""
     from ubp.cli import settings_of
     from ubp.stages.publish import similar_items
 
-    for row in similar_items(settings_of(ctx), sku, k=k, online=online, exact=exact):
+    for row in similar_items(settings_of(ctx), sku, k=k, online=online, exact=exact, space=space):
         typer.echo(json.dumps(row))

@@ -31,7 +31,7 @@ def train_cmd(
     batch_size: int | None = typer.Option(None, "--batch-size"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of users (by client_id hash) held out."),
     force: bool = typer.Option(False, "--force", help="Retrain even if this exact run already finished."),
-    init_from: str | None = typer.Option(None, "--init-from", help="Warm start from this user model version."),
+    init_from: str | None = typer.Option(None, "--init-from", help="Warm start from this version of the member, or `current` (the serving one when vocabulary and shapes allow)."),
     full_size: bool = typer.Option(False, "--full-size", help="Large members at full size even without a GPU."),
 ) -> None:
     """Train one GRU-autoencoder member on the current `user_sequences` (resumes after a kill).

@@ -53,6 +53,8 @@ def _write_changes(writer: SqliteWriter | RedisWriter, view: ViewLayout, version
     done = np.zeros(len(w_keys), dtype=bool)
     min_ts = int(w_ts.min())
     flt = pc.field(view.timestamp_field) >= pa.scalar(min_ts, pa.timestamp("us", tz="UTC"))
+    if view.where:
+        flt = flt & view.row_filter()
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, pa.RecordBatch]] = []
 
     def flush() -> int:

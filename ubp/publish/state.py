@@ -47,11 +47,15 @@ def latest_per_key(
     cols = [view.join_key, view.timestamp_field] + ([view.created_field] if view.created_field else [])
     ks, ts, cr = [], [], []
     first: dict[str | None, int] = {}
-    for f, b in iter_file_batches(path, version, cols):
-        k = b.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    for f, b in iter_file_batches(path, version, cols + [c for c, _ in view.where]):
+        mask = view.row_mask(b)  # one vector space's rows (numpy: the filter column may be a string view)
+        if mask is not None and not mask.any():
+            continue
+        keep = slice(None) if mask is None else mask
+        k = b.column(0).to_numpy(zero_copy_only=False).astype(np.int64)[keep]
         ks.append(k)
-        ts.append(_ts_us(b.column(1)))
-        cr.append(_ts_us(b.column(2)) if view.created_field else np.zeros(b.num_rows, np.int64))
+        ts.append(_ts_us(b.column(1))[keep])
+        cr.append(_ts_us(b.column(2))[keep] if view.created_field else np.zeros(len(k), np.int64))
         low = int(k.astype("<i8").view(">u8").min())  # the little-endian bytes, compared as one big-endian number
         first[f] = min(first.get(f, low), low)
     files = None if None in first else sorted(first, key=first.__getitem__)

@@ -23,4 +23,21 @@ def embed_users(settings: Settings, model_version: str | None = None, batch_size
     version = model_version or registry.require_current(settings, kind)
     model_dir = registry.version_dir(settings, kind, version)
     table = "user_profiles" if member == PRIMARY_USER_MEMBER else "user_member_profiles"
-    return run_embed(settings, model_dir, version, batch_size=batch_size, engine=engine, table=table)
+    space = version_space(settings, kind, version, model_dir)
+    return run_embed(settings, model_dir, version, batch_size=batch_size, engine=engine, table=table, space_id=space)
+
+
+def version_space(settings: Settings, kind: str, version: str, model_dir) -> str:
+    """The vector space of a user-model version; a version trained before spaces existed founds one now."""
+    import json
+
+    from ubp import spaces
+    from ubp.models.latent import LatentTransform
+
+    family = spaces.kind_family(kind)
+    space = spaces.space_of(settings, family, version)
+    if space is None:
+        transform = LatentTransform.load(model_dir)
+        dim = transform.dim if transform else json.loads((model_dir / "config.json").read_text())["hidden"]
+        space = spaces.assign(settings, family, version, dim=dim)["space_id"]
+    return space

@@ -95,7 +95,7 @@ def factorize(settings: Settings, as_of: datetime | None = None, method: str = "
             "seconds": round(time.time() - t0, 1)}
 
 
-def _frame(spark, table, client_ids, x, version: str, as_of: datetime, n_events):
+def _frame(spark, table, client_ids, x, version: str, as_of: datetime, n_events, space_id: str = ""):
     """A Spark DataFrame in a profile-like schema (client_id, embedding, model_version, as_of, n_events,
     created_at) from numpy, through Arrow (driver-built: demo / mid scale)."""
     import numpy as np
@@ -110,6 +110,7 @@ def _frame(spark, table, client_ids, x, version: str, as_of: datetime, n_events)
             "client_id": pa.array(np.asarray(client_ids, dtype=np.int64)),
             "embedding": emb,
             "model_version": pa.array([version] * n, pa.string()),
+            **({"space_id": pa.array([space_id] * n, pa.string())} if "space_id" in table.column_names else {}),
             "as_of": pa.array([_spark_ts(as_of)] * n, pa.timestamp("us")),
             "n_events": pa.array(np.asarray(n_events, dtype=np.int64)),
             "created_at": pa.array([now] * n, pa.timestamp("us")),
@@ -141,7 +142,8 @@ def _default_as_of(settings: Settings) -> datetime | None:
     return None
 
 
-def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: datetime, n_events) -> int:
+def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: datetime, n_events,
+                   space_id: str = "") -> int:
     """Write the ensemble rows for one as-of (replacing that as-of's rows only) and return the row count."""
     from pyspark.sql import functions as F
 
@@ -150,14 +152,54 @@ def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: dat
     from ubp.tables import USER_PROFILES_ENSEMBLE
 
     spark = get_spark(settings)
-    df = _frame(spark, USER_PROFILES_ENSEMBLE, client_ids, x16, version, as_of, n_events)
+    df = _frame(spark, USER_PROFILES_ENSEMBLE, client_ids, x16, version, as_of, n_events, space_id)
     path = settings.table_path("user_profiles_ensemble")
-    writer = in_feast_key_order(df, "client_id").write.format("delta").mode("overwrite")  # publish: key ranges
+    writer = (in_feast_key_order(df, "client_id").write.format("delta").mode("overwrite")  # publish: key ranges
+              .option("mergeSchema", "true"))
     if (path / "_delta_log").is_dir():
         ts = _spark_ts(as_of).strftime("%Y-%m-%d %H:%M:%S.%f")
         writer = writer.option("replaceWhere", f"as_of = timestamp'{ts}'")
     writer.save(str(path))
     return spark.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
+
+
+def align_ensemble(settings: Settings, ids, x16, version: str, max_users: int = 20_000):
+    """Rotate a new ensemble build onto the space of the last one (orthogonal Procrustes on shared users: ids
+    hashed into a fit half and a held-out half that measures the error) and assign its space (`ubp/spaces.py`).
+    A build whose columns differ from the last one's, or that aligns badly, founds a new space."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from ubp import reader, spaces
+    from ubp.models.latent import align
+
+    family = spaces.ENSEMBLE_FAMILY
+    dim = int(x16.shape[1])
+    known = spaces.state(settings, family)["versions"]
+    if version in known:
+        return x16, spaces.assign(settings, family, version, dim=dim)
+    prev = next(reversed(known), None)  # the last assigned build (insertion order)
+    path = settings.table_path("user_profiles_ensemble")
+    if prev is None or not (path / "_delta_log").is_dir():
+        return x16, spaces.assign(settings, family, version, dim=dim)
+    ids = np.asarray(ids, dtype=np.int64)
+    want = ids[np.random.default_rng(0).permutation(len(ids))[:max_users]]
+    old: dict[int, np.ndarray] = {}
+    for rb in reader.iter_batches(path, columns=["client_id", "embedding"], batch_size=65536,
+                                  filter=(pc.field("model_version") == prev) & pc.field("client_id").isin(want)):
+        for c, e in zip(rb.column("client_id").to_pylist(), rb.column("embedding").to_pylist(), strict=True):
+            old[c] = np.asarray(e, np.float32)
+    common = np.array(sorted(old), dtype=np.int64)
+    if len(common) < 4 or len(old[int(common[0])]) != dim:
+        return x16, spaces.assign(settings, family, version, dim=dim)
+    rows = np.searchsorted(ids, common)
+    new_x = x16[rows].astype(np.float32)
+    old_x = np.stack([old[int(c)] for c in common])
+    rotation, err = align(new_x, old_x, common)
+    space = spaces.assign(settings, family, version, dim=dim, aligned_to=prev, alignment_error=err)
+    if space["aligned_to"] == prev:
+        x16 = (x16.astype(np.float32) @ rotation).astype(x16.dtype)
+    return x16, {**space, "users": int(len(common))}
 
 
 def ensemble(
@@ -198,13 +240,15 @@ def ensemble(
             pos = np.clip(np.searchsorted(m.client_ids, ids), 0, len(m.client_ids) - 1)
             hit = m.client_ids[pos] == ids
             n_events[hit] = m.n_events[pos[hit]]
-    rows = write_ensemble(settings, ids, x16, version, as_of, n_events)
+    x16, space = align_ensemble(settings, ids, x16, version)
+    rows = write_ensemble(settings, ids, x16, version, as_of, n_events, space["space_id"])
     out = {
         "stage": "ensemble",
         "rows": {"user_profiles_ensemble": rows},
         "version": version,
         "as_of": as_of.isoformat(),
         "columns": int(x16.shape[1]),
+        "space": space,
         "members": layout,
         "skipped_members": [n for n in names if n not in layout],
         "seconds": round(time.time() - t0, 1),

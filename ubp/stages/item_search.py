@@ -20,10 +20,12 @@ REBUILD_HINT = "run `ubp publish --view item_vector` to rebuild it, or use exact
 _loaded: dict[tuple[str, float], ItemIndex] = {}  # one loaded index per process: the CLI and API reuse it
 
 
-def served_item_vectors(path: str | Path, delta_version: int | None = None) -> dict[str, Any]:
+def served_item_vectors(path: str | Path, delta_version: int | None = None,
+                        space_id: str | None = None) -> dict[str, Any]:
     """Per sku the row Feast serves (latest as_of, then created_at) of gold `item_vectors` at `delta_version`:
     skus, vectors (n, dim) float32, is_cold, and the distinct model versions in the table (the stage writes one
-    row per sku, all from one model)."""
+    row per sku, all from one model). `space_id`: the rows of that vector space only (the table holds every item
+    space, `ubp/spaces.py`)."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -32,7 +34,8 @@ def served_item_vectors(path: str | Path, delta_version: int | None = None) -> d
     version = table_version(path) if delta_version is None else int(delta_version)
     skus, vecs, cold, ts, created, mvs = [], [], [], [], [], set()
     cols = ["sku", "vector", "is_cold", "model_version", "as_of", "created_at"]
-    for b in iter_batches(path, version=version, columns=cols, batch_size=65536):
+    flt = pc.field("space_id") == space_id if space_id else None
+    for b in iter_batches(path, version=version, columns=cols, batch_size=65536, filter=flt):
         lists = b.column("vector")
         lengths = np.unique(lists.value_lengths().to_numpy(zero_copy_only=False))
         if len(lengths) != 1:
@@ -61,10 +64,11 @@ def served_item_vectors(path: str | Path, delta_version: int | None = None) -> d
 
 def build_item_index(
     settings: Settings, path: str | Path | None = None, delta_version: int | None = None,
-    params: IndexParams = IndexParams(), force: bool = False, threads: int | None = None,
+    params: IndexParams = IndexParams(), force: bool = False, threads: int | None = None, space_id: str | None = None,
 ) -> dict[str, Any]:
-    """Build the index of the served item vectors at `delta_version` (None: latest) unless an index of that table
-    version with these params exists. Returns a summary; `skipped` says why nothing was built."""
+    """Build the index of the served item vectors at `delta_version` (None: latest; `space_id`: of that vector
+    space only) unless an index of that table version with these params exists. Returns a summary; `skipped` says
+    why nothing was built."""
     from ubp.reader import table_version
 
     t0 = time.perf_counter()
@@ -76,10 +80,10 @@ def build_item_index(
     for mv, man in manifests(root).items():
         src = man.get("source", {})
         if (not force and src.get("path") == path and src.get("delta_version") == version
-                and man.get("params") == _params_dict(params)):
+                and src.get("space_id") == space_id and man.get("params") == _params_dict(params)):
             return {"model_version": mv, "count": man["count"], "dir": str(root / mv), "skipped": "up to date",
                     "seconds": round(time.perf_counter() - t0, 3)}
-    served = served_item_vectors(path, version)
+    served = served_item_vectors(path, version, space_id)
     if len(served["model_versions"]) != 1:
         reason = (f"the served item vectors mix model versions {served['model_versions']}: "
                   "rerun `ubp item-vectors`, then `ubp publish`")
@@ -87,7 +91,8 @@ def build_item_index(
         return {"skipped": reason, "seconds": round(time.perf_counter() - t0, 3)}
     mv = served["model_versions"][0]
     manifest = write_index(root, mv, served["skus"], served["vectors"], served["is_cold"],
-                           {"table": "item_vectors", "path": path, "delta_version": version}, params, threads)
+                           {"table": "item_vectors", "path": path, "delta_version": version, "space_id": space_id},
+                           params, threads)
     log.info("item index %s: %d items (%d cold), dim %d, built in %.1f s", mv, manifest["count"],
              manifest["cold"], manifest["dim"], manifest["build_seconds"])
     return {"model_version": mv, "count": manifest["count"], "dim": manifest["dim"], "dir": str(root / mv),
@@ -106,9 +111,11 @@ def has_index(settings: Settings) -> bool:
     return bool(manifests(index_root(settings.lakehouse)))
 
 
-def load_index(settings: Settings, model_version: str, published_delta_version: int) -> ItemIndex:
-    """The index of `model_version`, refused unless it was built from the item_vectors version that is published:
-    a stale index would answer in another vector space or miss items."""
+def load_index(settings: Settings, model_version: str, published_delta_version: int,
+               space_id: str | None = None) -> ItemIndex:
+    """The index of `model_version`, refused unless it was built from the item_vectors version that is published
+    and (given `space_id`, the query's space) from that vector space: a stale index would answer in another vector
+    space or miss items."""
     root = index_root(settings.lakehouse)
     found = manifests(root)
     man = found.get(model_version)
@@ -119,6 +126,10 @@ def load_index(settings: Settings, model_version: str, published_delta_version: 
     if built_from != published_delta_version:
         raise UbpError(f"the item-vector index for model {model_version} is stale: built from item_vectors "
                        f"v{built_from}, the online store serves v{published_delta_version}: {REBUILD_HINT}")
+    if space_id is not None:
+        from ubp.spaces import require_same_space
+
+        require_same_space(f"similar items of a {space_id} query", space_id, man.get("source", {}).get("space_id"))
     directory = root / model_version
     key = (str(directory), (directory / "manifest.json").stat().st_mtime)
     if key not in _loaded:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 from ubp.config import Settings
 from ubp.errors import UbpError
@@ -43,12 +44,46 @@ def item_vectors(settings: Settings, model_version: str | None = None) -> dict:
     as_of = datetime.fromisoformat(info["as_of"]) if info.get("as_of") else created_at
     df = item_vectors_df(content, offsets, saved["transform"], version, as_of, created_at)
     path = str(settings.table_path("item_vectors"))
-    write_item_vectors(df, path)
-    counts = count_by_coldness(spark, path)
+    rotation, space = _align(settings, df, version, saved["transform"].dim, path)
+    df = item_vectors_df(content, offsets, saved["transform"], version, as_of, created_at,
+                         space_id=space["space_id"], rotation=rotation)
+    write_item_vectors(df, path, space["space_id"])
+    counts = count_by_coldness(spark, path, space["space_id"])
     total = sum(counts.values())
     log.info("item_vectors: %d items (%d cold) from model %s", total, counts.get("cold", 0), version)
     return {
         "stage": "item_vectors", "rows": {"item_vectors": total}, "cold": counts.get("cold", 0),
-        "warm": counts.get("warm", 0), "model_version": version, "dim": saved["transform"].dim,
+        "warm": counts.get("warm", 0), "model_version": version, "dim": saved["transform"].dim, "space": space,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _align(settings: Settings, df, version: str, dim: int, path: str, max_items: int = 20_000):
+    """(rotation or None, space): align a new item model's vectors to the last assigned version's rows in
+    `item_vectors` on shared items (orthogonal Procrustes; a hashed quarter of them measures the error)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from ubp import reader, spaces
+    from ubp.models.latent import align
+
+    family = spaces.ITEM_FAMILY
+    known = spaces.state(settings, family)["versions"]
+    prev = next(reversed(known), None)
+    if version in known or prev is None or not (Path(path) / "_delta_log").is_dir():
+        return None, spaces.assign(settings, family, version, dim=dim)
+    old: dict[int, np.ndarray] = {}
+    for rb in reader.iter_batches(path, columns=["sku", "vector"], batch_size=65536,
+                                  filter=pc.field("model_version") == prev):
+        for s, v in zip(rb.column("sku").to_pylist(), rb.column("vector").to_pylist(), strict=True):
+            if len(old) < max_items:
+                old[s] = np.asarray(v, np.float32)
+    if len(old) < 4 or len(next(iter(old.values()))) != dim:
+        return None, spaces.assign(settings, family, version, dim=dim)
+    rows = df.filter(df.sku.isin(list(old))).select("sku", "vector").toPandas()
+    skus = rows["sku"].to_numpy(np.int64)
+    new_x = np.stack(rows["vector"].to_numpy()).astype(np.float32)
+    old_x = np.stack([old[int(s)] for s in skus])
+    rotation, err = align(new_x, old_x, skus)
+    space = spaces.assign(settings, family, version, dim=dim, aligned_to=prev, alignment_error=err)
+    return (rotation if space["aligned_to"] == prev else None), {**space, "items": int(len(skus))}

@@ -194,6 +194,14 @@ def compare_models(
     if cand_value is None:
         return {**out, "promote": False, "reason": f"candidate has no finite validation {metric!r}"}
     cur_value = _metric_value(version_metrics(settings, kind, current), metric)
+    if metric == "val_loss" and kind.split("-")[0] == registry.USER_KIND:  # re-score both on the same users + data
+        from ubp.stages.train_user_model import fair_scores
+
+        fair = fair_scores(settings, kind, candidate_version, current)
+        out["scored_on"] = fair
+        if fair.get("comparable"):
+            cand_value, cur_value = _metric_value(fair, "candidate"), _metric_value(fair, "current")
+            out["candidate_value"] = cand_value
     out["current_value"] = cur_value
     if cur_value is None:
         return {**out, "promote": True, "reason": f"current model has no validation {metric!r} to compare"}
@@ -285,7 +293,7 @@ def run_pipeline(
     members = tuple(user_members or DEFAULT_MEMBERS)
     options: dict[str, dict[str, Any]] = {
         "ingest": {"raw_dir": raw},
-        "train_user_model": {"max_epochs": user_max_epochs, "seed": seed},
+        "train_user_model": {"max_epochs": user_max_epochs, "seed": seed, "init_from": "current"},
         "train_item_model": {"variant": item_variant, "max_epochs": item_max_epochs, "seed": seed},
     }
     for stage in stage_registry.run_order():

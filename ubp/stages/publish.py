@@ -22,9 +22,9 @@ from ubp.stage_registry import FEATURE_VIEWS
 log = get_logger(__name__)
 
 VIEWS = tuple(FEATURE_VIEWS)  # every feature view, in publish order (ubp/stage_registry.py)
-# feature service -> the feature view behind it (one view, one vector space)
-ITEM_VIEW = "item_vector"
-PROFILE_SERVICES = {"user_profile_v1": "user_profile", "user_profile_ensemble_v1": "user_profile_ensemble"}
+ITEM_VIEW = "item_vector"  # the item-vector family (one view per vector space, `ubp/spaces.py`)
+# the services `ubp profile --service all` reads: the served GRU-AE member and the ensemble, first spaces
+PROFILE_SERVICES = ("user_profile_v1", "user_profile_ensemble_v1")
 
 
 def publish(
@@ -76,12 +76,17 @@ def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool
 
     store = feast_store.apply(settings, kind)
     out: dict[str, Any] = {"stage": "publish", "online": kind, "rows": {}, "views": {}, "skipped": {}}
+    from ubp.publish import ViewLayout
+
+    by_family: dict[str, list[Any]] = {}
+    for fv in store.list_feature_views():  # every vector space of a family has its own view
+        by_family.setdefault((fv.tags or {}).get("family") or fv.name, []).append(fv)
     with task_progress() as bar:
-        for name in wanted:
-            fv = store.get_feature_view(name)
-            if not (Path(fv.batch_source.path) / "_delta_log").is_dir():
-                out["skipped"][name] = f"no Delta table at {fv.batch_source.path}"
-                log.warning("publish %s: skipped, no table at %s", name, fv.batch_source.path)
+        for fv in (fv for family in wanted for fv in sorted(by_family.get(family, []), key=lambda v: v.name)):
+            name, path = fv.name, ViewLayout.of(fv).path
+            if not (Path(path) / "_delta_log").is_dir():
+                out["skipped"][name] = f"no Delta table at {path}"
+                log.warning("publish %s: skipped, no table at %s", name, path)
                 continue
             task = bar.add_task(f"publish {name}", total=None)
             res = publish_view(
@@ -89,12 +94,13 @@ def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool
                 progress=lambda n, t=task: bar.advance(t, n),
             )
             out["rows"][name] = res.rows_written
-            out["views"][name] = {"table": fv.batch_source.path, **res.as_dict()}
+            out["views"][name] = {"table": path, **res.as_dict()}
             log.info("publish %s: %s", name, out["views"][name])
-            if name == ITEM_VIEW and index:
+            if fv.tags.get("family") == ITEM_VIEW and index and res.entities:
                 from ubp.stages.item_search import build_item_index
 
-                out["item_index"] = build_item_index(settings, fv.batch_source.path, res.delta_version)
+                out.setdefault("item_index", {})[fv.tags["space_id"]] = build_item_index(
+                    settings, path, res.delta_version, space_id=fv.tags["space_id"])
     out["registry"] = str(store.config.registry.path)
     out["feature_services"] = sorted(s.name for s in store.list_feature_services())
     return out
@@ -117,13 +123,16 @@ def _plain(v: Any) -> Any:
 
 
 def profiles(settings: Settings, client_id: int, online: str | None = None,
-             services: tuple[str, ...] = tuple(PROFILE_SERVICES)) -> dict[str, dict | None]:
+             services: tuple[str, ...] = PROFILE_SERVICES) -> dict[str, dict | None]:
     """One user's published profile per feature service, read the way a downstream model reads it:
     `get_online_features` with the service (`user_profile_v1`: GRU-AE profile; `user_profile_ensemble_v1`: ensemble
-    profile), all through one store. None for a service where the user has no published profile."""
-    unknown = [s for s in services if s not in PROFILE_SERVICES]
-    if unknown:
-        raise UbpError(f"unknown profile service {unknown[0]!r}; known: {', '.join(PROFILE_SERVICES)}")
+    profile; `user_profile_<member>_v1`: another GRU-AE member; `..._v2`: a later vector space), all through one
+    store. None for a service where the user has no published profile."""
+    from ubp import spaces
+
+    for s in services:  # a service is a profile space id: user_profile[_<member>|_ensemble]_v<N>
+        if spaces.parse_space_id(s)[0] == spaces.ITEM_FAMILY:
+            raise UbpError(f"{s} serves item vectors, not user profiles")
     store = _store(settings, online)
     out: dict[str, dict | None] = {}
     for service in services:
@@ -147,28 +156,44 @@ def profile(settings: Settings, client_id: int, online: str | None = None, servi
     return row
 
 
-def _item_state(settings: Settings, store: Any) -> Path:
-    """The publish state file of `item_vector` for this store's kind (what was last published, and from which
-    Delta version)."""
-    states = sorted((settings.feast_dir / "published").glob(f"{store.config.online_store.type}-*/item_vector.npz"))
+def item_space(settings: Settings, space: str | None = None) -> str:
+    """The item-vector space to search: `space`, else the newest one (`ubp/spaces.py`)."""
+    from ubp import spaces
+
+    if space:
+        if spaces.parse_space_id(space)[0] != spaces.ITEM_FAMILY:
+            raise UbpError(f"{space} is not an item-vector space (item_vector_v<N>)")
+        return space
+    known = spaces.spaces(settings, spaces.ITEM_FAMILY)
+    return known[-1]["space_id"] if known else spaces.space_id(spaces.ITEM_FAMILY, 1)
+
+
+def _item_state(settings: Settings, store: Any, view: str = ITEM_VIEW) -> Path:
+    """The publish state file of an item-vector view for this store's kind (what was last published, and from
+    which Delta version)."""
+    states = sorted((settings.feast_dir / "published").glob(f"{store.config.online_store.type}-*/{view}.npz"))
     if not states:
-        raise UbpError("no item vectors published yet: run `ubp publish`")
+        raise UbpError(f"no item vectors published to {view} yet: run `ubp publish`")
     return states[-1]
 
 
-def published_item_vectors(settings: Settings, online: str | None = None, chunk: int = 5_000):
-    """(skus, vectors float32 (n, d), is_cold) of every published item, read back through Feast's online API."""
+def published_item_vectors(settings: Settings, online: str | None = None, chunk: int = 5_000,
+                           space: str | None = None):
+    """(skus, vectors float32 (n, d), is_cold) of every published item of one vector space (default: the newest),
+    read back through Feast's online API."""
     import numpy as np
 
+    from ubp import spaces
     from ubp.publish import PublishedState
 
+    view = spaces.view_name(item_space(settings, space))
     store = _store(settings, online)
-    skus = PublishedState.load(_item_state(settings, store)).keys
+    skus = PublishedState.load(_item_state(settings, store, view)).keys
     vecs, cold, keep = [], [], []
     for i in range(0, len(skus), chunk):
         part = skus[i : i + chunk]
         resp = store.get_online_features(
-            features=["item_vector:vector", "item_vector:is_cold"],
+            features=[f"{view}:vector", f"{view}:is_cold"],
             entity_rows=[{"sku": int(s)} for s in part],
         ).to_dict()
         for s, v, c in zip(part.tolist(), resp["vector"], resp["is_cold"], strict=True):
@@ -195,7 +220,7 @@ def top_k_cosine(query, matrix, k: int):
 
 
 def similar_items(settings: Settings, sku: int, k: int = 10, online: str | None = None,
-                  exact: bool | None = None) -> list:
+                  exact: bool | None = None, space: str | None = None) -> list:
     """The k items most similar to `sku` by cosine over the published item vectors (cold items included; the item
     itself left out), best first.
 
@@ -209,26 +234,30 @@ def similar_items(settings: Settings, sku: int, k: int = 10, online: str | None 
     from ubp.stages import item_search
 
     if exact or (exact is None and not item_search.has_index(settings)):
-        return _similar_exact(settings, sku, k, online)
+        return _similar_exact(settings, sku, k, online, space)
     import numpy as np
 
+    from ubp import spaces
     from ubp.publish import PublishedState
 
+    sid = item_space(settings, space)
+    view = spaces.view_name(sid)
     store = _store(settings, online)
     resp = store.get_online_features(
-        features=["item_vector:vector", "item_vector:model_version"], entity_rows=[{"sku": int(sku)}]
+        features=[f"{view}:vector", f"{view}:model_version", f"{view}:space_id"], entity_rows=[{"sku": int(sku)}]
     ).to_dict()
     if resp["vector"][0] is None:
-        raise UbpError(f"sku {sku} has no published item vector")
-    published = PublishedState.load(_item_state(settings, store)).delta_version
-    index = item_search.load_index(settings, str(resp["model_version"][0]), published)
+        raise UbpError(f"sku {sku} has no published item vector in {sid}")
+    spaces.require_same_space(f"sku {sku} in {sid}", sid, resp["space_id"][0])
+    published = PublishedState.load(_item_state(settings, store, view)).delta_version
+    index = item_search.load_index(settings, str(resp["model_version"][0]), published, space_id=sid)
     return index.neighbours(np.asarray(resp["vector"][0], dtype=np.float32), k, exclude_sku=int(sku))
 
 
-def _similar_exact(settings: Settings, sku: int, k: int, online: str | None) -> list:
+def _similar_exact(settings: Settings, sku: int, k: int, online: str | None, space: str | None = None) -> list:
     import numpy as np
 
-    skus, vecs, cold = published_item_vectors(settings, online)
+    skus, vecs, cold = published_item_vectors(settings, online, space=space)
     where = np.nonzero(skus == int(sku))[0]
     if not len(where):
         raise UbpError(f"sku {sku} has no published item vector")

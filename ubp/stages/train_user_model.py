@@ -66,6 +66,8 @@ def train_user_model(
     promote: "if_none" (promote only when the member has no CURRENT version), "always", "never".
     full_size: train a large member at its full size even without a GPU (default: its CPU size there).
     preset: the older name of `member`.
+    init_from: a version of the member to warm-start from, or "current" (the serving version when its vocabulary
+    and shapes allow; else a cold start): a warm start keeps the new latents close to the served space.
     """
     import torch
 
@@ -98,16 +100,16 @@ def train_user_model(
     if max_epochs is not None:
         config.max_epochs = int(max_epochs)
     init_weights = None
+    if init_from == "current":  # warm start from the serving version when its vocabulary and shapes allow
+        init_from = registry.current_version(settings, kind)
+        if init_from is not None:
+            try:
+                _check_warm_start(settings, kind, init_from, config, vocab_version, member)
+            except UbpError as exc:
+                log.info("cold start: %s", exc)
+                init_from = None
     if init_from is not None:  # warm start (fine-tune) from a trained version: same vocabulary and shapes only
-        src = registry.version_dir(settings, kind, init_from)
-        src_manifest = json.loads((src / "model.json").read_text())
-        reader.check_vocab_version(src_manifest["vocab_version"], vocab_version)
-        src_cfg = json.loads((src / "config.json").read_text())
-        shape_keys = ("vocab_sizes", "input_fields", "target_fields", "emb_dim", "hidden", "n_layers")
-        if any(src_cfg.get(k) != config.to_dict().get(k) for k in shape_keys):
-            raise UbpError(f"--init-from {init_from}: its config differs from member {member!r} in shape; "
-                           "warm start needs the same architecture")
-        init_weights = str(src / "weights.safetensors")
+        init_weights = _check_warm_start(settings, kind, init_from, config, vocab_version, member)
     key = _run_key({"config": config.to_dict(), "seed": seed, "table": str(path), "table_version": table_version,
                     "vocab": vocab_version, "val_fraction": val_fraction, "max_batches": max_batches,
                     "init_from": init_from})
@@ -137,6 +139,7 @@ def train_user_model(
         if (work / name).exists():
             shutil.copy(work / name, vdir / name)
     health = _fit_serving(vdir, spec.post, path, table_version, val_fraction)
+    space = _join_space(settings, kind, version, vdir, path, table_version, vocab_version)
     metrics = {"val_loss": best.get("val_loss"), "train_loss": best.get("train_loss"),
                "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"],
                "stopped_early": result["stopped_early"],
@@ -146,7 +149,7 @@ def train_user_model(
         "size": "cpu" if scaled else "full", "vocab_version": vocab_version, "latent_health": health,
         "training_table": {"name": "user_sequences", "path": str(path), "version": table_version, "rows": n_rows},
         "val_fraction": val_fraction, "init_from": init_from, "metrics": metrics, "work_dir": str(work),
-        "world_size": result["world_size"],
+        "world_size": result["world_size"], "space": space,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
@@ -159,12 +162,28 @@ def train_user_model(
         registry.log_decision(settings, kind, {"version": version, "promoted": False,
                                                "reason": f"promote={promote}, CURRENT={current}"})
     out = {"stage": "train-user-model", "rows": {"user_sequences": n_rows}, "version": version,
-           "member": member, "kind": kind, "latent_health": health,
+           "member": member, "kind": kind, "latent_health": health, "space": space,
            "promoted": promoted, "metrics": metrics, "table_version": table_version,
            "vocab_version": vocab_version, "resumed_from": result["resumed_from"], "model_dir": str(vdir),
            "world_size": result["world_size"]}
     done.write_text(json.dumps({k: v for k, v in out.items() if k != "resumed_from"}, default=str))
     return out
+
+
+def _check_warm_start(settings: Settings, kind: str, init_from: str, config: Any, vocab_version: str,
+                      member: str) -> str:
+    """The weights file to warm-start from; a one-line error when the version's vocabulary or shapes differ."""
+    from ubp import reader, registry
+
+    src = registry.version_dir(settings, kind, init_from)
+    src_manifest = json.loads((src / "model.json").read_text())
+    reader.check_vocab_version(src_manifest["vocab_version"], vocab_version)
+    src_cfg = json.loads((src / "config.json").read_text())
+    shape_keys = ("vocab_sizes", "input_fields", "target_fields", "emb_dim", "hidden", "n_layers")
+    if any(src_cfg.get(k) != config.to_dict().get(k) for k in shape_keys):
+        raise UbpError(f"--init-from {init_from}: its config differs from member {member!r} in shape; "
+                       "warm start needs the same architecture")
+    return str(src / "weights.safetensors")
 
 
 def _fit_serving(vdir: Path, post: Any, path: Path, table_version: int, val_fraction: float) -> dict:
@@ -193,6 +212,119 @@ def _fit_serving(vdir: Path, post: Any, path: Path, table_version: int, val_frac
         fh.write(json.dumps({"latent_health": health}) + "\n")
     log.info("latent health (raw): %s", {k: round(v, 4) for k, v in raw.items()})
     return health
+
+
+def _join_space(settings: Settings, kind: str, version: str, vdir: Path, path: Path, table_version: int,
+                vocab_version: str, max_users: int = 20_000) -> dict:
+    """Align the new version to the serving one and put it in a vector space (`ubp/spaces.py`).
+
+    Both models encode the same users of the pinned `user_sequences` version (a hashed three quarters of them fit
+    the rotation, the rest measure the error); when the vocabularies differ, the serving model's rows in the gold table
+    stand in for its vectors. A joined space stores the rotation in the new version's serving transform."""
+    import numpy as np
+
+    from ubp import reader, registry, spaces
+    from ubp.models.infer_user import encode_batches, load_model, load_network, read_manifest
+    from ubp.models.latent import LatentTransform, align
+    from ubp.models.user_data import columns_for
+
+    family = spaces.kind_family(kind)
+    new_model = load_network(vdir, device="cpu")  # its manifest is written after this
+    new_model.serving_transform = LatentTransform.load(vdir)
+    dim = new_model.serving_transform.dim
+    current = registry.current_version(settings, kind)
+    if current is None or current == version:
+        return spaces.assign(settings, family, version, dim=dim)
+    cur_dir = registry.version_dir(settings, kind, current)
+    from ubp.stages.embed_users import version_space
+
+    cur_space = version_space(settings, kind, current, cur_dir)  # a version from before spaces founds one
+    same_vocab = read_manifest(cur_dir).get("vocab_version") == vocab_version
+    old_model = load_model(cur_dir, device="cpu")[0] if same_vocab else None
+    cols = columns_for(new_model.config.input_fields + new_model.config.target_fields)
+    if old_model is not None:
+        cols = sorted(set(cols) | set(columns_for(old_model.config.input_fields + old_model.config.target_fields)))
+
+    def sample():
+        n = 0
+        for rb in reader.iter_batches(path, version=table_version, columns=cols, batch_size=4096):
+            part = rb.slice(0, max_users - n)
+            n += part.num_rows
+            if part.num_rows:
+                yield part
+            if n >= max_users:
+                return
+
+    batches = list(sample())
+    new = {int(c): v for ids, _, z in encode_batches(new_model, iter(batches)) for c, v in zip(ids, z, strict=True)}
+    if old_model is not None:
+        old = {int(c): v for ids, _, z in encode_batches(old_model, iter(batches)) for c, v in zip(ids, z, strict=True)}
+    else:
+        old = _served_rows(settings, kind, current, set(new))
+    common = np.array(sorted(set(new) & set(old)), dtype=np.int64)
+    if len(common) < 2 * dim or len(old[int(common[0])]) != dim:
+        log.warning("space: %d users shared with %s: too few (or another dimension) to align", len(common), current)
+        return spaces.assign(settings, family, version, dim=dim)
+    rotation, err = align(np.stack([new[int(c)] for c in common]), np.stack([old[int(c)] for c in common]), common)
+    out = spaces.assign(settings, family, version, dim=dim, aligned_to=current, alignment_error=err)
+    out = {**out, "users": int(len(common)), "same_vocab": same_vocab}
+    if out["space_id"] == cur_space:
+        t = new_model.serving_transform
+        LatentTransform(t.mean, t.components, t.scale, t.row_norm, rotation=rotation, aligned_to=current).save(vdir)
+    return out
+
+
+def fair_scores(settings: Settings, kind: str, candidate: str, current: str) -> dict[str, Any]:
+    """Validation loss of the candidate and of the serving version on the SAME users (the candidate's validation
+    split) of the SAME `user_sequences` version (the candidate's training snapshot); cached in the candidate's
+    directory per serving version. Versions with another vocabulary cannot read the snapshot: {"comparable": False}."""
+    from ubp import registry
+    from ubp.models.infer_user import load_network, read_manifest
+    from ubp.models.train_user import validation_metrics
+
+    cdir, sdir = registry.version_dir(settings, kind, candidate), registry.version_dir(settings, kind, current)
+    cache = cdir / "promotion_scores.json"
+    scores = json.loads(cache.read_text()) if cache.exists() else {}
+    if current in scores:
+        return scores[current]
+    cman, sman = read_manifest(cdir), read_manifest(sdir)
+    table = cman["training_table"]
+    out: dict[str, Any] = {"table_version": table["version"], "val_fraction": cman.get("val_fraction", 0.1)}
+    if sman.get("vocab_version") != cman.get("vocab_version"):
+        out.update(comparable=False, reason="the serving version has another vocabulary")
+    else:
+        for name, vdir in (("candidate", cdir), ("current", sdir)):
+            m = validation_metrics(load_network(vdir, device="cpu"), table["path"], table["version"],
+                                   out["val_fraction"])
+            out[name] = m["val_loss"]
+        out["comparable"] = True
+    scores[current] = out
+    cache.write_text(json.dumps(scores, indent=2))
+    return out
+
+
+def _served_rows(settings: Settings, kind: str, version: str, client_ids: set[int]) -> dict[int, Any]:
+    """The vectors a model version wrote to its gold table, for some users (its latest as-of per user)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from ubp import reader
+    from ubp.registry import USER_KIND
+
+    table = "user_profiles" if kind == USER_KIND else "user_member_profiles"
+    path = settings.table_path(table)
+    if not (path / "_delta_log").is_dir():
+        return {}
+    out: dict[int, tuple[Any, Any]] = {}
+    for rb in reader.iter_batches(path, columns=["client_id", "embedding", "model_version", "as_of"],
+                                  batch_size=65536, filter=pc.field("model_version") == version):
+        ids = rb.column("client_id").to_numpy(zero_copy_only=False)
+        emb = rb.column("embedding").to_pylist()
+        at = rb.column("as_of").to_pylist()
+        for c, e, a in zip(ids.tolist(), emb, at, strict=True):
+            if c in client_ids and (c not in out or a > out[c][0]):
+                out[c] = (a, np.asarray(e, np.float32))
+    return {c: v for c, (_, v) in out.items()}
 
 
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
