@@ -58,6 +58,7 @@ class LatentTransform:
             tensors["scale"] = self.scale.astype(np.float32)
         if self.rotation is not None:
             tensors["rotation"] = self.rotation.astype(np.float32)
+        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}  # safetensors writes raw memory
         save_file(tensors, str(Path(model_dir) / TRANSFORM_WEIGHTS))
         meta = {"dim": self.dim, "row_norm": self.row_norm, "pca": self.components is not None,
                 "whiten": self.scale is not None, "aligned_to": self.aligned_to}

@@ -1,8 +1,9 @@
-"""Ensemble profile: load each member's user vectors, normalise, (optionally) reduce, concatenate, fill, cast.
+"""Ensemble profile: load each member's user vectors, transform each block, concatenate, fill, cast.
 
-As in the seed solution (RecSys Challenge 2025, 2nd place): every member is L2-normalised per row (statistics go
-through a uniform QuantileTransformer first), large members are reduced with PCA, members are concatenated, users a
-member does not cover get that member's mean row, and the result is cast to float16 with at most 2048 columns.
+As in the seed solution (RecSys Challenge 2025, 2nd place), by the recipe in `ubp/ensemble_recipe.toml`: statistics
+go through a uniform quantile transform only (no L2, no PCA), small members are L2-normalised per row, large ones
+centred and reduced with PCA, each block scaled by its weight; users a member does not cover get that member's mean
+row and a `has_<member>` indicator column; the result is float16 with at most 2048 columns.
 
 Members (each skipped with a warning when its table is missing):
 - `gru`: gold `user_profiles` (the served GRU-AE member's current version, latest as-of); `gru_<member>`: another
@@ -11,9 +12,10 @@ Members (each skipped with a warning when its table is missing):
 - `factors`: the ALS member (`ubp.tables.USER_FACTORS`);
 - `items`: mean of the item vectors (gold `item_vectors`) of the user's most recent skus (`user_sequences.sku_raw`).
 
-Scale limit (documented): members are read batch by batch through the log-aware `ubp.reader`, but the normalised
+Scale limit (documented): members are read batch by batch through the log-aware `ubp.reader`, but the transformed
 matrices are held in driver memory (users x columns float32 per member, float16 for the result), and the item table
-is held whole. Quantile transform and PCA are fitted on a random sample of at most `fit_rows` rows. That suits
+is held whole. Quantile transform and PCA are fitted on a random sample of at most `fit_rows` rows and applied in
+row chunks; the fitted transforms are stored with the ensemble version (`ubp/stages/ensemble.py`). That suits
 hundreds of thousands of users on one machine; beyond that, apply the fitted transforms in a Spark `mapInPandas`.
 """
 
@@ -31,14 +33,69 @@ from ubp.log import get_logger
 
 log = get_logger(__name__)
 
-MEMBERS: tuple[str, ...] = ("gru", "aggregates", "factors", "items")
 MAX_COLUMNS = 2048
 FLOAT16_MAX = 65504.0
+RECIPE_FILE = Path(__file__).resolve().parents[1] / "ubp" / "ensemble_recipe.toml"
+TRANSFORMS = ("quantile", "row_norm", "pca", "none")
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """How one member enters the ensemble (see ubp/ensemble_recipe.toml)."""
+
+    transform: str = "row_norm"
+    weight: float = 1.0
+    pca_dim: int = 128
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Recipe:
+    members: dict[str, MemberSpec]
+    max_columns: int = MAX_COLUMNS
+    indicators: bool = True
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(n for n, m in self.members.items() if m.enabled)
+
+    def spec(self, name: str) -> MemberSpec:
+        """A member's spec; one not in the recipe (e.g. `gru_small` in an evaluation) is row-normalised."""
+        return self.members.get(name, MemberSpec())
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {"max_columns": self.max_columns, "indicators": self.indicators,
+                "members": {n: asdict(m) for n, m in self.members.items()}}
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    """The merge recipe from a TOML file (default: the one shipped in ubp/); a one-line error for a bad one."""
+    import tomllib
+
+    from ubp.errors import UbpError
+
+    path = Path(path or RECIPE_FILE)
+    try:
+        raw = tomllib.loads(path.read_text())
+        members = {}
+        for name, spec in raw.get("members", {}).items():
+            members[name] = MemberSpec(**spec)
+            if members[name].transform not in TRANSFORMS:
+                raise ValueError(f"member {name}: transform must be one of {TRANSFORMS}")
+        return Recipe(members, int(raw.get("max_columns", MAX_COLUMNS)), bool(raw.get("indicators", True)))
+    except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
+        raise UbpError(f"bad ensemble recipe {path}: {' '.join(str(exc).split())}") from exc
+
+
+MEMBERS: tuple[str, ...] = load_recipe().enabled  # the default members, in recipe order
 
 
 @dataclass
 class Member:
-    """One member's users and (already normalised) vectors, rows aligned with client_ids (sorted, unique)."""
+    """One member's users and vectors as loaded (the recipe transforms them), rows aligned with client_ids (sorted,
+    unique)."""
 
     name: str
     client_ids: np.ndarray  # (n,) int64, sorted
@@ -65,28 +122,60 @@ def _sample_rows(n: int, fit_rows: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, fit_rows, replace=False))
 
 
-def quantile_normalise(x: np.ndarray, fit_rows: int = 100_000, seed: int = 0) -> np.ndarray:
-    """Uniform quantile transform per column (fitted on a sample), centred to [-0.5, 0.5], then L2 per row."""
-    from sklearn.preprocessing import QuantileTransformer
+@dataclass
+class BlockTransform:
+    """A member's fitted transform (recipe `transform`), stored with the ensemble version and applied in row
+    chunks: "quantile" keeps per-column quantiles (`a` [q, d]) and their references (`b` [q]); "pca" the mean
+    (`b` [d]) and components (`a` [k, d]); weight scales the block."""
 
+    kind: str
+    weight: float = 1.0
+    a: np.ndarray | None = None
+    b: np.ndarray | None = None
+
+    def apply(self, x: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+        return np.concatenate([self._apply(x[i:i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else \
+            np.zeros((0, self.width(x.shape[1])), np.float32)
+
+    def width(self, d: int) -> int:
+        return int(self.a.shape[0]) if self.kind == "pca" else d
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        x = np.nan_to_num(np.asarray(x, dtype=np.float32))
+        if self.kind == "quantile":
+            q, ref = self.a, self.b
+            out = np.empty_like(x)
+            for j in range(x.shape[1]):  # sklearn's uniform output: mean of the forward and backward interpolation
+                out[:, j] = 0.5 * (np.interp(x[:, j], q[:, j], ref) - np.interp(-x[:, j], -q[::-1, j], -ref[::-1]))
+            x = out - 0.5
+        elif self.kind == "pca":
+            x = l2_normalise((x - self.b) @ self.a.T)
+        elif self.kind == "row_norm":
+            x = l2_normalise(x)
+        return (x * self.weight).astype(np.float32)
+
+    def tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.{k}": np.ascontiguousarray(getattr(self, k), dtype=np.float32)  # safetensors: C order
+                for k in ("a", "b") if getattr(self, k) is not None}
+
+
+def fit_block(x: np.ndarray, spec: MemberSpec, fit_rows: int = 100_000, seed: int = 0) -> BlockTransform:
+    """Fit one member's transform on a sample of its rows."""
     x = np.nan_to_num(np.asarray(x, dtype=np.float32))
     idx = _sample_rows(len(x), fit_rows, seed)
-    qt = QuantileTransformer(n_quantiles=max(2, min(1000, len(idx))), output_distribution="uniform",
-                             subsample=len(idx), random_state=seed)
-    qt.fit(x[idx])
-    return l2_normalise(qt.transform(x).astype(np.float32) - 0.5)
+    if spec.transform == "quantile":
+        from sklearn.preprocessing import QuantileTransformer
 
+        qt = QuantileTransformer(n_quantiles=max(2, min(1000, len(idx))), output_distribution="uniform",
+                                 subsample=len(idx), random_state=seed).fit(x[idx])
+        return BlockTransform("quantile", spec.weight, qt.quantiles_.astype(np.float32),
+                              qt.references_.astype(np.float32))
+    if spec.transform == "pca" and x.shape[1] > spec.pca_dim:
+        from sklearn.decomposition import PCA
 
-def pca_reduce(x: np.ndarray, dim: int, fit_rows: int = 100_000, seed: int = 0) -> np.ndarray:
-    """PCA to `dim` components fitted on a sample, then L2 per row. No-op when x has <= dim columns."""
-    from sklearn.decomposition import PCA
-
-    if x.shape[1] <= dim:
-        return x
-    idx = _sample_rows(len(x), fit_rows, seed)
-    dim = min(dim, len(idx))
-    pca = PCA(n_components=dim, random_state=seed).fit(x[idx])
-    return l2_normalise(pca.transform(x).astype(np.float32))
+        pca = PCA(n_components=min(spec.pca_dim, len(idx)), random_state=seed).fit(x[idx])
+        return BlockTransform("pca", spec.weight, pca.components_.astype(np.float32), pca.mean_.astype(np.float32))
+    return BlockTransform("row_norm" if spec.transform in ("pca", "row_norm") else "none", spec.weight)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -113,38 +202,50 @@ def combine(
     members: list[Member],
     client_ids: np.ndarray | None = None,
     pca: dict[str, int] | None = None,
-    pca_above: int = 256,
-    pca_dim: int = 128,
-    max_columns: int = MAX_COLUMNS,
+    recipe: Recipe | None = None,
     fit_rows: int = 100_000,
     seed: int = 0,
+    fitted: dict[str, BlockTransform] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Concatenate members into one float16 matrix.
+    """Concatenate members into one float16 matrix, each block through its recipe transform.
 
-    `client_ids` defaults to the union of the members' users. PCA: `pca[name]` gives a member's target width; by
-    default members wider than `pca_above` go to `pca_dim`. Returns (client_ids, float16 matrix, layout) where
-    layout records each member's column range, version and how many users were filled.
+    `client_ids` defaults to the union of the members' users. `pca[name]` overrides a member's transform with
+    PCA to that width. Users a member lacks get its mean row (and, with `recipe.indicators`, a `has_<member>`
+    column at the end, 1 = covered). `fitted` (a dict) receives each member's fitted transform. Returns
+    (client_ids, float16 matrix, layout): each member's column range, version, filled users and transform.
     """
+    from dataclasses import replace
+
+    recipe = recipe or load_recipe()
     if not members:
         raise ValueError("no ensemble members")
     if client_ids is None:
         client_ids = np.unique(np.concatenate([m.client_ids for m in members]))
     client_ids = np.asarray(client_ids, dtype=np.int64)
-    blocks, layout, start = [], {}, 0
+    blocks, layout, start, flags = [], {}, 0, []
     for m in members:
-        values = m.values
-        target = (pca or {}).get(m.name, pca_dim if values.shape[1] > pca_above else None)
-        if target and values.shape[1] > target:
-            values = pca_reduce(values, target, fit_rows=fit_rows, seed=seed)
-        reduced = Member(m.name, m.client_ids, values, m.version)
+        spec = recipe.spec(m.name)
+        if pca and m.name in pca:
+            spec = replace(spec, transform="pca", pca_dim=int(pca[m.name]))
+        transform = fit_block(m.values, spec, fit_rows=fit_rows, seed=seed)
+        if fitted is not None:
+            fitted[m.name] = transform
+        reduced = Member(m.name, m.client_ids, transform.apply(m.values), m.version)
         block, filled = align(reduced, client_ids)
         blocks.append(block)
         layout[m.name] = {"start": start, "width": block.shape[1], "version": m.version, "filled": filled,
-                          "covered": len(client_ids) - filled}
+                          "covered": len(client_ids) - filled, "transform": transform.kind, "weight": spec.weight}
         start += block.shape[1]
+        if filled and recipe.indicators:
+            flags.append((m.name, np.isin(client_ids, m.client_ids, assume_unique=True).astype(np.float32)))
+    for name, flag in flags:  # has_<member>: which users the member really covers (the rest got its mean row)
+        blocks.append(flag[:, None])
+        layout[name]["indicator_column"] = start
+        start += 1
     x = np.concatenate(blocks, axis=1)
-    if x.shape[1] > max_columns:
-        raise ValueError(f"ensemble has {x.shape[1]} columns, more than {max_columns}: set a PCA width per member")
+    if x.shape[1] > recipe.max_columns:
+        raise ValueError(f"ensemble has {x.shape[1]} columns, more than {recipe.max_columns}: set a PCA width per "
+                         "member")
     if not np.isfinite(x).all():
         raise ValueError("ensemble has NaN/inf values")
     x16 = np.clip(x, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
@@ -257,8 +358,8 @@ def gru_kind(name: str) -> str:
 
 
 def load_profile_member(settings, table: str = "user_profiles", name: str = "gru", model_version: str | None = None,
-                        as_of: datetime | None = None, normalise: bool = True) -> Member:
-    """A profile table (`user_profiles` or `user_profiles_ensemble`) as a member: L2-normalised rows. For
+                        as_of: datetime | None = None) -> Member:
+    """A profile table (`user_profiles`, `user_member_profiles` or `user_profiles_ensemble`) as a member. For
     `user_profiles` the rows are one GRU-AE member's (`gru_kind(name)`): its current version, else its newest."""
     from ubp.registry import current_version, list_versions
 
@@ -281,10 +382,10 @@ def load_profile_member(settings, table: str = "user_profiles", name: str = "gru
         path, "embedding",
         lambda df: (df["model_version"] == version).to_numpy() & _at(df["as_of"], at),
     )
-    return Member(name, cid, l2_normalise(x) if normalise else x, version, at, nev)
+    return Member(name, cid, x, version, at, nev)  # the recipe transforms it (the ensemble table: as served)
 
 
-def load_aggregates_member(settings, as_of: datetime | None = None, fit_rows: int = 100_000, seed: int = 0) -> Member:
+def load_aggregates_member(settings, as_of: datetime | None = None) -> Member:
     path = settings.table_path("user_aggregates")
     if not _exists(path):
         raise FileNotFoundError(f"user_aggregates: no table at {path}")
@@ -300,7 +401,7 @@ def load_aggregates_member(settings, as_of: datetime | None = None, fit_rows: in
         lambda df: (df["feature_names_version"] == version).to_numpy()
         & _at(df["as_of"], at),
     )
-    return Member("aggregates", cid, quantile_normalise(x, fit_rows, seed), f"aggregates-{version}", at, nev)
+    return Member("aggregates", cid, x, f"aggregates-{version}", at, nev)  # the recipe transforms it
 
 
 def factors_path(settings) -> Path:
@@ -316,7 +417,7 @@ def load_factors_member(settings, as_of: datetime | None = None) -> Member:
         path, "embedding",
         lambda df: (df["model_version"] == version).to_numpy() & _at(df["as_of"], at),
     )
-    return Member("factors", cid, l2_normalise(x), version, at, nev)
+    return Member("factors", cid, x, version, at, nev)
 
 
 def load_item_member(settings, as_of: datetime | None = None, recent: int = 20) -> Member:
@@ -370,30 +471,28 @@ def load_item_member(settings, as_of: datetime | None = None, recent: int = 20) 
         return Member("items", np.zeros(0, np.int64), np.zeros((0, table.shape[1]), np.float32), version)
     cid = np.asarray(ids, dtype=np.int64)
     order = np.argsort(cid)
-    return Member("items", cid[order], l2_normalise(np.stack(rows)[order]), f"{version}-recent{recent}",
+    return Member("items", cid[order], np.stack(rows)[order], f"{version}-recent{recent}",
                   seq_as_of, np.asarray(nev, dtype=np.int64)[order])
 
 
 LOADERS = {
     "gru": lambda s, as_of, **kw: load_profile_member(s, "user_profiles", "gru", as_of=as_of),
-    "aggregates": lambda s, as_of, **kw: load_aggregates_member(s, as_of, **kw),
+    "aggregates": lambda s, as_of, **kw: load_aggregates_member(s, as_of),
     "factors": lambda s, as_of, **kw: load_factors_member(s, as_of),
     "items": lambda s, as_of, **kw: load_item_member(s, as_of),
 }
 
 
-def load_members(settings, as_of: datetime | None = None, names: tuple[str, ...] = MEMBERS,
-                 fit_rows: int = 100_000) -> list[Member]:
+def load_members(settings, as_of: datetime | None = None, names: tuple[str, ...] = MEMBERS) -> list[Member]:
     """Every available member at `as_of` (None: each member's latest); missing ones skipped with a warning.
     Besides `MEMBERS`, a name `gru_<member>` loads that GRU-AE member's profiles."""
     out = []
     for name in names:
         try:
-            kw = {"fit_rows": fit_rows} if name == "aggregates" else {}
             if name.startswith("gru_"):
                 member = load_profile_member(settings, "user_member_profiles", name, as_of=as_of)
             else:
-                member = LOADERS[name](settings, as_of, **kw)
+                member = LOADERS[name](settings, as_of)
         except (FileNotFoundError, LookupError) as exc:
             log.warning("ensemble member %s skipped: %s", name, exc)
             continue

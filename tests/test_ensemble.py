@@ -7,7 +7,7 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-from ubp.spark_jobs.ensemble import Member, combine, l2_normalise, quantile_normalise
+from ubp.spark_jobs.ensemble import Member, MemberSpec, combine, fit_block, l2_normalise, load_recipe
 
 from tests.target_fixtures import AS_OF, day, write_bronze, write_table
 from ubp.tables import ITEM_VECTORS, USER_AGGREGATES, USER_PROFILES, USER_SEQUENCES
@@ -15,32 +15,48 @@ from ubp.tables import ITEM_VECTORS, USER_AGGREGATES, USER_PROFILES, USER_SEQUEN
 NOW = datetime(2030, 1, 1)
 
 
-def test_combine_fills_missing_users_with_the_member_mean():
-    a = Member("a", np.array([1, 2, 3]), l2_normalise(np.array([[3, 4], [0, 2], [1, 0]], np.float32)), "va")
-    b = Member("b", np.array([2, 4]), l2_normalise(np.array([[1, 1, 0], [0, 0, 5]], np.float32)), "vb")
-    ids, x, layout = combine([a, b])
-    assert ids.tolist() == [1, 2, 3, 4] and x.dtype == np.float16 and x.shape == (4, 5)
+def test_combine_fills_missing_users_with_the_member_mean_and_flags_them():
+    a = Member("a", np.array([1, 2, 3]), np.array([[3, 4], [0, 2], [1, 0]], np.float32), "va")
+    b = Member("b", np.array([2, 4]), np.array([[1, 1, 0], [0, 0, 5]], np.float32), "vb")
+    ids, x, layout = combine([a, b])  # members the recipe does not name are row-normalised
+    assert ids.tolist() == [1, 2, 3, 4] and x.dtype == np.float16 and x.shape == (4, 2 + 3 + 2)
     assert layout["a"]["filled"] == 1 and layout["b"]["filled"] == 2
     np.testing.assert_allclose(x[0, :2], [0.6, 0.8], atol=1e-3)
-    np.testing.assert_allclose(x[3, :2], a.values.mean(axis=0), atol=1e-3)  # user 4 missing from a
-    np.testing.assert_allclose(x[0, 2:], b.values.mean(axis=0), atol=1e-3)  # user 1 missing from b
+    np.testing.assert_allclose(x[3, :2], l2_normalise(a.values).mean(axis=0), atol=1e-3)  # user 4 missing from a
+    np.testing.assert_allclose(x[0, 2:5], l2_normalise(b.values).mean(axis=0), atol=1e-3)  # user 1 missing from b
+    # has_<member>: 1 where the member really covers the user (the mean row is a fill, not a profile)
+    assert x[:, layout["a"]["indicator_column"]].tolist() == [1, 1, 1, 0]
+    assert x[:, layout["b"]["indicator_column"]].tolist() == [0, 1, 0, 1]
     assert np.isfinite(x).all()
 
 
 def test_combine_reduces_wide_members_and_caps_columns():
     rng = np.random.default_rng(0)
-    wide = Member("wide", np.arange(300), l2_normalise(rng.normal(size=(300, 600))), "w")
-    ids, x, layout = combine([wide], pca_above=256, pca_dim=32)
-    assert x.shape == (300, 32) and layout["wide"]["width"] == 32
+    wide = Member("wide", np.arange(300), rng.normal(size=(300, 600)).astype(np.float32), "w")
+    fitted = {}
+    ids, x, layout = combine([wide], pca={"wide": 32}, fitted=fitted)
+    assert x.shape == (300, 32) and layout["wide"]["width"] == 32 and layout["wide"]["transform"] == "pca"
+    np.testing.assert_allclose(fitted["wide"].apply(wide.values), x.astype(np.float32), atol=2e-3)  # stored = used
     with pytest.raises(ValueError, match="2048"):
-        combine([Member("huge", np.arange(10), np.ones((10, 2100), np.float32), "h")], pca_above=10_000)
+        combine([Member("huge", np.arange(10), np.ones((10, 2100), np.float32), "h")])
 
 
-def test_quantile_normalise_is_unit_norm_and_robust_to_outliers():
-    x = np.array([[1, 1e9], [2, 3], [3, 2], [4, 1]], np.float32)
-    q = quantile_normalise(x)
-    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
-    assert np.isfinite(q).all()
+def test_statistics_are_quantile_transformed_only():
+    """The seed's recipe: statistics through the uniform quantile transform, no L2 and no PCA, so they keep their
+    weight next to unit-norm blocks; the stored transform reproduces sklearn's and is robust to outliers."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    recipe = load_recipe()
+    assert recipe.spec("aggregates").transform == "quantile" and "items" not in recipe.enabled
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.lognormal(size=(400, 6)), [[1e9] * 6]]).astype(np.float32)
+    t = fit_block(x, MemberSpec(transform="quantile"))
+    got = t.apply(x)
+    want = QuantileTransformer(n_quantiles=401, subsample=401, random_state=0).fit(x).transform(x) - 0.5
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got.min() >= -0.5 and got.max() <= 0.5 and np.isfinite(got).all()
+    norms = np.linalg.norm(got, axis=1)  # not unit rows: ~sqrt(d / 12) on average (354 columns: ~5.4)
+    assert abs(norms.mean() - np.sqrt(6 / 12)) < 0.1 and norms.std() > 0.05
 
 
 @pytest.fixture
@@ -77,21 +93,36 @@ def test_ensemble_stage_writes_a_valid_table(spark, lakehouse):
 
     out = ensemble(lakehouse, as_of=AS_OF)
     assert out["stage"] == "ensemble" and out["version"].startswith("ensemble-")
-    assert set(out["members"]) == {"gru", "aggregates", "factors", "items"}
+    assert set(out["members"]) == {"gru", "aggregates", "factors"}  # the recipe's members; items is opt-in
     assert out["members"]["aggregates"]["filled"] == 1  # user 6 has no aggregates row
-    assert out["columns"] == 8 + 4 + 2 * 64 + 4 <= 2048
+    assert out["columns"] == 8 + 4 + 2 * 64 + 1 <= 2048  # + has_aggregates
+    # the fitted transforms are stored with the version: they rebuild the aggregates block from the raw features
+    from safetensors.numpy import load_file
+    from ubp.spark_jobs.ensemble import BlockTransform, load_aggregates_member
+
+    stored = lakehouse.models_dir / "ensemble" / out["version"]
+    meta = json.loads((stored / "ensemble.json").read_text())
+    assert meta["transforms"]["aggregates"]["kind"] == "quantile" and meta["layout"]["aggregates"]["width"] == 4
+    t = load_file(str(stored / "transforms.safetensors"))
+    raw = load_aggregates_member(lakehouse, datetime.fromisoformat(out["as_of"]))
+    rebuilt = BlockTransform("quantile", 1.0, t["aggregates.a"], t["aggregates.b"]).apply(raw.values)
     batches = list(iter_batches(lakehouse.table_path("user_profiles_ensemble")))
-    df = __import__("pyarrow").Table.from_batches(batches).to_pandas()
-    assert sorted(df["client_id"]) == [1, 2, 3, 4, 5, 6]
+    df = __import__("pyarrow").Table.from_batches(batches).to_pandas().sort_values("client_id")
+    assert df["client_id"].tolist() == [1, 2, 3, 4, 5, 6]
     x = np.stack(df["embedding"].to_numpy()).astype(np.float32)
     assert x.shape == (6, out["columns"]) and np.isfinite(x).all()
     assert np.array_equal(x.astype(np.float16).astype(np.float32), x)  # float16-representable
-    # each member block is a unit row (or the member's mean row for a filled user)
+    # row-normalised blocks are unit rows (or the member's mean row for a filled user), statistics in [-0.5, 0.5]
     for name, lay in out["members"].items():
         block = x[:, lay["start"]: lay["start"] + lay["width"]]
-        norms = np.linalg.norm(block, axis=1)
-        assert (norms <= 1.0 + 1e-2).all(), name
+        if lay["transform"] == "quantile":
+            assert np.abs(block).max() <= 0.5 + 1e-3, name
+        else:
+            assert (np.linalg.norm(block, axis=1) <= 1.0 + 1e-2).all(), name
     agg = out["members"]["aggregates"]
+    rows = np.searchsorted(df["client_id"].to_numpy(), raw.client_ids)
+    np.testing.assert_allclose(x[rows, agg["start"]: agg["start"] + agg["width"]], rebuilt, atol=2e-3)
+    assert x[df["client_id"].to_numpy() == 6][0, agg["indicator_column"]] == 0
     u6 = x[df["client_id"].to_numpy() == 6][0, agg["start"]: agg["start"] + agg["width"]]
     others = x[df["client_id"].to_numpy() != 6][:, agg["start"]: agg["start"] + agg["width"]]
     np.testing.assert_allclose(u6, others.mean(axis=0), atol=2e-3)

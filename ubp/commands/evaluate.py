@@ -30,12 +30,15 @@ def ensemble_cmd(
     ctx: typer.Context,
     as_of: str | None = typer.Option(None, "--as-of", help="Members' as-of (default: the current GRU profiles')."),
     member: list[str] | None = typer.Option(
-        None, "--member", help="Member to include (repeatable): gru, aggregates, factors, items. Default: all."
+        None, "--member", help="Member to include (repeatable): gru, gru_<member>, aggregates, factors, items. "
+                               "Default: the recipe's enabled members."
     ),
     pca: list[str] | None = typer.Option(None, "--pca", help="Per-member PCA width NAME=DIM (repeatable)."),
     factor_method: str = typer.Option("svd", "--factor-method", help="Factorisation member: svd or als."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Merge recipe TOML (default: ubp/ensemble_recipe.toml)."),
 ) -> None:
-    """Build gold user_profiles_ensemble: members L2-normalised, (PCA), concatenated, mean-filled, float16."""
+    """Build gold user_profiles_ensemble by the merge recipe: members transformed, concatenated, mean-filled,
+    has_<member> flags, float16."""
     from ubp.cli import settings_of
     from ubp.stages.ensemble import ensemble
 
@@ -46,7 +49,7 @@ def ensemble_cmd(
             raise UbpError(f"--pca expects NAME=DIM, got {item!r}")
         widths[name] = int(dim)
     out = ensemble(settings_of(ctx), as_of=_parse_ts(as_of), members=tuple(member) if member else None,
-                   pca=widths or None, factor_method=factor_method)
+                   pca=widths or None, factor_method=factor_method, recipe=recipe)
     typer.echo(json.dumps(out, indent=1, default=str))
 
 

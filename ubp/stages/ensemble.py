@@ -6,8 +6,10 @@ The ensemble combines every available member (GRU profiles, aggregates, factors,
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ubp.config import Settings
 from ubp.errors import UbpError
@@ -138,7 +140,7 @@ def _default_as_of(settings: Settings) -> datetime | None:
     if _exists(path):
         from ubp.spark_jobs.ensemble import load_aggregates_member
 
-        return load_aggregates_member(settings, fit_rows=1000).as_of
+        return load_aggregates_member(settings).as_of
     return None
 
 
@@ -161,6 +163,22 @@ def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: dat
         writer = writer.option("replaceWhere", f"as_of = timestamp'{ts}'")
     writer.save(str(path))
     return spark.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
+
+
+def _save_transforms(settings: Settings, version: str, fitted: dict, layout: dict, params: dict) -> Path:
+    """The ensemble version's fitted member transforms (safetensors) and recipe + layout (JSON), under
+    `<models>/ensemble/<version>/`: what it takes to apply the same transforms to new rows."""
+    from safetensors.numpy import save_file
+
+    out = settings.models_dir / "ensemble" / version
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v for name, t in fitted.items() for k, v in t.tensors(name).items()}
+    if tensors:
+        save_file(tensors, str(out / "transforms.safetensors"))
+    meta = {"version": version, "params": params, "layout": layout,
+            "transforms": {n: {"kind": t.kind, "weight": t.weight} for n, t in fitted.items()}}
+    (out / "ensemble.json").write_text(json.dumps(meta, indent=2, default=str))
+    return out
 
 
 def align_ensemble(settings: Settings, ids, x16, version: str, max_users: int = 20_000):
@@ -210,30 +228,35 @@ def ensemble(
     factors: bool = True,
     factor_method: str = "svd",
     fit_rows: int = 100_000,
+    recipe: str | Path | None = None,
 ) -> dict:
-    """Build gold `user_profiles_ensemble` from every available member at `as_of`.
+    """Build gold `user_profiles_ensemble` from every available member at `as_of`, by the merge recipe
+    (`ubp/ensemble_recipe.toml`, or the file `recipe`).
 
     as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation member is computed
     for that as-of when missing. Members whose table is absent or has no rows for the as-of are skipped (warning).
     """
     import numpy as np
 
-    from ubp.spark_jobs.ensemble import MEMBERS, combine, ensemble_version, load_members
+    from ubp.spark_jobs.ensemble import combine, ensemble_version, load_members, load_recipe
 
     t0 = time.time()
     as_of = _utc(as_of) or _default_as_of(settings)
     if as_of is None:
         raise UbpError("no user_profiles or user_aggregates table yet: run `ubp embed-users` / `ubp aggregates`")
-    names = tuple(members or MEMBERS)
+    plan = load_recipe(recipe)
+    names = tuple(members or plan.enabled)
     factor_info = None
     if factors and "factors" in names:
         factor_info = factorize(settings, as_of=as_of, method=factor_method)
-    loaded = load_members(settings, as_of=as_of, names=names, fit_rows=fit_rows)
+    loaded = load_members(settings, as_of=as_of, names=names)
     if not loaded:
         raise UbpError(f"no ensemble member has rows for as_of {as_of.isoformat()}")
-    params = {"pca": pca or {}, "as_of": as_of.isoformat()}
-    ids, x16, layout = combine(loaded, pca=pca, fit_rows=fit_rows)
+    params = {"pca": pca or {}, "as_of": as_of.isoformat(), "recipe": plan.to_dict()}
+    fitted: dict = {}
+    ids, x16, layout = combine(loaded, pca=pca, recipe=plan, fit_rows=fit_rows, fitted=fitted)
     version = ensemble_version(loaded, params)
+    _save_transforms(settings, version, fitted, layout, params)
     n_events = np.zeros(len(ids), dtype=np.int64)
     for m in reversed(loaded):  # the first member with counts wins (GRU, then aggregates, ...)
         if m.n_events is not None:

@@ -188,7 +188,7 @@ def evaluate(
     if "ensemble" in names:
         try:
             # the written table, as served (each member already normalised): not re-normalised here
-            ens = load_profile_member(es, "user_profiles_ensemble", "ensemble", as_of=as_of, normalise=False)
+            ens = load_profile_member(es, "user_profiles_ensemble", "ensemble", as_of=as_of)
             reps["ensemble"], fill["ensemble"] = align(ens, pop)
         except (FileNotFoundError, LookupError) as exc:
             if not members_in:
