@@ -84,6 +84,20 @@ def test_latest_per_key_is_the_row_feast_serves_at_the_pinned_version(tmp_path):
     assert keys.tolist() == [-4, 1, 2, 3] and created.tolist() == [0, 0, 0, 0]  # no created column: zeros
 
 
+def test_latest_per_key_keeps_only_the_views_vector_space(tmp_path):
+    from deltalake import write_deltalake
+
+    path = tmp_path / "spaces"
+    write_deltalake(str(path), pa.table({
+        "client_id": pa.array([1, 1, 2, 3], pa.int64()),
+        "as_of": pa.array([_us(1), _us(5), _us(1), _us(2)], pa.timestamp("us", tz="UTC")),
+        "space_id": ["v1", "v2", "v1", "v2"],  # user 1's newer row belongs to another space
+    }))
+    view = ViewLayout(**{**_view(path, created_field=None).__dict__, "where": (("space_id", "v1"),)})
+    keys, ts, _, _ = latest_per_key(str(path), view, 0)
+    assert keys.tolist() == [1, 2] and ts.tolist() == [int(_us(1).timestamp()) * 1_000_000] * 2
+
+
 def test_latest_per_key_of_an_empty_table(tmp_path):
     from deltalake import write_deltalake
 
