@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
 sys.path.insert(0, str(REPO))
 
 MAX_EVENTS = 126  # max_len 128 minus BOS/EOS

@@ -28,7 +28,7 @@ GPU_DIR = REPO / ".gpu"
 def prepare(n_batches: int = 10, batch_size: int = 256) -> None:
     import tempfile
 
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "helpers"))
     os.environ["UBP_NO_PROGRESS"] = "1"
     from safetensors.torch import save_file
     from user_model_fixtures import bench_job_batches

@@ -2,7 +2,7 @@
 
 `ubp run`'s order (`ubp/stages/pipeline.py`), the Airflow tasks' outlets (`dags/_ubp_common.py`) and the feature
 views that `ubp publish` pushes are derived from `STAGES`; `Table.owner` in `ubp/tables.py` must name the stage that
-lists the table in `writes` (`tests/test_stage_registry.py` checks all of it). Stage functions are named as
+lists the table in `writes` (`tests/ubp/test_stage_registry.py` checks all of it). Stage functions are named as
 "module:function" strings: this module is core and light (stdlib + `ubp.registry`), so the DAG files can import it at parse time and
 it imports nothing above itself.
 """

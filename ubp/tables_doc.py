@@ -46,9 +46,9 @@ EXAMPLES: dict[str, str] = {
 
 
 # Reading the tables without Spark or ubp: (library, snippet, an expression over the snippet's names giving the row
-# count it read). tests/test_sql.py runs every snippet against a real lakehouse (its cwd holds `lakehouse/`) and
-# checks the count, so the documented code stays working. All three read through the Delta log (delta-rs), so they
-# see one snapshot: only its files, never a removed file's rows.
+# count it read). tests/ubp/test_tables_doc.py runs every snippet against a real lakehouse (its cwd holds
+# `lakehouse/`) and checks the count, so the documented code stays working. All three read through the Delta log
+# (delta-rs), so they see one snapshot: only its files, never a removed file's rows.
 READERS: list[tuple[str, str, str]] = [
     (
         "delta-rs (`deltalake`)",
@@ -129,7 +129,7 @@ def render() -> str:
         "The paths are `<lakehouse>/<layer>/<table>` (here a `lakehouse/` folder in the current directory). Read",
         "through the Delta log (`deltalake`, installed with ubp; `polars` and `duckdb` are in the `dev` extra), so",
         "a reader sees one committed snapshot, never a half-written or removed file. Tested by",
-        "`tests/test_sql.py::test_tables_doc_readers_run`.",
+        "`tests/ubp/test_tables_doc.py::test_tables_doc_readers_run`.",
     ]
     for name, code, _ in READERS:
         lines += ["", f"**{name}**", "", "```python", code, "```"]

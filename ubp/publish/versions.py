@@ -2,8 +2,8 @@
 
 The fast path calls Feast's `_mmh3`, `SqliteOnlineStore._get_db_path`, `RedisOnlineStore._parse_connection_string`
 and writes on redis-py's `Connection._sock`. Private functions change without notice, and a change there would not
-fail loudly: it would write bytes Feast no longer reads. tests/test_publish*.py compare every byte with Feast's own
-write path on SQLite and Redis; after they pass on a new version, add it here.
+fail loudly: it would write bytes Feast no longer reads. tests/ubp/publish/ and tests/ubp/stages/test_publish.py compare
+every byte with Feast's own write path on SQLite and Redis; after they pass on a new version, add it here.
 """
 
 from __future__ import annotations
@@ -41,5 +41,6 @@ def require_private_api(package: str, installed: str | None = None) -> None:
     raise UbpError(
         f"fast publish calls private {package} functions ({PRIVATE_CALLS[package]}) tested byte for byte with "
         f"{package} {tested}, but {package} {have} is installed: install {package}=={TESTED_VERSIONS[package][-1]} "
-        f"(requirements.lock), or run tests/test_publish*.py on {have} and add it to ubp.publish.TESTED_VERSIONS"
+        f"(requirements.lock), or run tests/ubp/publish/ and tests/ubp/stages/test_publish.py on {have} and add it "
+        f"to ubp.publish.TESTED_VERSIONS"
     )

@@ -1,0 +1,123 @@
+"""GRU-AE user model (`models/gru_ae.py`): presets and members as configured, concatenated fields, sampled
+softmax, padding invariance, cheap heads = masked loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+from user_model_fixtures import SIZES, make_chunk, one_torch_thread  # noqa: F401  (autouse fixture)
+
+from ubp.tables import PAD_ID
+
+TINY = dict(emb_dim=16, hidden=32, n_layers=2, dropout=0.0)
+
+
+def _model(seed: int = 0, **kw) -> tuple[GRUAEConfig, GRUAutoencoder]:
+    torch.manual_seed(seed)
+    cfg = GRUAEConfig.preset("small", SIZES, **{**TINY, **kw})
+    return cfg, GRUAutoencoder(cfg).eval()
+
+
+def test_presets():
+    small = GRUAEConfig.preset("small", SIZES)
+    paper = GRUAEConfig.preset("paper", SIZES)
+    assert (small.emb_dim, small.hidden, small.n_layers, small.dropout) == (64, 128, 2, 0.5)
+    assert (paper.emb_dim, paper.hidden, paper.n_layers, paper.dropout) == (512, 512, 3, 0.1)
+    assert GRUAEConfig.from_dict(json.loads(json.dumps(small.to_dict()))) == small
+    with pytest.raises(ValueError, match="unknown member"):
+        GRUAEConfig.preset("huge", SIZES)
+
+
+def test_members_as_the_team_configured_them():
+    day = GRUAEConfig.preset("day_event", SIZES)
+    assert day.input_fields == day.target_fields == ("event_type", "day")  # time is an input AND a target
+    assert (day.combine, day.emb_dim, day.input_dim, day.hidden, day.n_layers, day.dropout) == (
+        "concat", 64, 128, 128, 2, 0.5)
+    assert (day.max_epochs, day.patience) == (30, 5)
+    week = GRUAEConfig.preset("week_all", SIZES)
+    assert week.input_fields == week.target_fields == ("week", "event_type", "category", "price", "sku", "url")
+    assert (week.emb_dim, week.hidden, week.n_layers, week.dropout, week.max_epochs, week.patience) == (
+        512, 512, 3, 0.1, 10, 3)
+    allf = GRUAEConfig.preset("all_fields", SIZES)
+    assert set(allf.target_fields) == {"event_type", "category", "price", "sku", "url"} and "week" not in allf.input_fields
+    # concatenated fields: the GRU input is one embedding per field side by side
+    torch.manual_seed(0)
+    model = GRUAutoencoder(GRUAEConfig.preset("day_event", SIZES, emb_dim=8, hidden=16)).eval()
+    b = make_chunk(5, seed=4).collate(np.arange(5))
+    emb = model.embed(b)
+    assert emb.shape[-1] == 16
+    assert torch.equal(emb[..., :8], model.embed.tables["event_type"](b["event_type"]))
+    assert torch.equal(emb[..., 8:], model.embed.tables["day"](b["day"]))
+    loss, stats = model(b)
+    assert set(stats) == {"event_type", "day"} and torch.isfinite(loss)
+
+
+def test_sampled_softmax_trains_big_heads_and_validates_with_the_full_softmax():
+    sizes = {**SIZES, "sku": 4000, "url": 4000}
+    torch.manual_seed(0)
+    cfg = GRUAEConfig.preset("small", sizes, **TINY, sampled_negatives=64)
+    model = GRUAutoencoder(cfg)
+    b = make_chunk(10, seed=3, max_len=15).collate(np.arange(10))
+    assert model._sampled("sku") and model._sampled("url") and not model._sampled("category")
+    model.train()
+    loss, stats = model(b)
+    loss.backward()
+    grad = model.heads["sku"].weight.grad
+    touched = (grad.abs().sum(1) > 0).sum().item()
+    assert 0 < touched <= 64 + 40  # only the sampled negatives and the batch's targets get a gradient
+    model.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        full, _ = model(b)
+        h, targets, _ = model._decode(b)
+        mask = targets["sku"] != PAD_ID
+        ref = F.cross_entropy(model.heads["sku"](h[mask]), targets["sku"][mask])
+    assert torch.isfinite(full) and ref > 0  # eval = the full softmax over 4000 classes
+    assert abs(float(ref) - np.log(4000)) < 1.0  # an untrained full softmax sits near log(V)
+
+
+def test_padding_does_not_change_the_latent():
+    cfg, model = _model()
+    chunk = make_chunk(12, min_len=1, max_len=30)
+    lengths = chunk.lengths
+    short, long_ = int(np.argmin(lengths)), int(np.argmax(lengths))
+    assert lengths[long_] > lengths[short] + 5
+    with torch.no_grad():
+        alone = model.encode(chunk.collate([short]))[0]
+        in_batch = model.encode(chunk.collate(np.arange(len(chunk))))[short]  # batch-mates up to 15x longer
+        reordered = model.encode(chunk.collate([long_, short]))[1]
+    assert torch.allclose(alone, in_batch, atol=1e-5)
+    assert torch.allclose(alone, reordered, atol=1e-5)
+    # the trap this guards against: an unpacked GRU over right-padded input does change the state
+    b = chunk.collate(np.arange(len(chunk)))
+    with torch.no_grad():
+        _, h = model.encoder(model.embed(b))
+    assert not torch.allclose(h[-1][short], alone, atol=1e-3)
+
+
+def test_cheap_heads_give_the_masked_padded_loss():
+    cfg, model = _model(seed=1)
+    chunk = make_chunk(10, seed=3, max_len=15)
+    b = chunk.collate(np.arange(len(chunk)))
+    with torch.no_grad():
+        loss, stats = model(b)
+        # reference: every head on every padded position, cross-entropy ignoring PAD targets
+        emb = model.embed(b)
+        lengths = b["lengths"]
+        packed = torch.nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        _, h = model.encoder(packed)
+        dec_in = emb[:, :-1] + model.latent_to_input(h[-1])[:, None, :]
+        dpacked = torch.nn.utils.rnn.pack_padded_sequence(dec_in, lengths - 1, batch_first=True, enforce_sorted=False)
+        out, _ = model.decoder(dpacked, h)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=dec_in.shape[1])
+        ref = 0.0
+        for f in cfg.target_fields:
+            logits = model.heads[f](out)  # [B, T-1, V]
+            ref += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[f][:, 1:].reshape(-1), ignore_index=PAD_ID)
+    assert torch.allclose(loss, torch.as_tensor(ref), atol=1e-5)
+    assert stats["event_type"]["count"] == int((lengths - 1).sum())  # every event + EOS is a target

@@ -1,0 +1,82 @@
+"""Batches of the user model (`models/user_data.py`): collate purity, BOS/EOS, truncation, the stable validation
+split, length bucketing, and the even shards of `stream_batches` for any world size."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ubp.models.user_data import SequenceChunk, bucket_batches, is_val_user, stream_batches
+from user_model_fixtures import make_chunk, make_sequences, one_torch_thread  # noqa: F401  (autouse fixture)
+
+from ubp.tables import BOS_ID, EOS_ID, PAD_ID
+
+
+def test_collate_is_pure_and_adds_bos_eos():
+    chunk = make_chunk(6, seed=2, min_len=3, max_len=9)
+    a, b = chunk.collate([0, 1, 2]), chunk.collate([0, 1, 2])
+    for k in a:
+        assert torch.equal(a[k], b[k])
+    a["event_type"][0, 1] = 99  # a consumer mutating its batch does not leak into the dataset
+    assert not torch.equal(a["event_type"], chunk.collate([0, 1, 2])["event_type"])
+    et, n = b["event_type"], b["lengths"]
+    assert (et[:, 0] == BOS_ID).all()
+    for i in range(3):
+        assert et[i, n[i] - 1] == EOS_ID
+        assert (et[i, n[i]:] == PAD_ID).all()
+    assert b["query"].shape[-1] == 16
+
+
+def test_truncation_keeps_newest_events():
+    table = make_sequences(3, seed=5, min_len=20, max_len=20)
+    chunk = SequenceChunk.from_arrow(table, ["event_type", "day"], max_len=10)
+    assert (chunk.lengths == 8).all()
+    b = chunk.collate([0])
+    assert b["day"][0, 1:9].tolist() == table.column("day")[0].as_py()[-8:]
+
+
+def test_split_is_stable_and_bucketing_groups_lengths():
+    ids = np.arange(10_000, dtype=np.int64)
+    val = is_val_user(ids, 0.1)
+    assert 0.08 < val.mean() < 0.12
+    assert np.array_equal(val[::-1], is_val_user(ids[::-1], 0.1))
+    lengths = np.random.default_rng(0).integers(1, 100, 1000)
+    batches = bucket_batches(lengths, 50, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    assert spread < 10  # vs ~95 for random batches
+    table = make_sequences(60, seed=1)
+    train = [int(c) for b in stream_batches(lambda: iter(table.to_batches()), ["event_type"], 8, split="train")
+             for c in b["client_id"]]
+    val_ids = [int(c) for b in stream_batches(lambda: iter(table.to_batches()), ["event_type"], 8, split="val")
+               for c in b["client_id"]]
+    assert not set(train) & set(val_ids) and len(train) + len(val_ids) == 60
+
+
+def test_stream_batches_even_shards_for_any_world_size():
+    """The sharding itself, without processes: for world sizes 1..4, ranks get disjoint users, exactly the same
+    number of batches (even=True), and together the batches of all complete rounds of the single-process order."""
+    from ubp.models.gru_ae import GRUAEConfig
+    from ubp.models.user_data import stream_batches
+
+    table = make_sequences(61, seed=5, min_len=1, max_len=10)
+    fields = GRUAEConfig().input_fields
+
+    def read():  # two Arrow batches and a small buffer: rounds span buffer flushes
+        return iter(table.to_batches(max_chunksize=40))
+
+    def run(rank: int, world: int, even: bool) -> list[np.ndarray]:
+        return [b["client_id"].numpy() for b in stream_batches(read, fields, batch_size=4, seed=7, rank=rank,
+                                                               world_size=world, even=even, buffer_users=30)]
+
+    ref = run(0, 1, False)
+    assert all(np.array_equal(a, b) for a, b in zip(run(0, 1, True), ref, strict=True))
+    for world in (2, 3, 4):
+        shards = [run(r, world, True) for r in range(world)]
+        rounds = len(ref) // world
+        assert [len(s) for s in shards] == [rounds] * world
+        for r, s in enumerate(shards):
+            assert all(np.array_equal(a, b) for a, b in zip(s, ref[r: rounds * world: world], strict=True))
+        ids = np.concatenate([np.concatenate(s) for s in shards])
+        assert len(ids) == len(set(ids.tolist()))
+        uneven = [len(run(r, world, False)) for r in range(world)]
+        assert sum(uneven) == len(ref)  # without even=True every batch is used, counts may differ by one

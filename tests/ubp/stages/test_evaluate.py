@@ -1,0 +1,79 @@
+"""The evaluation harness on a tiny hand-made lakehouse: planted signal is found, random is not, report written,
+serving tables untouched."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from target_fixtures import AS_OF, day, write_bronze, write_table
+
+from ubp.tables import USER_AGGREGATES, USER_PROFILES
+
+N_USERS = 120
+NOW = AS_OF
+
+
+def _lakehouse(spark, settings):
+    """Every user buys before the as-of; users with u % 2 == 1 churn; the others buy category u % 3 in the window."""
+    spec = []
+    for u in range(N_USERS):
+        spec += [("page_visit", u, day(-6), None, 5), ("product_buy", u, day(-5), 100 + (u * 7) % 3, None)]
+        if u % 2 == 0:
+            spec.append(("product_buy", u, day(3), 100 + u % 3, None))
+    write_bronze(settings, spec, [(100, 0, 10), (101, 1, 20), (102, 2, 30)])
+
+
+def _members(spark, es):
+    rng = np.random.default_rng(0)
+    prof, agg = [], []
+    for u in range(N_USERS):
+        planted = np.zeros(8)
+        planted[0] = 1.0 if u % 2 else -1.0  # the future churn label
+        planted[1 + u % 3] = 1.0 if u % 2 == 0 else 0.0  # the future category
+        prof.append((u, [float(v) for v in planted + rng.normal(0, 0.3, 8)], "user-test", AS_OF, 2, NOW))
+        agg.append((u, AS_OF, 2, [float(v) for v in rng.normal(size=5)], "f-test"))  # pure noise
+    for table, rows in ((USER_PROFILES, prof), (USER_AGGREGATES, agg)):
+        write_table(es, table, rows)
+
+
+def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_path):
+    from ubp.stages.evaluate import eval_namespace, evaluate
+
+    _lakehouse(spark, settings)
+    es = settings.with_namespace(eval_namespace(AS_OF))
+    _members(spark, es)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    pd.DataFrame({"client_id": np.arange(N_USERS), "segment": np.arange(N_USERS) % 3}).to_parquet(
+        truth / "users.parquet")
+    out = evaluate(settings, as_of=AS_OF, build=False, seeds=(0, 1), probes=("mlp", "logreg"), probe_hidden=32,
+                   probe_epochs=3, report_dir=tmp_path / "report", truth_dir=truth)
+    res = out["results"]
+    assert set(out["tasks"]) == {"churn", "conversion", "category", "sku", "price"}  # no new skus in the window
+    assert out["tasks"]["churn"]["users"] == N_USERS and out["rows"]["population"] == N_USERS
+    assert {"gru", "aggregates", "ensemble", "random", "ensemble - gru", "ensemble - aggregates"} <= set(res)
+    assert res["gru"]["churn"]["mlp"]["auroc_mean"] > 0.9
+    assert res["gru"]["category"]["logreg"]["auroc_mean"] > 0.8
+    assert res["gru"]["_mean"]["mlp"] > res["random"]["_mean"]["mlp"] + 0.1
+    assert res["random"]["churn"]["mlp"]["auroc_mean"] < 0.75
+    # dropping the planted member from the ensemble hurts
+    assert res["ensemble - gru"]["_mean"]["mlp"] < res["ensemble"]["_mean"]["mlp"]
+    cat = res["gru"]["category"]["mlp"]
+    assert 0 <= cat["novelty_mean"] <= 1 and 0 <= cat["diversity_mean"] <= 1
+    assert len(cat["seeds"]) == 2 and cat["score_std"] is not None
+    # paired comparisons on the same test users: the planted profile beats the noise, with an interval above 0
+    cmp = {(c["a"], c["b"]): c for c in out["comparisons"]}
+    assert ("gru", "aggregates") in cmp and ("ensemble", "gru") in cmp
+    churn = cmp[("gru", "aggregates")]["tasks"]["churn"]
+    assert churn["diff"] > 0.2 and churn["ci"][0] > 0 and churn["ci"][0] <= churn["diff"] <= churn["ci"][1]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Paired comparisons" in report
+    assert "## churn" in report and "| random |" in report and "ablation" in report.lower()
+    assert (tmp_path / "report" / "scores.png").stat().st_size > 0
+    assert (tmp_path / "report" / "projection_gru.png").stat().st_size > 0 and "projection_gru.png" in report
+    assert json.loads((tmp_path / "report" / "results.json").read_text())["as_of"] == out["as_of"]
+    # serving (root namespace) gold tables were not touched
+    assert not settings.table_path("user_profiles").exists()
+    assert not settings.table_path("user_profiles_ensemble").exists()

@@ -1,0 +1,66 @@
+"""Stage `train_user_model`: a tiny model overfits, every artifact is written, the same inputs reuse the version,
+the safe loader encodes centred latents, and a model trained on another vocabulary is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from user_model_fixtures import one_torch_thread, write_lakehouse  # noqa: F401  (autouse fixture)
+
+from ubp.errors import UbpError
+
+
+def test_overfit_artifacts_and_idempotence(settings):
+    from safetensors.torch import load_file
+
+    from ubp import registry
+    from ubp.stages.train_user_model import train_user_model
+
+    write_lakehouse(settings, n_users=8, seed=0, min_len=2, max_len=6)
+    overrides = dict(emb_dim=32, hidden=64, n_layers=1, dropout=0.0, lr=1e-2, batch_size=8, patience=100)
+    result = train_user_model(settings, member="small", max_epochs=45, seed=0, overrides=overrides,
+                              val_fraction=0.0, show_progress=False)
+    accs = {k: v for k, v in result["metrics"].items() if k.startswith("val_acc_")}
+    assert set(accs) == {f"val_acc_{f}" for f in ("event_type", "sku", "category", "price", "url")}
+    assert min(accs.values()) >= 0.95, accs
+    version = result["version"]
+    assert registry.current_version(settings, "user-small") == version  # promote="if_none", the member's kind
+    assert registry.current_version(settings, "user") is None  # the served kind belongs to day_event
+    vdir = Path(result["model_dir"])
+    for name in ("config.json", "model.json", "metrics.jsonl", "weights.safetensors", "loss.png",
+                 "latent_transform.safetensors", "latent_transform.json"):
+        assert (vdir / name).stat().st_size > 0, name
+    manifest = json.loads((vdir / "model.json").read_text())
+    assert manifest["vocab_version"] == "v-test" and manifest["training_table"]["version"] == 0
+    assert manifest["member"] == "small" and manifest["latent_health"]["raw"]["users"] == 8
+    records = [json.loads(x) for x in (vdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == list(range(45))
+    assert "val_loss" in epochs[-1] and result["metrics"]["val_loss"] < 0.5
+    assert "latent_health" in records[-1]
+    assert all(not k.startswith("_") for k in load_file(vdir / "weights.safetensors"))
+    # same inputs again: same version, no retraining
+    again = train_user_model(settings, member="small", max_epochs=45, seed=0, overrides=overrides,
+                             val_fraction=0.0, show_progress=False)
+    assert again["version"] == version and again["reused"]
+    # encode through the safe loader: same latents as the checkpointed model gives
+    from ubp.models.infer_user import encode_batches, load_model
+
+    from ubp.reader import iter_batches
+
+    model, man = load_model(vdir, device="cpu")
+    rows = list(encode_batches(model, iter_batches(settings.table_path("user_sequences"))))
+    assert sum(len(r[0]) for r in rows) == 8 and rows[0][2].shape[1] == 64
+    served = np.concatenate([r[2] for r in rows])
+    assert np.abs(served.mean(axis=0)).max() < 1e-4  # served vectors are centred on the training users
+    raw = np.concatenate([r[2] for r in encode_batches(model, iter_batches(settings.table_path("user_sequences")),
+                                                       raw=True)])
+    assert np.allclose(served, raw - raw.mean(axis=0), atol=1e-5)
+    # a different vocabulary: warm start from this model is refused with a clear error
+    write_lakehouse(settings, n_users=8, seed=0, vocab="v-other", min_len=2, max_len=6)
+    with pytest.raises(UbpError, match="model trained on vocabulary v-test, table uses v-other"):
+        train_user_model(settings, member="small", max_epochs=1, overrides=overrides, init_from=version,
+                         show_progress=False)
