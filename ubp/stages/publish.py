@@ -1,5 +1,9 @@
 """Stage `publish`: `feast apply`, then the fast incremental publish of the gold tables into the online store.
 
+Atomic: each view's rows go into its slot view that is not served, and one registry write then switches every
+written view over (`ubp/feast_slots.py`): a reader sees all-old or all-new data, a killed publish changes nothing
+that is served.
+
 Also the two read paths people use after a publish: `profile` (one user's profile, through Feast's
 `get_online_features` and a feature service: `user_profile_v1` = GRU-AE profile, `user_profile_ensemble_v1` =
 ensemble profile) and `similar_items` (top-k cosine over the published item vectors, cold items included: through
@@ -8,6 +12,7 @@ the item-vector ANN index that publish builds, `ubp/stages/item_search.py`, or e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -70,31 +75,60 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, batch_size: int,
                     index: bool = True) -> dict:
-    from ubp import feast_store
+    """Per view: nothing to do when the served slot holds the current Delta snapshot; else write the other slot
+    (waiting for the reader-cache rule first). Then one switch for every written view (`ubp.feast_slots`)."""
+    from ubp import feast_slots, feast_store
     from ubp.log import task_progress
-    from ubp.publish import publish_view
+    from ubp.publish import PublishResult, current_state, publish_view
 
     store = feast_store.apply(settings, kind)
+    records = feast_slots.registry_records(store.registry, store.project)
+    state_dir = settings.feast_dir / "published"
     out: dict[str, Any] = {"stage": "publish", "online": kind, "rows": {}, "views": {}, "skipped": {}}
+    targets: dict[str, str] = {}  # logical view -> the slot written, to switch to
+    materialized: dict[str, datetime | None] = {}
+    published: dict[str, tuple[str, int]] = {}  # logical view -> (table, Delta version now served)
     with task_progress() as bar:
         for name in wanted:
-            fv = store.get_feature_view(name)
-            if not (Path(fv.batch_source.path) / "_delta_log").is_dir():
-                out["skipped"][name] = f"no Delta table at {fv.batch_source.path}"
-                log.warning("publish %s: skipped, no table at %s", name, fv.batch_source.path)
+            rec = records[name]
+            served = feast_slots.slot_name(name, rec.served)
+            served_fv = store.get_feature_view(served)
+            table = served_fv.batch_source.path
+            if not (Path(table) / "_delta_log").is_dir():
+                out["skipped"][name] = f"no Delta table at {table}"
+                log.warning("publish %s: skipped, no table at %s", name, table)
                 continue
-            task = bar.add_task(f"publish {name}", total=None)
-            res = publish_view(
-                store, fv, settings.feast_dir / "published", full=full, batch_size=batch_size,
-                progress=lambda n, t=task: bar.advance(t, n),
-            )
+            t0 = time.perf_counter()
+            current = None if full else current_state(store, served_fv, state_dir)
+            if current is not None:  # the served slot is the current snapshot: nothing to write, nothing to switch
+                res = PublishResult(served, 0, 0, len(current.keys), current.delta_version, current.max_as_of(),
+                                    time.perf_counter() - t0, skipped=True)
+                out["views"][name] = {"table": table, "slot": None, "served": served, "switched": False,
+                                      "waited_s": 0.0, **res.as_dict()}
+            else:
+                waited = feast_slots.wait_until_writable(store, name, rec)
+                target = feast_slots.slot_name(name, rec.target)
+                task = bar.add_task(f"publish {name} -> {target}", total=None)
+                res = publish_view(
+                    store, store.get_feature_view(target), state_dir, full=full, batch_size=batch_size,
+                    record=False, progress=lambda n, t=task: bar.advance(t, n),
+                )
+                targets[name] = rec.target
+                materialized[target] = res.min_as_of
+                out["views"][name] = {"table": table, "slot": target, "served": target, "switched": True,
+                                      "waited_s": round(waited, 3), **res.as_dict()}
             out["rows"][name] = res.rows_written
-            out["views"][name] = {"table": fv.batch_source.path, **res.as_dict()}
+            published[name] = (table, res.delta_version)
             log.info("publish %s: %s", name, out["views"][name])
-            if name == ITEM_VIEW and index:
-                from ubp.stages.item_search import build_item_index
+    if targets:  # ONE registry write: every written view is served from now on, all together
+        out["switched_at"] = feast_slots.switch(store, targets, materialized).isoformat()
+        log.info("publish: switched %s", ", ".join(f"{n} -> {feast_slots.slot_name(n, s)}" for n, s in targets.items()))
+    out["switched"] = {name: feast_slots.slot_name(name, slot) for name, slot in targets.items()}
+    out["served"] = {name: view["served"] for name, view in out["views"].items()}
+    if ITEM_VIEW in published and index:  # the index of what is served now
+        from ubp.stages.item_search import build_item_index
 
-                out["item_index"] = build_item_index(settings, fv.batch_source.path, res.delta_version)
+        out["item_index"] = build_item_index(settings, *published[ITEM_VIEW])
     out["registry"] = str(store.config.registry.path)
     out["feature_services"] = sorted(s.name for s in store.list_feature_services())
     return out
@@ -147,28 +181,30 @@ def profile(settings: Settings, client_id: int, online: str | None = None, servi
     return row
 
 
-def _item_state(settings: Settings, store: Any) -> Path:
-    """The publish state file of `item_vector` for this store's kind (what was last published, and from which
-    Delta version)."""
-    states = sorted((settings.feast_dir / "published").glob(f"{store.config.online_store.type}-*/item_vector.npz"))
-    if not states:
+def _served_items(settings: Settings, store: Any) -> tuple[str, Any]:
+    """The served slot view of `item_vector` and its publish state (what it holds, from which Delta version)."""
+    from ubp.feast_slots import served_view
+    from ubp.publish import PublishedState, state_file
+
+    served = served_view(store, ITEM_VIEW)
+    state = PublishedState.load(state_file(store, served, settings.feast_dir / "published"))
+    if not len(state.keys):
         raise UbpError("no item vectors published yet: run `ubp publish`")
-    return states[-1]
+    return served, state
 
 
 def published_item_vectors(settings: Settings, online: str | None = None, chunk: int = 5_000):
     """(skus, vectors float32 (n, d), is_cold) of every published item, read back through Feast's online API."""
     import numpy as np
 
-    from ubp.publish import PublishedState
-
     store = _store(settings, online)
-    skus = PublishedState.load(_item_state(settings, store)).keys
+    served, state = _served_items(settings, store)
+    skus = state.keys
     vecs, cold, keep = [], [], []
     for i in range(0, len(skus), chunk):
         part = skus[i : i + chunk]
         resp = store.get_online_features(
-            features=["item_vector:vector", "item_vector:is_cold"],
+            features=[f"{served}:vector", f"{served}:is_cold"],
             entity_rows=[{"sku": int(s)} for s in part],
         ).to_dict()
         for s, v, c in zip(part.tolist(), resp["vector"], resp["is_cold"], strict=True):
@@ -212,16 +248,14 @@ def similar_items(settings: Settings, sku: int, k: int = 10, online: str | None 
         return _similar_exact(settings, sku, k, online)
     import numpy as np
 
-    from ubp.publish import PublishedState
-
     store = _store(settings, online)
+    served, state = _served_items(settings, store)
     resp = store.get_online_features(
-        features=["item_vector:vector", "item_vector:model_version"], entity_rows=[{"sku": int(sku)}]
+        features=[f"{served}:vector", f"{served}:model_version"], entity_rows=[{"sku": int(sku)}]
     ).to_dict()
     if resp["vector"][0] is None:
         raise UbpError(f"sku {sku} has no published item vector")
-    published = PublishedState.load(_item_state(settings, store)).delta_version
-    index = item_search.load_index(settings, str(resp["model_version"][0]), published)
+    index = item_search.load_index(settings, str(resp["model_version"][0]), state.delta_version)
     return index.neighbours(np.asarray(resp["vector"][0], dtype=np.float32), k, exclude_sku=int(sku))
 
 
