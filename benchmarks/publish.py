@@ -96,15 +96,16 @@ def start_redis() -> tuple[str, subprocess.Popen | None]:
     return f"127.0.0.1:{port},db=12", proc
 
 
-def clear(store) -> None:
+def clear(store, view: str) -> None:
+    """Empty the online data of feature view `view` (a slot view, e.g. `user_profile__a`)."""
     cfg = store.config.online_store
     if cfg.type == "sqlite":
         import sqlite3
 
         con = sqlite3.connect(cfg.path, isolation_level=None)
         ddl = [sql for (sql,) in con.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = 'ubp_user_profile' AND sql IS NOT NULL ORDER BY type DESC")]
-        con.execute("DROP TABLE ubp_user_profile")  # much faster than DELETE of millions of rows; same DDL back
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL ORDER BY type DESC", (f"ubp_{view}",))]
+        con.execute(f'DROP TABLE "ubp_{view}"')  # much faster than DELETE of millions of rows; same DDL back
         con.execute("VACUUM")
         for sql in ddl:  # table first ("table" > "index" in ORDER BY type DESC), then Feast's entity_key index
             con.execute(sql)
@@ -146,7 +147,7 @@ def raw_write(store, fv) -> float:
                 per_feature.append(list(zip(ek, [fname] * len(ek), vals, texts, ts, cr, strict=True)))
             rows.extend(chain.from_iterable(zip(*per_feature, strict=True)))
         con = sqlite3.connect(cfg.path)
-        sql = ("INSERT INTO ubp_user_profile (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+        sql = (f'INSERT INTO "ubp_{fv.name}" (entity_key, feature_name, value, value_text, event_ts, created_ts) '
                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value,"
                " value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts;")
         t0 = time.perf_counter()
@@ -157,14 +158,14 @@ def raw_write(store, fv) -> float:
         return dt
     from feast.infra.online_stores.helpers import _mmh3
 
-    fields = [_mmh3(f"user_profile:{f}") for f, _ in view.features]
+    fields = [_mmh3(f"{fv.name}:{f}") for f, _ in view.features]
     hashes = []
     for b in batches:
         ek = encode_entity_keys(b.column("client_id").to_numpy(), "client_id", b"ubp")
         ts = redis_ts(b.column("as_of").cast(pa.int64()).to_numpy())
         cols = [encode_column(b.column(f), vt)[0] for f, vt in view.features]
         for i, k in enumerate(ek):
-            m = {b"_ts:user_profile": ts[i]}
+            m = {f"_ts:{fv.name}".encode(): ts[i]}
             m.update({f: c[i] for f, c in zip(fields, cols, strict=True)})
             hashes.append((k, m))
     client = redis_client(cfg.connection_string)
@@ -208,6 +209,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from ubp import feast_store
+    from ubp.feast_slots import served_view
     from ubp.publish import ViewLayout, publish_view, scan_delta
 
     redis_url, redis_proc = start_redis()
@@ -225,37 +227,38 @@ def main() -> None:
                 print(f"table {users}x{dim}: {time.perf_counter() - t0:.1f}s", flush=True)
                 for kind in args.stores.split(","):
                     store = feast_store.apply(settings, kind)
-                    fv = store.get_feature_view("user_profile")
+                    name = served_view(store, "user_profile")  # the served slot (ubp/feast_slots.py)
+                    fv = store.get_feature_view(name)
                     row = {"users": users, "dim": dim, "store": kind, "layout": args.layout}
                     runs = []
                     for _ in range(args.repeat):  # the first is what one `ubp publish` process sees
-                        clear(store)
+                        clear(store, name)
                         res = publish_view(store, fv, settings.feast_dir / "published", full=True, record=False)
                         assert res.rows_written == users
                         runs.append(round(res.seconds, 3))
                     row["ours_s"] = float(np.median(runs))
                     row["ours_runs"] = runs
-                    clear(store)
+                    clear(store, name)
                     row["raw_s"] = raw_write(store, fv)
                     if users <= args.feast_max:
                         import pandas as pd
 
                         view = ViewLayout.of(fv)
                         df = pa.Table.from_batches(list(scan_delta(view.path, view.columns))).to_pandas()
-                        clear(store)
+                        clear(store, name)
                         t0 = time.perf_counter()
-                        store.write_to_online_store("user_profile", df)
+                        store.write_to_online_store(name, df)
                         row["feast_w2o_s"] = time.perf_counter() - t0
                         del df, pd
                         if not args.no_materialize and str(dim) in args.materialize_dims.split(","):
-                            clear(store)
+                            clear(store, name)
                             t0 = time.perf_counter()
                             store.materialize(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC),
-                                              feature_views=["user_profile"])
+                                              feature_views=[name])
                             row["feast_mat_s"] = time.perf_counter() - t0
                     if dim == 128 and users == min(int(s) for s in args.sizes.split(",")):
                         # our result in the store for the read benchmark
-                        clear(store)
+                        clear(store, name)
                         publish_view(store, fv, settings.feast_dir / "published", full=True, record=False)
                         latency[kind] = read_latency(store, users, {1: 200, 100: 100, 1000: 30})
                         print(json.dumps({"read_latency": kind, "users": users, **latency[kind]}), flush=True)

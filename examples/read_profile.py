@@ -35,7 +35,8 @@ def main() -> None:
 
     store = get_store(Settings(lakehouse=Path(args.lakehouse)), args.online)
 
-    # 1) online: what a model does at request time
+    # 1) online: what a model does at request time. Fetch the service per request (or at least once per registry
+    # cache TTL): a publish switches it to the freshly written slot (docs/stages/publish.md#atomic-switch)
     service = store.get_feature_service(args.service)
     online = store.get_online_features(
         features=service, entity_rows=[{"client_id": c} for c in args.client_id]

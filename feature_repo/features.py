@@ -1,16 +1,27 @@
 """Feature views over the gold tables: one per vector space (`ubp/spaces.py`), plus the aggregates.
 
+`make_feature_views` defines the LOGICAL views (`user_profile`, `user_profile_v2`, ...). Feast registers each as two
+slot views, `<view>__a` and `<view>__b` (same schema and source, `ubp.feast_slots`): a publish writes the slot that
+is not served and then switches the feature services over to it in one registry write. The module-level slot views
+below are what the Feast CLI (`feast -c feature_repo plan|apply`) registers; they carry the served slots recorded in
+the registry of `UBP_LAKEHOUSE` (`UBP_FEAST_ONLINE` picks the SQLite or the Redis registry), so applying the repo
+from the CLI does not switch a slot back. ubp itself builds them per lakehouse (`ubp.feast_store.definitions`).
+
 `ttl=timedelta(0)` means "no expiry": a profile stays valid until a newer as-of replaces it, which is also what the
 point-in-time join of `get_historical_features` uses (the latest row with `as_of <= event_timestamp`).
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from feast import FeatureView, Field
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import Array, Bool, Float32, Int64, String, UnixTimestamp
+
+from ubp.config import Settings
+from ubp.feast_slots import REGISTRY_FILES, file_records, slot_views
 
 if __package__:  # imported as `ubp.feature_repo.features` (ubp)
     from ubp.feature_repo.data_sources import _SOURCES, _SPECS
@@ -100,9 +111,11 @@ def make_feature_views(sources: dict[str, SparkSource], specs: dict[str, dict[st
     return views
 
 
-_VIEWS = make_feature_views(_SOURCES, _SPECS)
-user_profile = _VIEWS["user_profile"]
-user_profile_ensemble = _VIEWS["user_profile_ensemble"]
-user_aggregates = _VIEWS["user_aggregates"]
-item_vector = _VIEWS["item_vector"]
-globals().update({name: fv for name, fv in _VIEWS.items() if name not in globals()})  # members, later spaces
+# the logical views (a dict: the Feast CLI registers module attributes only, and these are not registered)
+LOGICAL_VIEWS = make_feature_views(_SOURCES, _SPECS)
+# the served slots recorded in the registry the CLI writes (none yet: slot a of every view)
+SLOT_RECORDS = file_records(
+    Settings().feast_dir / REGISTRY_FILES["redis" if os.environ.get("UBP_FEAST_ONLINE", "").lower() == "redis"
+                                          else "sqlite"])
+SLOT_VIEWS = slot_views(LOGICAL_VIEWS, SLOT_RECORDS)
+globals().update(SLOT_VIEWS)  # user_profile__a, user_profile__b, ...: module attributes, what the Feast CLI registers

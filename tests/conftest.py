@@ -12,6 +12,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Feast registry cache TTL of publisher and readers: a publish waits this (+1 s) before rewriting the slot it switched
+# away from (ubp/feast_slots.py), so back-to-back publishes in tests wait ~2 s instead of ~61 s
+os.environ.setdefault("UBP_FEAST_CACHE_TTL_S", "1")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,12 @@ it to `<lakehouse>/_feast/feature_store.yaml` (SQLite online store, the default)
 config in memory without jars: no file is written and Maven is never needed. Each online store gets its own
 registry file (`registry.db`, `registry.redis.db`), because the registry also records what was materialized where.
 
+The registry file is written atomically (`registry_store_type: ubp.feast_registry.AtomicFileRegistryStore`: a
+temp file replaced over the registry) and every logical feature view is registered as two slot views that a publish
+switches between in one registry write (`ubp.feast_slots`); `apply` keeps the served slots as recorded.
+`UBP_FEAST_CACHE_TTL_S` overrides the registry's `cache_ttl_seconds` (how long a reader may keep a registry, which
+is also how long a publish waits before rewriting the slot it switched away from) for publisher and readers alike.
+
 Switch to Redis with `online="redis"` (CLI: `ubp publish --online redis`) or env `UBP_FEAST_ONLINE=redis`; the
 address comes from `UBP_REDIS_URL` (Feast's connection string, `host:port[,db=N,password=...]`, default
 `127.0.0.1:6379`). The Redis password never reaches a file: the rendered yaml says `password=${UBP_REDIS_PASSWORD}`
@@ -27,6 +33,7 @@ from typing import Any
 
 from ubp.config import Settings
 from ubp.errors import UbpError
+from ubp.feast_slots import REGISTRY_FILES
 from ubp.log import get_logger
 
 log = get_logger(__name__)
@@ -123,6 +130,21 @@ def create_sqlite_db(path: Path) -> None:
 
 
 LAKEHOUSE_VAR = "${UBP_LAKEHOUSE}"
+ATOMIC_REGISTRY_STORE = "ubp.feast_registry.AtomicFileRegistryStore"  # = ubp.feast_registry.STORE_TYPE
+CACHE_TTL_ENV = "UBP_FEAST_CACHE_TTL_S"
+
+
+def _cache_ttl_override() -> int | None:
+    raw = os.environ.get(CACHE_TTL_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        ttl = int(raw)
+    except ValueError:
+        ttl = 0
+    if ttl < 1:
+        raise UbpError(f"{CACHE_TTL_ENV} must be a whole number of seconds >= 1, got {raw!r}")
+    return ttl
 
 
 def effective_config(settings: Settings, online: str | None = None, template: Path | None = None, *,
@@ -146,12 +168,17 @@ def effective_config(settings: Settings, online: str | None = None, template: Pa
         spark_conf = offline.setdefault("spark_conf", {}) if spark else {}
     except (yaml.YAMLError, ValueError, AttributeError, OSError) as exc:
         raise UbpError(f"bad feature_store.yaml {template}: {_one_line(exc)}") from exc
+    registry = cfg["registry"]
     if kind == "sqlite":
         cfg["online_store"] = {"type": "sqlite", "path": str(feast_dir / "online.db")}
-        cfg["registry"]["path"] = str(feast_dir / "registry.db")
     else:
         cfg["online_store"] = {"type": "redis", "connection_string": redis_yaml_connection()}
-        cfg["registry"]["path"] = str(feast_dir / "registry.redis.db")
+    registry["path"] = str(feast_dir / REGISTRY_FILES[kind])
+    if registry.get("registry_type", "file") == "file":  # the switch of a publish is one atomic registry write
+        registry.setdefault("registry_store_type", ATOMIC_REGISTRY_STORE)
+    ttl = _cache_ttl_override()
+    if ttl is not None:
+        registry["cache_ttl_seconds"] = ttl
     if jars and spark:
         from ubp.jars import ensure_delta_jars
 
@@ -205,9 +232,14 @@ def get_store(settings: Settings, online: str | None = None, template: Path | No
         raise UbpError(f"bad Feast config {yaml_path}: {_one_line(exc)}") from exc
 
 
-def definitions(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Entities, sources, feature views and services of `feature_repo/`, built for this lakehouse."""
+def definitions(settings: Settings, records: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Entities, sources, feature views and services of `feature_repo/`, built for this lakehouse.
+
+    `views`: the logical views (not registered themselves); `slot_views`: their slot views, what Feast registers,
+    tagged with `records` (`ubp.feast_slots.SlotRecord` per logical view; default: slot a served); `services`:
+    pointing at the served slots."""
     _quiet_feast()
+    from ubp.feast_slots import complete, pin_service, served_names, slot_views
     from ubp.feature_repo.data_sources import make_sources, view_specs
     from ubp.feature_repo.entities import item, user
     from ubp.feature_repo.feature_services import make_feature_services
@@ -215,11 +247,15 @@ def definitions(settings: Settings) -> dict[str, dict[str, Any]]:
 
     sources = make_sources(settings)
     views = make_feature_views(sources, view_specs(settings))
+    records = complete(views, records or {})
+    served = served_names(records)
     return {
         "entities": {"user": user, "item": item},
         "sources": sources,
         "views": views,
-        "services": make_feature_services(views),
+        "slot_views": slot_views(views, records),
+        "services": {name: pin_service(s, served) for name, s in make_feature_services(views).items()},
+        "records": records,
     }
 
 
@@ -265,15 +301,24 @@ def apply(
     online: str | None = None,
     repo_dir: Path | None = None,
 ) -> Any:
-    """`feast apply` for this lakehouse: register the definitions and create the online tables. Returns the store."""
+    """`feast apply` for this lakehouse: register the definitions and create the online tables. Returns the store.
+
+    The slot views keep the served slots recorded in the registry and the services keep pointing at them
+    (`ubp.feast_slots.pin`): applying never switches what is served."""
+    from ubp import feast_slots
+
     store = get_store(settings, online)
+    records = feast_slots.registry_records(store.registry, store.project)
     if repo_dir is not None:
         objs = load_repo(repo_dir)
-        views = [o for o in objs if type(o).__name__ == "FeatureView"]
     else:
-        defs = definitions(settings)
-        views = list(defs["views"].values())
-        objs = [*defs["entities"].values(), *defs["sources"].values(), *views, *defs["services"].values()]
+        defs = definitions(settings, records)
+        objs = [*defs["entities"].values(), *defs["sources"].values(), *defs["slot_views"].values(),
+                *defs["services"].values()]
+    views = [o for o in objs if type(o).__name__ == "FeatureView"]
+    logical = {v.tags[feast_slots.TAG_VIEW] for v in views if feast_slots.TAG_VIEW in v.tags}
+    objs = feast_slots.pin(objs, feast_slots.complete(sorted(logical), records))
+    views = [o for o in objs if type(o).__name__ == "FeatureView"]
     check_view_columns(views)
     try:
         # our own column check above replaces Feast's validation, which starts a Spark query per view

@@ -47,31 +47,34 @@ def test_materialize_reference_and_point_in_time(lake):
     from deltalake import DeltaTable
 
     from ubp import feast_store
+    from ubp.feast_slots import SLOTS, served_view, slot_name
     from ubp.publish import publish_view
 
     store = feast_store.apply(lake, "sqlite")
-    assert {fv.name for fv in store.list_feature_views()} == {
-        "user_profile", "user_profile_v2", "user_profile_week_all", "user_profile_all_fields",
-        "user_profile_ensemble", "user_aggregates", "item_vector"}
+    logical = ("user_profile", "user_profile_v2", "user_profile_week_all", "user_profile_all_fields",
+               "user_profile_ensemble", "user_aggregates", "item_vector")
+    # one logical view per vector space, each as its blue/green slot views (ubp/feast_slots.py)
+    assert {fv.name for fv in store.list_feature_views()} == {slot_name(v, s) for v in logical for s in SLOTS}
     assert {s.name for s in store.list_feature_services()} == {
         "user_profile_v1", "user_profile_v2", "user_profile_week_all_v1", "user_profile_all_fields_v1",
         "user_profile_ensemble_v1", "item_vector_v1"}
-    # one view per vector space: the source keeps the space's rows of its gold table
-    src = store.get_feature_view("user_profile").batch_source
+    profile_view = served_view(store, "user_profile")
+    # the source keeps the space's rows of its gold table
+    src = store.get_feature_view(profile_view).batch_source
     assert type(src).__name__ == "SparkSource"  # Delta through Spark, not files
     assert src.query == f"SELECT * FROM delta.`{lake.table_path('user_profiles')}` WHERE space_id = 'user_profile_v1'"
-    assert store.get_feature_view("user_profile_ensemble").tags["delta_path"] == str(
+    assert store.get_feature_view(served_view(store, "user_profile_ensemble")).tags["delta_path"] == str(
         lake.table_path("user_profiles_ensemble"))
 
     # Feast's own materialize (Spark offline store over Delta) is the reference for the fast path
-    store.materialize(datetime(2023, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC), feature_views=["user_profile"])
-    reference = online_dump(store)["ubp_user_profile"]
+    store.materialize(datetime(2023, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC), feature_views=[profile_view])
+    reference = online_dump(store)[f"ubp_{profile_view}"]
     assert len(reference) == 6 * 5  # 6 users x 5 features (v1 rows only: v2's are newer but another space)
     clear_online(store)
-    res = publish_view(store, store.get_feature_view("user_profile"), lake.feast_dir / "published", full=True)
+    res = publish_view(store, store.get_feature_view(profile_view), lake.feast_dir / "published", full=True)
     assert res.rows_written == 6
-    assert online_dump(store)["ubp_user_profile"] == reference
-    intervals = store.registry.get_feature_view("user_profile", "ubp").materialization_intervals
+    assert online_dump(store)[f"ubp_{profile_view}"] == reference
+    intervals = store.registry.get_feature_view(profile_view, "ubp").materialization_intervals
     assert len(intervals) == 2  # Feast's materialize + ours, recorded the same way
 
     # point-in-time training data: the profile valid at each timestamp
@@ -156,9 +159,18 @@ def test_feast_cli_repo_parses(lake, monkeypatch):
             if name.split(".")[0] in {"features", "entities", "data_sources", "feature_services"}:
                 del sys.modules[name]
     names = [getattr(o, "name", None) for o in objs]
-    for name in ("user", "item", "user_profile", "user_profile_ensemble", "user_aggregates", "item_vector",
-                 "user_profile_v1", "user_profile_ensemble_v1", "item_vector_v1"):
+    views = [f"{v}__{s}" for v in ("user_profile", "user_profile_ensemble", "user_aggregates", "item_vector")
+             for s in ("a", "b")]  # the slot views (ubp/feast_slots.py); the logical views are not registered
+    for name in ("user", "item", *views, "user_profile_v1", "user_profile_ensemble_v1", "item_vector_v1"):
         assert names.count(name) == 1, (name, names)
+    assert "user_profile" not in names
+    # the services point at the served slot recorded in the lakehouse's registry, aliased to the logical name
+    from ubp.feast_slots import file_records
+
+    served = file_records(lake.feast_dir / "registry.db").get("user_profile")
+    service = next(o for o in objs if getattr(o, "name", None) == "user_profile_v1")
+    assert [(p.name, p.name_alias) for p in service.feature_view_projections] == [
+        (f"user_profile__{served.served if served else 'a'}", "user_profile")]
     queries = {o.query for o in objs if type(o).__name__ == "SparkSource" and o.query}
     assert f"SELECT * FROM delta.`{lake.table_path('item_vectors')}` WHERE space_id = 'item_vector_v1'" in queries
     assert str(lake.table_path("user_aggregates")) in {o.path for o in objs if type(o).__name__ == "SparkSource"}
@@ -168,6 +180,7 @@ def test_feast_cli_repo_parses(lake, monkeypatch):
 def test_redis_password_comes_from_the_environment_only(lake, monkeypatch, password):
     """Publish and read back through Redis; the password (if any) is in no file of the lakehouse's Feast folder."""
     from ubp import feast_store
+    from ubp.feast_slots import served_view
     from ubp.publish import publish_view
 
     # set, then delete: monkeypatch records the variable, so the password that apply() copies into this process's
@@ -186,11 +199,10 @@ def test_redis_password_comes_from_the_environment_only(lake, monkeypatch, passw
                 assert not path.is_file() or password.encode() not in path.read_bytes(), path
         else:
             assert conn == f"127.0.0.1:{port},db=0"
-        res = publish_view(store, store.get_feature_view("user_profile"), lake.feast_dir / "published_redis",
-                           full=True)
+        served = served_view(store, "user_profile")
+        res = publish_view(store, store.get_feature_view(served), lake.feast_dir / "published_redis", full=True)
         assert res.rows_written == 6
-        got = store.get_online_features(features=["user_profile:embedding"],
-                                        entity_rows=[{"client_id": 2}]).to_dict()
+        got = store.get_online_features(features=[f"{served}:embedding"], entity_rows=[{"client_id": 2}]).to_dict()
         assert got["embedding"][0] is not None and len(got["embedding"][0]) == DIM
         # a fresh process reading the written yaml authenticates with the environment's password alone
         if password:
@@ -226,12 +238,14 @@ def test_feature_repo_is_a_plain_feast_repo(lake, tmp_path):
 def test_online_read_needs_no_jars_maven_or_writes(lake, tmp_path, monkeypatch):
     """`ubp profile` reads through an in-memory config: no Delta jars, no Maven, no file written in the lakehouse."""
     from ubp import feast_store
+    from ubp.feast_slots import served_view
     from ubp.jars import ensure_delta_jars
     from ubp.publish import publish_view
     from ubp.stages.publish import profile
 
     store = feast_store.apply(lake, "sqlite")
-    publish_view(store, store.get_feature_view("user_profile"), lake.feast_dir / "published", full=True)
+    publish_view(store, store.get_feature_view(served_view(store, "user_profile")), lake.feast_dir / "published",
+                 full=True)
 
     monkeypatch.setenv("UBP_JAR_CACHE", str(tmp_path / "no-jars"))  # an empty jar cache ...
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # ... and no mvn to fill it

@@ -18,7 +18,12 @@ the Delta version) lives in `<lakehouse>/_feast/published/`. A publish computes,
 serve (latest as_of, then latest created_at, over the current Delta snapshot), writes only entities whose row is new
 or changed (a newer as-of, a rewrite) and deletes entities that are no longer in the table, so a row deleted from
 Delta is not served. Afterwards the interval is recorded in Feast's registry with `apply_materialization`, exactly as
-`materialize_incremental` does.
+`materialize_incremental` does. Before writing, the state marks the entities it is about to touch as in doubt
+(`PublishedState.touching`), so a publish killed halfway is followed by one that writes or deletes them again.
+
+Atomic switch: `publish_view` writes the view it is given. The stage (`ubp/stages/publish.py`) gives it the slot view
+that is not served and then switches the feature services over in one registry write (`ubp/feast_slots.py`), so a
+reader sees all-old or all-new data.
 
 Modules: `delta` (the Delta read), `encoding` (Feast's bytes), `layout` (`ViewLayout`), `sqlite` (`SqliteWriter`),
 `redis` (`RedisWriter`, `redis_client`), `state` (`PublishedState`, the per-entity diff), `incremental`
@@ -37,7 +42,13 @@ from ubp.publish.encoding import (
     redis_ts,
     sqlite_ts,
 )
-from ubp.publish.incremental import PublishResult, publish_view, record_materialization
+from ubp.publish.incremental import (
+    PublishResult,
+    current_state,
+    publish_view,
+    record_materialization,
+    state_file,
+)
 from ubp.publish.layout import ViewLayout
 from ubp.publish.redis import RedisWriter, redis_client
 from ubp.publish.sqlite import Slots, SqliteWriter, encode_slots
@@ -52,6 +63,7 @@ __all__ = [
     "Slots",
     "SqliteWriter",
     "ViewLayout",
+    "current_state",
     "delta_version",
     "diff_state",
     "encode_column",
@@ -70,4 +82,5 @@ __all__ = [
     "require_private_api",
     "scan_delta",
     "sqlite_ts",
+    "state_file",
 ]

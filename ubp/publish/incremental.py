@@ -35,6 +35,7 @@ class PublishResult:
     max_as_of: datetime | None
     seconds: float
     skipped: bool = False
+    min_as_of: datetime | None = None  # the oldest as-of written (where a materialization interval starts)
 
     def as_dict(self) -> dict:
         return {
@@ -49,6 +50,9 @@ def _write_changes(writer: SqliteWriter | RedisWriter, view: ViewLayout, version
                    w_ts: np.ndarray, w_cr: np.ndarray, batch_size: int,
                    progress: Callable[[int], None] | None, files: list[str] | None = None) -> int:
     """Stream the snapshot again (rows with as_of >= the oldest change only) and write the rows picked by the diff."""
+    from ubp import hooks
+
+    hook = hooks.current()
     written = 0
     done = np.zeros(len(w_keys), dtype=bool)
     min_ts = int(w_ts.min())
@@ -68,6 +72,7 @@ def _write_changes(writer: SqliteWriter | RedisWriter, view: ViewLayout, version
         writer.write(k, t, c if view.created_field else None, b)
         if progress:
             progress(len(k))
+        hook.after_publish_batch(view.name, len(k))
         return len(k)
 
     n_pending = 0
@@ -93,6 +98,59 @@ def _write_changes(writer: SqliteWriter | RedisWriter, view: ViewLayout, version
     return written
 
 
+def _open_writer(store: Any, view: ViewLayout) -> SqliteWriter | RedisWriter:
+    """The writer of `store`'s online store for `view`."""
+    config = store.config
+    online = config.online_store
+    require_private_api("feast")
+    if online.type == "sqlite":
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        return SqliteWriter(SqliteOnlineStore._get_db_path(config), config.project, view, config)
+    if online.type == "redis":
+        return RedisWriter(redis_client(online.connection_string), config.project, view, online.key_ttl_seconds)
+    raise UbpError(f"fast publish supports the sqlite and redis online stores, not {online.type!r}")
+
+
+def state_file(store: Any, view_name: str, state_dir: Path) -> Path:
+    """Where the publish state of view `view_name` in `store`'s online store lives (one folder per online store)."""
+    config = store.config
+    online = config.online_store
+    if online.type == "sqlite":
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        store_id = f"sqlite:{Path(SqliteOnlineStore._get_db_path(config)).resolve()}"
+    else:
+        store_id = f"redis:{online.connection_string}"
+    sid = hashlib.sha1(f"{store_id}|{config.project}".encode()).hexdigest()[:12]
+    return state_dir / f"{online.type}-{sid}" / f"{view_name}.npz"
+
+
+def _load_state(writer: SqliteWriter | RedisWriter, path: Path) -> PublishedState:
+    """The view's publish state; empty when the online store was wiped (teardown, a new Redis): nothing of it is
+    online then. Entities a killed publish may have touched (`PublishedState.in_doubt`) are not used as evidence."""
+    old = PublishedState.load(path)
+    sure = old.keys[~old.in_doubt()]
+    if isinstance(writer, SqliteWriter):
+        lost = len(old.keys) > 0 and writer.is_empty()
+    else:
+        lost = len(sure) > 0 and not writer.exists(sure[:3])
+    return PublishedState() if lost else old
+
+
+def current_state(store: Any, fv: Any, state_dir: Path) -> PublishedState | None:
+    """The publish state of `fv` when its online data is the view's current Delta snapshot (same table version, same
+    layout, still online), else None: what decides whether a publish has anything to do."""
+    view = ViewLayout.of(fv)
+    writer = _open_writer(store, view)
+    try:
+        old = _load_state(writer, state_file(store, view.name, state_dir))
+    finally:
+        writer.close()
+    current = old.fingerprint == view.fingerprint() and old.delta_version == delta_version(view.path)
+    return old if current else None
+
+
 def publish_view(
     store: Any,
     fv: Any,
@@ -103,39 +161,22 @@ def publish_view(
     record: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> PublishResult:
-    """Publish one feature view's Delta table into `store`'s online store (SQLite or Redis), incrementally."""
+    """Publish one feature view's Delta table into `store`'s online store (SQLite or Redis), incrementally.
+
+    Writes the view it is given, in place: `ubp.stages.publish` gives it the slot that is not served
+    (`ubp.feast_slots`) and switches afterwards."""
     t0 = time.perf_counter()
     view = ViewLayout.of(fv)
-    config = store.config
-    online = config.online_store
-    kind = online.type
-    require_private_api("feast")
-    if kind == "sqlite":
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
-        writer: SqliteWriter | RedisWriter = SqliteWriter(
-            SqliteOnlineStore._get_db_path(config), config.project, view, config
-        )
-        store_id = f"sqlite:{Path(SqliteOnlineStore._get_db_path(config)).resolve()}"
-    elif kind == "redis":
-        writer = RedisWriter(redis_client(online.connection_string), config.project, view, online.key_ttl_seconds)
-        store_id = f"redis:{online.connection_string}"
-    else:
-        raise UbpError(f"fast publish supports the sqlite and redis online stores, not {kind!r}")
-    sid = hashlib.sha1(f"{store_id}|{config.project}".encode()).hexdigest()[:12]
-    state_path = state_dir / f"{kind}-{sid}" / f"{view.name}.npz"
+    writer = _open_writer(store, view)
+    state_path = state_file(store, view.name, state_dir)
     version = delta_version(view.path)
-    old = PublishedState.load(state_path)
-    if len(old.keys):  # the online store was wiped (teardown, new Redis): nothing of the old state is online
-        lost = writer.is_empty() if isinstance(writer, SqliteWriter) else not writer.exists(old.keys[:3])
-        if lost:
-            old = PublishedState()
+    old = _load_state(writer, state_path)
     # --full, or the view changed (another table, other features): rewrite every entity, still delete the gone ones
     rewrite_all = full or old.fingerprint != view.fingerprint()
     if not rewrite_all and old.delta_version == version and len(old.keys):
         writer.close()
-        return PublishResult(view.name, 0, 0, len(old.keys), version,
-                             _naive(int(old.ts.max())).replace(tzinfo=UTC), time.perf_counter() - t0, skipped=True)
+        return PublishResult(view.name, 0, 0, len(old.keys), version, old.max_as_of(), time.perf_counter() - t0,
+                             skipped=True)
 
     keys, ts, created, files = latest_per_key(view.path, view, version)
     write_mask, gone = diff_state(old, keys, ts, created)
@@ -143,20 +184,26 @@ def publish_view(
         write_mask[:] = True
     w_keys, w_ts, w_cr = keys[write_mask], ts[write_mask], created[write_mask]
     written = 0
+    if len(w_keys) or len(gone):
+        # until this publish completes, the entities it writes or deletes are in doubt: a publish killed halfway
+        # (Redis keeps what it got) is followed by one that rewrites or deletes each of them again
+        old.touching(w_keys, gone).save(state_path)
     try:
         if len(w_keys):
             written = _write_changes(writer, view, version, w_keys, w_ts, w_cr, batch_size, progress, files)
         if len(gone):
             writer.delete(gone)
     except BaseException:
-        writer.close(ok=False)  # SQLite: roll the whole publish back; the state file is not updated either
+        writer.close(ok=False)  # SQLite: roll the whole publish back (the state keeps those entities in doubt)
         raise
     writer.close()
-    PublishedState(keys, ts, created, version, view.fingerprint()).save(state_path)
-    max_as_of = _naive(int(ts.max())).replace(tzinfo=UTC) if len(ts) else None
+    state = PublishedState(keys, ts, created, version, view.fingerprint())
+    state.save(state_path)
+    min_as_of = _naive(int(ts.min())).replace(tzinfo=UTC) if len(ts) else None
     if record:
-        record_materialization(store, fv, _naive(int(ts.min())).replace(tzinfo=UTC) if len(ts) else None)
-    return PublishResult(view.name, written, len(gone), len(keys), version, max_as_of, time.perf_counter() - t0)
+        record_materialization(store, fv, min_as_of)
+    return PublishResult(view.name, written, len(gone), len(keys), version, state.max_as_of(),
+                         time.perf_counter() - t0, min_as_of=min_as_of)
 
 
 def record_materialization(store: Any, fv: Any, min_start: datetime | None) -> None:

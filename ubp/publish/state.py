@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from ubp.publish.encoding import _ts_us
+from ubp.publish.encoding import _naive, _ts_us
 from ubp.publish.layout import ViewLayout
+
+IN_DOUBT = np.iinfo(np.int64).min  # timestamp of an entity that an incomplete publish may have touched
 
 
 @dataclass
@@ -25,6 +28,28 @@ class PublishedState:
             return cls()
         with np.load(path, allow_pickle=False) as z:
             return cls(z["keys"], z["ts"], z["created"], int(z["delta_version"]), str(z["fingerprint"]))
+
+    def max_as_of(self) -> datetime | None:
+        """The newest as-of published (None: nothing, or only entities in doubt)."""
+        ts = self.ts[self.ts != IN_DOUBT]
+        return _naive(int(ts.max())).replace(tzinfo=UTC) if len(ts) else None
+
+    def in_doubt(self) -> np.ndarray:
+        """Mask of the entities a publish that did not complete may have written or deleted (see `touching`)."""
+        return self.ts == IN_DOUBT
+
+    def touching(self, written: np.ndarray, deleted: np.ndarray) -> PublishedState:
+        """This state plus the entities a publish is about to write or delete, marked in doubt (their timestamps
+        match no row, so the next diff writes each of them again, or deletes it when it left Delta); saved before a
+        publish writes anything. The table version is unknown (-1): the next publish runs."""
+        keys = np.union1d(self.keys, written)
+        pos = np.searchsorted(keys, self.keys)
+        ts = np.full(len(keys), IN_DOUBT, np.int64)
+        created = np.full(len(keys), IN_DOUBT, np.int64)
+        ts[pos], created[pos] = self.ts, self.created
+        doubt = np.searchsorted(keys, np.concatenate([written, deleted]).astype(np.int64))
+        ts[doubt] = created[doubt] = IN_DOUBT
+        return PublishedState(keys, ts, created, -1, self.fingerprint)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,9 @@
 """Stage `publish`: `feast apply`, then the fast incremental publish of the gold tables into the online store.
 
+Atomic: each view's rows go into its slot view that is not served, and one registry write then switches every
+written view over (`ubp/feast_slots.py`): a reader sees all-old or all-new data, a killed publish changes nothing
+that is served.
+
 Also the two read paths people use after a publish: `profile` (one user's profile, through Feast's
 `get_online_features` and a feature service: `user_profile_v1` = GRU-AE profile, `user_profile_ensemble_v1` =
 ensemble profile) and `similar_items` (top-k cosine over the published item vectors, cold items included: through
@@ -8,6 +12,7 @@ the item-vector ANN index that publish builds, `ubp/stages/item_search.py`, or e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -70,37 +75,65 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _publish_locked(settings: Settings, kind: str, wanted: list[str], full: bool, batch_size: int,
                     index: bool = True) -> dict:
-    from ubp import feast_store
+    """Per view: nothing to do when the served slot holds the current Delta snapshot; else write the other slot
+    (waiting for the reader-cache rule first). Then one switch for every written view (`ubp.feast_slots`)."""
+    from ubp import feast_slots, feast_store
     from ubp.log import task_progress
-    from ubp.publish import publish_view
+    from ubp.publish import PublishResult, ViewLayout, current_state, publish_view
 
     store = feast_store.apply(settings, kind)
+    records = feast_slots.registry_records(store.registry, store.project)
+    state_dir = settings.feast_dir / "published"
     out: dict[str, Any] = {"stage": "publish", "online": kind, "rows": {}, "views": {}, "skipped": {}}
-    from ubp.publish import ViewLayout
-
-    by_family: dict[str, list[Any]] = {}
-    for fv in store.list_feature_views():  # every vector space of a family has its own view
-        by_family.setdefault((fv.tags or {}).get("family") or fv.name, []).append(fv)
+    targets: dict[str, str] = {}  # logical view -> the slot written, to switch to
+    materialized: dict[str, datetime | None] = {}
+    published: dict[str, tuple[str, int, str]] = {}  # logical view -> (table, Delta version now served, space)
+    by_family: dict[str, list[str]] = {}  # every vector space of a family has its own logical view
+    for logical in sorted(records):
+        tags = store.get_feature_view(feast_slots.slot_name(logical, records[logical].served)).tags or {}
+        by_family.setdefault(tags.get("family") or logical, []).append(logical)
     with task_progress() as bar:
-        for fv in (fv for family in wanted for fv in sorted(by_family.get(family, []), key=lambda v: v.name)):
-            name, path = fv.name, ViewLayout.of(fv).path
-            if not (Path(path) / "_delta_log").is_dir():
-                out["skipped"][name] = f"no Delta table at {path}"
-                log.warning("publish %s: skipped, no table at %s", name, path)
+        for name in (n for family in wanted for n in by_family.get(family, [])):
+            rec = records[name]
+            served = feast_slots.slot_name(name, rec.served)
+            served_fv = store.get_feature_view(served)
+            table = ViewLayout.of(served_fv).path
+            if not (Path(table) / "_delta_log").is_dir():
+                out["skipped"][name] = f"no Delta table at {table}"
+                log.warning("publish %s: skipped, no table at %s", name, table)
                 continue
-            task = bar.add_task(f"publish {name}", total=None)
-            res = publish_view(
-                store, fv, settings.feast_dir / "published", full=full, batch_size=batch_size,
-                progress=lambda n, t=task: bar.advance(t, n),
-            )
+            t0 = time.perf_counter()
+            current = None if full else current_state(store, served_fv, state_dir)
+            if current is not None:  # the served slot is the current snapshot: nothing to write, nothing to switch
+                res = PublishResult(served, 0, 0, len(current.keys), current.delta_version, current.max_as_of(),
+                                    time.perf_counter() - t0, skipped=True)
+                out["views"][name] = {"table": table, "slot": None, "served": served, "switched": False,
+                                      "waited_s": 0.0, **res.as_dict()}
+            else:
+                waited = feast_slots.wait_until_writable(store, name, rec)
+                target = feast_slots.slot_name(name, rec.target)
+                task = bar.add_task(f"publish {name} -> {target}", total=None)
+                res = publish_view(
+                    store, store.get_feature_view(target), state_dir, full=full, batch_size=batch_size,
+                    record=False, progress=lambda n, t=task: bar.advance(t, n),
+                )
+                targets[name] = rec.target
+                materialized[target] = res.min_as_of
+                out["views"][name] = {"table": table, "slot": target, "served": target, "switched": True,
+                                      "waited_s": round(waited, 3), **res.as_dict()}
             out["rows"][name] = res.rows_written
-            out["views"][name] = {"table": path, **res.as_dict()}
+            published[name] = (table, res.delta_version, served_fv.tags.get("space_id", ""))
             log.info("publish %s: %s", name, out["views"][name])
-            if fv.tags.get("family") == ITEM_VIEW and index and res.entities:
-                from ubp.stages.item_search import build_item_index
+    if targets:  # ONE registry write: every written view is served from now on, all together
+        out["switched_at"] = feast_slots.switch(store, targets, materialized).isoformat()
+        log.info("publish: switched %s", ", ".join(f"{n} -> {feast_slots.slot_name(n, s)}" for n, s in targets.items()))
+    out["switched"] = {name: feast_slots.slot_name(name, slot) for name, slot in targets.items()}
+    out["served"] = {name: view["served"] for name, view in out["views"].items()}
+    for name in (n for n in by_family.get(ITEM_VIEW, []) if n in published and index):  # what is served now
+        from ubp.stages.item_search import build_item_index
 
-                out.setdefault("item_index", {})[fv.tags["space_id"]] = build_item_index(
-                    settings, path, res.delta_version, space_id=fv.tags["space_id"])
+        table, version, space = published[name]
+        out.setdefault("item_index", {})[space] = build_item_index(settings, table, version, space_id=space)
     out["registry"] = str(store.config.registry.path)
     out["feature_services"] = sorted(s.name for s in store.list_feature_services())
     return out
@@ -168,13 +201,17 @@ def item_space(settings: Settings, space: str | None = None) -> str:
     return known[-1]["space_id"] if known else spaces.space_id(spaces.ITEM_FAMILY, 1)
 
 
-def _item_state(settings: Settings, store: Any, view: str = ITEM_VIEW) -> Path:
-    """The publish state file of an item-vector view for this store's kind (what was last published, and from
-    which Delta version)."""
-    states = sorted((settings.feast_dir / "published").glob(f"{store.config.online_store.type}-*/{view}.npz"))
-    if not states:
-        raise UbpError(f"no item vectors published to {view} yet: run `ubp publish`")
-    return states[-1]
+def _served_items(settings: Settings, store: Any, logical: str = ITEM_VIEW) -> tuple[str, Any]:
+    """The served slot view of an item-vector view and its publish state (what it holds, from which Delta
+    version)."""
+    from ubp.feast_slots import served_view
+    from ubp.publish import PublishedState, state_file
+
+    served = served_view(store, logical)
+    state = PublishedState.load(state_file(store, served, settings.feast_dir / "published"))
+    if not len(state.keys):
+        raise UbpError(f"no item vectors published to {logical} yet: run `ubp publish`")
+    return served, state
 
 
 def published_item_vectors(settings: Settings, online: str | None = None, chunk: int = 5_000,
@@ -184,16 +221,15 @@ def published_item_vectors(settings: Settings, online: str | None = None, chunk:
     import numpy as np
 
     from ubp import spaces
-    from ubp.publish import PublishedState
 
-    view = spaces.view_name(item_space(settings, space))
     store = _store(settings, online)
-    skus = PublishedState.load(_item_state(settings, store, view)).keys
+    served, state = _served_items(settings, store, spaces.view_name(item_space(settings, space)))
+    skus = state.keys
     vecs, cold, keep = [], [], []
     for i in range(0, len(skus), chunk):
         part = skus[i : i + chunk]
         resp = store.get_online_features(
-            features=[f"{view}:vector", f"{view}:is_cold"],
+            features=[f"{served}:vector", f"{served}:is_cold"],
             entity_rows=[{"sku": int(s)} for s in part],
         ).to_dict()
         for s, v, c in zip(part.tolist(), resp["vector"], resp["is_cold"], strict=True):
@@ -238,19 +274,17 @@ def similar_items(settings: Settings, sku: int, k: int = 10, online: str | None 
     import numpy as np
 
     from ubp import spaces
-    from ubp.publish import PublishedState
 
     sid = item_space(settings, space)
-    view = spaces.view_name(sid)
     store = _store(settings, online)
+    served, state = _served_items(settings, store, spaces.view_name(sid))
     resp = store.get_online_features(
-        features=[f"{view}:vector", f"{view}:model_version", f"{view}:space_id"], entity_rows=[{"sku": int(sku)}]
+        features=[f"{served}:vector", f"{served}:model_version", f"{served}:space_id"], entity_rows=[{"sku": int(sku)}]
     ).to_dict()
     if resp["vector"][0] is None:
         raise UbpError(f"sku {sku} has no published item vector in {sid}")
     spaces.require_same_space(f"sku {sku} in {sid}", sid, resp["space_id"][0])
-    published = PublishedState.load(_item_state(settings, store, view)).delta_version
-    index = item_search.load_index(settings, str(resp["model_version"][0]), published, space_id=sid)
+    index = item_search.load_index(settings, str(resp["model_version"][0]), state.delta_version, space_id=sid)
     return index.neighbours(np.asarray(resp["vector"][0], dtype=np.float32), k, exclude_sku=int(sku))
 
 

@@ -48,10 +48,12 @@ def online(request, monkeypatch):
 
 def test_fast_path_is_byte_exact_with_feast_write(lake, online):
     from ubp import feast_store
+    from ubp.feast_slots import served_view
     from ubp.publish import ViewLayout, publish_view
 
-    views = ("user_profile", "user_profile_ensemble", "user_aggregates", "item_vector")
+    logical = ("user_profile", "user_profile_ensemble", "user_aggregates", "item_vector")
     store = feast_store.apply(lake, online)
+    views = [served_view(store, name) for name in logical]  # the served slot of each (what Feast reads)
     if online == "sqlite":  # created by us before Feast touches it (bigger pages: faster publish)
         import sqlite3
 
@@ -69,7 +71,7 @@ def test_fast_path_is_byte_exact_with_feast_write(lake, online):
     for name in views:
         res = publish_view(store, store.get_feature_view(name), lake.feast_dir / "published", full=True)
         assert res.rows_written == {"user_profile": 6, "user_profile_ensemble": 6, "user_aggregates": 6,
-                                    "item_vector": 10}[name]
+                                    "item_vector": 10}[name.rpartition("__")[0]]
     assert online_dump(store) == reference
     # and Feast reads back, per service, the newest as-of of each user from that service's own table
     for service, view, dim in (("user_profile_v1", "user_profile", DIM),
@@ -77,7 +79,7 @@ def test_fast_path_is_byte_exact_with_feast_write(lake, online):
         got = store.get_online_features(
             features=store.get_feature_service(service), entity_rows=[{"client_id": 2}]
         ).to_dict()
-        fv = store.get_feature_view(view)
+        fv = store.get_feature_view(served_view(store, view))
         want = latest_rows_pandas(None, ViewLayout.of(fv))
         want = want[want.client_id == 2].iloc[0]
         assert len(got["embedding"][0]) == dim
@@ -115,13 +117,17 @@ def test_user_profile_v1_serves_gru_even_when_ensemble_exists(lake):
 def test_incremental_publish_and_deleted_rows(lake, online):
     from ubp.stages.publish import profile, publish
 
-    first = publish(lake, online=online)
+    first = publish(lake, online=online)  # writes slot b of every view (a, served before, is empty) and switches
     clear_online_first = first["views"]["user_profile"]
     assert first["rows"] == {"user_profile": 6, "user_profile_ensemble": 6, "user_aggregates": 6, "item_vector": 10}
     assert clear_online_first["max_as_of"].startswith("2024-02-01")
-    again = publish(lake, online=online)  # nothing changed in Delta: nothing written
+    assert first["switched"]["user_profile"] == clear_online_first["served"] == "user_profile__b"
+    again = publish(lake, online=online)  # nothing changed in Delta: nothing written, nothing switched
     assert again["rows"] == {"user_profile": 0, "user_profile_ensemble": 0, "user_aggregates": 0, "item_vector": 0}
-    assert again["views"]["user_profile"]["skipped"]
+    assert again["views"]["user_profile"]["skipped"] and again["switched"] == {}
+    assert again["served"]["user_profile"] == "user_profile__b"
+    # --full: slot a gets every entity and is served; from here on both slots hold a complete earlier publish
+    assert publish(lake, online=online, full=True)["served"]["user_profile"] == "user_profile__a"
 
     from datetime import UTC, datetime
 
@@ -138,20 +144,23 @@ def test_incremental_publish_and_deleted_rows(lake, online):
     write_deltalake(path, pa.Table.from_pylist([dict(zip(USER_PROFILES.column_names, r, strict=True)) for r in rows],
                                                schema=USER_PROFILES.arrow_schema()), mode="append")
     DeltaTable(path).delete("client_id = 3")
-    third = publish(lake, online=online)
+    third = publish(lake, online=online)  # slot b, incrementally against what b holds
+    assert third["views"]["user_profile"]["slot"] == "user_profile__b"
     assert third["rows"]["user_profile"] == 2  # only users 1 and 4 got a newer as-of
     assert third["views"]["user_profile"]["deleted"] == 1
     assert third["rows"]["item_vector"] == 0 and third["rows"]["user_profile_ensemble"] == 0
+    assert set(third["switched"]) == {"user_profile"}  # the unchanged views stay on their slot
     assert profile(lake, 1, online=online)["as_of"].startswith("2024-03-01")
     assert profile(lake, 2, online=online)["as_of"].startswith("2024-02-01")
     with pytest.raises(UbpError, match="client_id 3 has no published profile in user_profile_v1"):
         profile(lake, 3, online=online)
 
     from ubp import feast_store
+    from ubp.feast_slots import served_view
 
     store = feast_store.get_store(lake, online)
-    fv = store.get_feature_view("user_profile")
-    assert len(fv.materialization_intervals) == 2  # the skipped no-op publish records nothing
+    fv = store.get_feature_view(served_view(store, "user_profile"))
+    assert len(fv.materialization_intervals) == 2  # slot b: the first and the third; the no-op publish records nothing
 
     assert publish(lake, online=online, full=True)["rows"]["user_profile"] == 5  # --full rewrites all live users
     clear_online(store)  # the online store was wiped behind our back: the next publish notices and refills it
