@@ -105,3 +105,20 @@ def test_a_table_mixing_model_versions_gets_no_index(settings):
     res = build_item_index(settings)
     assert "mix model versions ['item-v1', 'item-v2']" in res["skipped"]
     assert not index_root(settings.lakehouse).exists()
+
+
+def test_an_index_of_another_vector_space_is_refused(settings):
+    """The index records the space it was built from; a query from another item space gets a one-line error."""
+    from ubp.stages.item_search import build_item_index, load_index
+
+    write_item_vectors(settings, np.arange(1, 101), clustered(100, seed=5), "item-v1")
+    built = build_item_index(settings, space_id="item_vector_v1")
+    assert built["count"] == 100
+    assert load_index(settings, "item-v1", 0, space_id="item_vector_v1").neighbours(
+        clustered(100, seed=5)[0], 2, exclude_sku=1)
+    with pytest.raises(UbpError, match=r"different spaces \['item_vector_v1', 'item_vector_v2'\]") as err:
+        load_index(settings, "item-v1", 0, space_id="item_vector_v2")
+    assert "\n" not in str(err.value)
+    # only the space's rows are indexed: a space without rows in the table has nothing to index
+    with pytest.raises(UbpError, match="holds no item vectors"):
+        build_item_index(settings, space_id="item_vector_v9", force=True)
