@@ -157,11 +157,13 @@ def assign(
     aligned_to: str | None = None,
     alignment_error: float | None = None,
     max_error: float | None = None,
+    why: str | None = None,
 ) -> dict[str, Any]:
     """Put `version` into a space and return {"space_id", "new_space", "reason", ...}; idempotent per version.
 
     It joins `aligned_to`'s space when that version has one, the dimension matches and `alignment_error` is at
-    most `max_error` (None: `ALIGN_MAX_ERROR`); otherwise it founds the family's next space."""
+    most `max_error` (None: `ALIGN_MAX_ERROR`); otherwise it founds the family's next space (`why`: the reason
+    when no alignment could be measured)."""
     max_error = ALIGN_MAX_ERROR if max_error is None else max_error
     with _locked(settings, family) as st:
         if version in st["versions"]:
@@ -169,7 +171,7 @@ def assign(
         by_id = {s["space_id"]: s for s in st["spaces"]}
         target = st["versions"].get(aligned_to, {}).get("space_id") if aligned_to else None
         if target is None:
-            reason = "first space of the family" if not st["spaces"] else "not aligned to a served version"
+            reason = "first space of the family" if not st["spaces"] else (why or "not aligned to a served version")
         elif by_id[target]["dim"] != dim:
             reason, target = f"dimension {dim} != {by_id[target]['dim']} of {target}", None
         elif alignment_error is None or not alignment_error <= max_error:

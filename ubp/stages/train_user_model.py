@@ -263,8 +263,9 @@ def _join_space(settings: Settings, kind: str, version: str, vdir: Path, path: P
         old = _served_rows(settings, kind, current, set(new))
     common = np.array(sorted(set(new) & set(old)), dtype=np.int64)
     if len(common) < 2 * dim or len(old[int(common[0])]) != dim:
-        log.warning("space: %d users shared with %s: too few (or another dimension) to align", len(common), current)
-        return spaces.assign(settings, family, version, dim=dim)
+        why = f"{len(common)} users shared with {current}: too few to align {dim} dimensions (or another dimension)"
+        log.warning("space: %s", why)
+        return spaces.assign(settings, family, version, dim=dim, why=why)
     rotation, err = align(np.stack([new[int(c)] for c in common]), np.stack([old[int(c)] for c in common]), common)
     out = spaces.assign(settings, family, version, dim=dim, aligned_to=current, alignment_error=err)
     out = {**out, "users": int(len(common)), "same_vocab": same_vocab}
