@@ -63,7 +63,8 @@ def test_ubp_run_end_to_end_and_readback(tmp_path):
     # each member is served by its own service (one space each), read the way a downstream model does
     cid = str(others.column("client_id")[0].as_py())
     member = _ubp("--lakehouse", str(lake), "profile", cid, "--service", "user_profile_week_all_v1", env=env)
-    assert json.loads(member)["space_id"] == "user_profile_week_all_v1"
+    assert json.loads(next(x for x in member.splitlines() if x.startswith("{")))["space_id"] == (
+        "user_profile_week_all_v1")
     assert "nearest items to sku" in back
     n_line = next(line for line in back.splitlines() if "nearest items to sku" in line)
     assert int(n_line.split()[0]) > 0, back

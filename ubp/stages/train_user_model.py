@@ -289,9 +289,11 @@ def fair_scores(settings: Settings, kind: str, candidate: str, current: str) -> 
     if current in scores:
         return scores[current]
     cman, sman = read_manifest(cdir), read_manifest(sdir)
-    table = cman["training_table"]
-    out: dict[str, Any] = {"table_version": table["version"], "val_fraction": cman.get("val_fraction", 0.1)}
-    if sman.get("vocab_version") != cman.get("vocab_version"):
+    table = cman.get("training_table") or {}
+    out: dict[str, Any] = {"table_version": table.get("version"), "val_fraction": cman.get("val_fraction", 0.1)}
+    if not table.get("path") or not Path(table["path"], "_delta_log").is_dir():
+        out.update(comparable=False, reason="the candidate's training snapshot is not readable")
+    elif sman.get("vocab_version") != cman.get("vocab_version"):
         out.update(comparable=False, reason="the serving version has another vocabulary")
     else:
         for name, vdir in (("candidate", cdir), ("current", sdir)):

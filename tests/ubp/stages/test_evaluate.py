@@ -32,7 +32,8 @@ def _members(spark, es):
         planted = np.zeros(8)
         planted[0] = 1.0 if u % 2 else -1.0  # the future churn label
         planted[1 + u % 3] = 1.0 if u % 2 == 0 else 0.0  # the future category
-        prof.append((u, [float(v) for v in planted + rng.normal(0, 0.3, 8)], "user-test", AS_OF, 2, NOW))
+        prof.append((u, [float(v) for v in planted + rng.normal(0, 0.3, 8)], "user-test", "user_profile_v1", AS_OF, 2,
+                     NOW))
         agg.append((u, AS_OF, 2, [float(v) for v in rng.normal(size=5)], "f-test"))  # pure noise
     for table, rows in ((USER_PROFILES, prof), (USER_AGGREGATES, agg)):
         write_table(es, table, rows)
