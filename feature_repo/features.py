@@ -43,72 +43,57 @@ def _tags(spec: dict[str, str]) -> dict[str, str]:
             "family": spec["family"]}
 
 
-def _profile_view(name: str, source: SparkSource, spec: dict[str, str]) -> FeatureView:
-    """A user-profile view (same columns for every profile table: the `user_profiles` contract)."""
-    about = _ABOUT.get(spec["family"], f"GRU-AE member {spec['family'].removeprefix('user_profile_')}'s profile "
-                                       "(gold user_member_profiles)")
-    return FeatureView(
-        name=name,
-        entities=[user],
-        ttl=NO_EXPIRY,
-        schema=[
-            Field(name="embedding", dtype=Array(Float32), description="the user's profile vector"),
-            Field(name="model_version", dtype=String, description="model that produced it"),
-            Field(name="space_id", dtype=String, description="vector space (= the feature service name)"),
-            Field(name="as_of", dtype=UnixTimestamp, description="built from events strictly before this"),
-            Field(name="n_events", dtype=Int64, description="events before as_of"),
-        ],
-        source=source,
-        online=True,
-        description=f"User profile, vector space {spec['space_id']}: {about}.",
-        tags=_tags(spec),
-    )
+def _profile_schema() -> list[Field]:
+    """Every profile table's columns (the `user_profiles` contract)."""
+    return [
+        Field(name="embedding", dtype=Array(Float32), description="the user's profile vector"),
+        Field(name="model_version", dtype=String, description="model that produced it"),
+        Field(name="space_id", dtype=String, description="vector space (= the feature service name)"),
+        Field(name="as_of", dtype=UnixTimestamp, description="built from events strictly before this"),
+        Field(name="n_events", dtype=Int64, description="events before as_of"),
+    ]
 
 
-def _item_view(name: str, source: SparkSource, spec: dict[str, str]) -> FeatureView:
-    return FeatureView(
-        name=name,
-        entities=[item],
-        ttl=NO_EXPIRY,
-        schema=[
-            Field(name="vector", dtype=Array(Float32), description="content vector + bounded delta"),
-            Field(name="is_cold", dtype=Bool, description="no training interactions (delta = 0)"),
-            Field(name="model_version", dtype=String, description="item model version"),
-            Field(name="space_id", dtype=String, description="vector space (= the feature service name)"),
-        ],
-        source=source,
-        online=True,
-        description=f"Item vectors, cold-start items included, vector space {spec['space_id']}.",
-        tags=_tags(spec),
-    )
+def _item_schema() -> list[Field]:
+    return [
+        Field(name="vector", dtype=Array(Float32), description="content vector + bounded delta"),
+        Field(name="is_cold", dtype=Bool, description="no training interactions (delta = 0)"),
+        Field(name="model_version", dtype=String, description="item model version"),
+        Field(name="space_id", dtype=String, description="vector space (= the feature service name)"),
+    ]
 
 
-def _aggregates_view(name: str, source: SparkSource, spec: dict[str, str]) -> FeatureView:
-    return FeatureView(
-        name=name,
-        entities=[user],
-        ttl=NO_EXPIRY,
-        schema=[
-            Field(name="features", dtype=Array(Float32), description="aggregate count features"),
-            Field(name="feature_names_version", dtype=String, description="hash of the ordered names"),
-            Field(name="n_events", dtype=Int64, description="events before as_of"),
-        ],
-        source=source,
-        online=True,
-        description="Hand-made aggregate features (the baseline the profiles are compared with).",
-        tags={"owner": "ubp", "table": spec["table"], "delta_path": spec["path"]},
-    )
+def _aggregates_schema() -> list[Field]:
+    return [
+        Field(name="features", dtype=Array(Float32), description="aggregate count features"),
+        Field(name="feature_names_version", dtype=String, description="hash of the ordered names"),
+        Field(name="n_events", dtype=Int64, description="events before as_of"),
+    ]
+
+
+def _view(name: str, source: SparkSource, spec: dict[str, str]) -> FeatureView:
+    """The view of one vector space (or of the aggregates, which have none)."""
+    sid = spec["space_id"]
+    if not sid:
+        entity, schema, tags = user, _aggregates_schema(), {"owner": "ubp", "table": spec["table"],
+                                                            "delta_path": spec["path"]}
+        description = "Hand-made aggregate features (the baseline the profiles are compared with)."
+    elif spec["table"] == "item_vectors":
+        entity, schema, tags = item, _item_schema(), _tags(spec)
+        description = f"Item vectors, cold-start items included, vector space {sid}."
+    else:
+        about = _ABOUT.get(spec["family"], f"GRU-AE member {spec['family'].removeprefix('user_profile_')}'s "
+                                           "profile (gold user_member_profiles)")
+        entity, schema, tags = user, _profile_schema(), _tags(spec)
+        description = f"User profile, vector space {sid}: {about}."
+    return FeatureView(name=name, entities=[entity], ttl=NO_EXPIRY, schema=schema, source=source, online=True,
+                       description=description, tags=tags)
 
 
 def make_feature_views(sources: dict[str, SparkSource], specs: dict[str, dict[str, str]]) -> dict[str, FeatureView]:
     """One view per vector space (see `data_sources.view_specs`) and the aggregates' view: two spaces never share
     a view or a service."""
-    views = {}
-    for name, spec in specs.items():
-        make = (_aggregates_view if not spec["space_id"] else
-                _item_view if spec["table"] == "item_vectors" else _profile_view)
-        views[name] = make(name, sources[name], spec)
-    return views
+    return {name: _view(name, sources[name], spec) for name, spec in specs.items()}
 
 
 # the logical views (a dict: the Feast CLI registers module attributes only, and these are not registered)
