@@ -137,8 +137,8 @@ def evaluate(
     other GRU-AE members, "ensemble", or the table names user_profiles / user_profiles_ensemble); None = all. The
     random baseline is always scored. members: the GRU-AE members built (default `DEFAULT_MEMBERS`).
     compare: (a, b) profile pairs to compare on the same test users with a paired per-user bootstrap (`n_boot`
-    draws; default: every GRU profile vs aggregates, vs the older `gru_small` when scored, and the ensemble vs
-    each member).
+    draws; default: every GRU profile vs aggregates, vs the older `gru_small` when scored, the ensemble vs each
+    member and vs itself without each member: the ablation's interval).
     Scale limit: labels and the profiles of at most `max_users` sampled users are held in memory for the probes.
     """
     import numpy as np
@@ -268,7 +268,10 @@ def evaluate(
         grus = [n for n in reps if n == "gru" or n.startswith("gru_")]
         compare = tuple([(g, "aggregates") for g in grus if "aggregates" in reps]
                         + [(g, "gru_small") for g in grus if g != "gru_small" and "gru_small" in reps]
-                        + [("ensemble", m.name) for m in members_in if "ensemble" in reps and m.name in reps])
+                        + [("ensemble", m.name) for m in members_in if "ensemble" in reps and m.name in reps]
+                        # the ablation with intervals: > 0 = the member adds to the ensemble
+                        + [("ensemble", f"ensemble - {m.name}") for m in members_in
+                           if "ensemble" in reps and f"ensemble - {m.name}" in ablations])
     comparisons = _paired_comparisons(compare, tasks, seeds, test_logits, test_rows, n_boot)
 
     task_info = {

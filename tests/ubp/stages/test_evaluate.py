@@ -67,6 +67,9 @@ def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_pa
     # paired comparisons on the same test users: the planted profile beats the noise, with an interval above 0
     cmp = {(c["a"], c["b"]): c for c in out["comparisons"]}
     assert ("gru", "aggregates") in cmp and ("ensemble", "gru") in cmp
+    # the ablation with an interval: the planted member adds to the ensemble on churn (few users: a wide interval)
+    abl = cmp[("ensemble", "ensemble - gru")]["tasks"]["churn"]
+    assert abl["diff"] > 0 and abl["ci"][0] <= abl["diff"] <= abl["ci"][1]
     churn = cmp[("gru", "aggregates")]["tasks"]["churn"]
     assert churn["diff"] > 0.2 and churn["ci"][0] > 0 and churn["ci"][0] <= churn["diff"] <= churn["ci"][1]
     report = (tmp_path / "report" / "report.md").read_text()
