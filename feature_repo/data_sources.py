@@ -48,13 +48,13 @@ def delta_source(view: str, spec: dict[str, str]) -> SparkSource:
     )
 
 
-def make_sources(settings: Settings) -> dict[str, SparkSource]:
-    """The batch sources, keyed by feature view name (see `view_specs`)."""
-    return {view: delta_source(view, spec) for view, spec in view_specs(settings).items()}
+def make_sources(settings: Settings, specs: dict[str, dict[str, str]] | None = None) -> dict[str, SparkSource]:
+    """The batch sources, keyed by feature view name (`specs`: `view_specs(settings)`, read when not given)."""
+    return {view: delta_source(view, spec) for view, spec in (specs or view_specs(settings)).items()}
 
 
 _SPECS = view_specs(Settings())
-_SOURCES = make_sources(Settings())
+_SOURCES = make_sources(Settings(), _SPECS)
 user_profile_source = _SOURCES["user_profile"]
 user_profile_ensemble_source = _SOURCES["user_profile_ensemble"]
 user_aggregates_source = _SOURCES["user_aggregates"]

@@ -245,8 +245,9 @@ def definitions(settings: Settings, records: dict[str, Any] | None = None) -> di
     from ubp.feature_repo.feature_services import make_feature_services
     from ubp.feature_repo.features import make_feature_views
 
-    sources = make_sources(settings)
-    views = make_feature_views(sources, view_specs(settings))
+    specs = view_specs(settings)  # the vector spaces' registry, read once
+    sources = make_sources(settings, specs)
+    views = make_feature_views(sources, specs)
     records = complete(views, records or {})
     served = served_names(records)
     return {

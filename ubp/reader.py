@@ -11,7 +11,7 @@ Tables with deletion vectors or column mapping cannot be read as a pyarrow datas
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +146,31 @@ def _iter_scan(dt: Any, cols: list[str] | None, batch_size: int, filter: pc.Expr
 # ------------------------------------------------------------------------------------------------------------
 # vocabularies
 # ------------------------------------------------------------------------------------------------------------
+def version_vectors(path: str | Path, version: str, key: str, column: str, keys: Iterable[int] | None = None,
+                    limit: int | None = None) -> dict[int, Any]:
+    """One model version's vectors in a gold table (rows with `model_version == version`), by key, the latest as-of
+    per key: the rows of `keys` only, else of the first `limit` keys read (None: all). {} when there is no table.
+    What a new model version is aligned to (`ubp/spaces.py`)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if not (Path(path) / "_delta_log").is_dir():
+        return {}
+    flt = pc.field("model_version") == version
+    if keys is not None:
+        flt = flt & pc.field(key).isin(pa.array(sorted(keys), pa.int64()))
+    out: dict[int, tuple[Any, Any]] = {}
+    for rb in iter_batches(path, columns=[key, column, "as_of"], batch_size=65536, filter=flt):
+        for k, v, at in zip(rb.column(key).to_pylist(), rb.column(column).to_pylist(), rb.column("as_of").to_pylist(),
+                            strict=True):
+            if k in out:
+                if at > out[k][0]:
+                    out[k] = (at, np.asarray(v, np.float32))
+            elif limit is None or len(out) < limit:
+                out[k] = (at, np.asarray(v, np.float32))
+    return {k: v for k, (_, v) in out.items()}
+
+
 def _vocab_path(settings_or_path: Settings | str | Path) -> Path:
     from ubp.config import Settings
 

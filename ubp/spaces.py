@@ -148,6 +148,11 @@ def space_of(settings: Settings, family: str, version: str) -> str | None:
     return entry["space_id"] if entry else None
 
 
+def last_version(settings: Settings, family: str) -> str | None:
+    """The model version assigned last in a family (the build a new one is aligned to), None when none was."""
+    return next(reversed(state(settings, family)["versions"]), None)
+
+
 def assign(
     settings: Settings,
     family: str,

@@ -1,25 +1,13 @@
 """Planted item data for the item-model tests (no Spark): items in content clusters, users who shop in one cluster
-and, after the split, move on to one of its cold items; the temporal split of it; a tiny SASRec config; and the
-one-thread fixture of the training tests."""
+and, after the split, move on to one of its cold items; the temporal split of it; and a tiny SASRec config."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 from ubp.models.item_eval import temporal_split
 from ubp.models.sasrec import SASRecConfig
 
 RAW_DIM = 24
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train faster on one thread, and the CI machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def planted(seed: int = 0, n_clusters: int = 5, warm_per: int = 16, cold_per: int = 2, users: int = 240):

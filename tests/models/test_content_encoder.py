@@ -7,7 +7,7 @@ import socket
 
 import numpy as np
 import pytest
-from item_model_fixtures import one_thread  # noqa: F401  (autouse fixture)
+from user_model_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from item_model_fixtures import one_thread, planted_split  # noqa: F401  (autouse fixture)
+from item_model_fixtures import planted_split
 from ubp.models.item_eval import metrics_from_ranks, product_sequence, ranks
+from user_model_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

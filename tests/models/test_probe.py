@@ -5,19 +5,11 @@ same solution as scikit-learn's."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from ubp.models.probe import Block, LogisticProbe, MLPProbe, ProbeConfig, build_probe, fit_probe, predict
+from user_model_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from ubp.metrics import auroc
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _data(n: int = 400, d: int = 6, seed: int = 0, labels: int | None = None):

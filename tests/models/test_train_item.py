@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from item_model_fixtures import RAW_DIM, one_thread, planted_split, sasrec_config  # noqa: F401  (autouse fixture)
+from item_model_fixtures import RAW_DIM, planted_split, sasrec_config
 from ubp.models.train_item import evaluate, item_offsets, prepare_content, train_sasrec
+from user_model_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

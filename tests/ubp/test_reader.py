@@ -66,3 +66,28 @@ def test_vocab_helpers(spark, tmp_path):
     reader.check_vocab_version("a", "a")
     with pytest.raises(UbpError, match="model trained on vocabulary a, table uses b"):
         reader.check_vocab_version("a", "b")
+
+
+def test_version_vectors_reads_one_model_versions_latest_rows(tmp_path):
+    """What a new model version is aligned to: one version's rows, the latest as-of per key, some keys or a cap."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    t1, t2 = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)
+    rows = [(1, [1.0, 0.0], "v1", t1), (1, [2.0, 0.0], "v1", t2), (2, [3.0, 0.0], "v1", t1),
+            (3, [4.0, 0.0], "v1", t1), (1, [9.0, 9.0], "v2", t2)]
+    table = pa.table({"client_id": pa.array([r[0] for r in rows], pa.int64()),
+                      "embedding": pa.array([r[1] for r in rows], pa.list_(pa.float32())),
+                      "model_version": [r[2] for r in rows],
+                      "as_of": pa.array([r[3] for r in rows], pa.timestamp("us", tz="UTC"))})
+    path = tmp_path / "profiles"
+    write_deltalake(str(path), table)
+    got = reader.version_vectors(path, "v1", "client_id", "embedding")
+    assert sorted(got) == [1, 2, 3]
+    np.testing.assert_array_equal(got[1], [2.0, 0.0])  # the newer as-of of v1, never v2's row
+    assert sorted(reader.version_vectors(path, "v1", "client_id", "embedding", keys=[2, 3, 7])) == [2, 3]
+    assert len(reader.version_vectors(path, "v1", "client_id", "embedding", limit=2)) == 2
+    assert reader.version_vectors(tmp_path / "missing", "v1", "client_id", "embedding") == {}

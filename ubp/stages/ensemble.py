@@ -186,27 +186,19 @@ def align_ensemble(settings: Settings, ids, x16, version: str, max_users: int = 
     hashed into a fit half and a held-out half that measures the error) and assign its space (`ubp/spaces.py`).
     A build whose columns differ from the last one's, or that aligns badly, founds a new space."""
     import numpy as np
-    import pyarrow.compute as pc
 
     from ubp import reader, spaces
     from ubp.models.latent import align
 
     family = spaces.ENSEMBLE_FAMILY
     dim = int(x16.shape[1])
-    known = spaces.state(settings, family)["versions"]
-    if version in known:
-        return x16, spaces.assign(settings, family, version, dim=dim)
-    prev = next(reversed(known), None)  # the last assigned build (insertion order)
-    path = settings.table_path("user_profiles_ensemble")
-    if prev is None or not (path / "_delta_log").is_dir():
+    prev = spaces.last_version(settings, family)
+    if prev is None or prev == version or spaces.space_of(settings, family, version):
         return x16, spaces.assign(settings, family, version, dim=dim)
     ids = np.asarray(ids, dtype=np.int64)
     want = ids[np.random.default_rng(0).permutation(len(ids))[:max_users]]
-    old: dict[int, np.ndarray] = {}
-    for rb in reader.iter_batches(path, columns=["client_id", "embedding"], batch_size=65536,
-                                  filter=(pc.field("model_version") == prev) & pc.field("client_id").isin(want)):
-        for c, e in zip(rb.column("client_id").to_pylist(), rb.column("embedding").to_pylist(), strict=True):
-            old[c] = np.asarray(e, np.float32)
+    old = reader.version_vectors(settings.table_path("user_profiles_ensemble"), prev, "client_id", "embedding",
+                                 keys=want.tolist())
     common = np.array(sorted(old), dtype=np.int64)
     if len(common) < 4 or len(old[int(common[0])]) != dim:
         return x16, spaces.assign(settings, family, version, dim=dim)

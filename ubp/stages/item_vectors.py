@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from pathlib import Path
 
 from ubp.config import Settings
 from ubp.errors import UbpError
@@ -62,22 +61,15 @@ def _align(settings: Settings, df, version: str, dim: int, path: str, max_items:
     """(rotation or None, space): align a new item model's vectors to the last assigned version's rows in
     `item_vectors` on shared items (orthogonal Procrustes; a hashed quarter of them measures the error)."""
     import numpy as np
-    import pyarrow.compute as pc
 
     from ubp import reader, spaces
     from ubp.models.latent import align
 
     family = spaces.ITEM_FAMILY
-    known = spaces.state(settings, family)["versions"]
-    prev = next(reversed(known), None)
-    if version in known or prev is None or not (Path(path) / "_delta_log").is_dir():
+    prev = spaces.last_version(settings, family)
+    if prev is None or prev == version or spaces.space_of(settings, family, version):
         return None, spaces.assign(settings, family, version, dim=dim)
-    old: dict[int, np.ndarray] = {}
-    for rb in reader.iter_batches(path, columns=["sku", "vector"], batch_size=65536,
-                                  filter=pc.field("model_version") == prev):
-        for s, v in zip(rb.column("sku").to_pylist(), rb.column("vector").to_pylist(), strict=True):
-            if len(old) < max_items:
-                old[s] = np.asarray(v, np.float32)
+    old = reader.version_vectors(path, prev, "sku", "vector", limit=max_items)
     if len(old) < 4 or len(next(iter(old.values()))) != dim:
         return None, spaces.assign(settings, family, version, dim=dim)
     rows = df.filter(df.sku.isin(list(old))).select("sku", "vector").toPandas()

@@ -260,7 +260,8 @@ def _join_space(settings: Settings, kind: str, version: str, vdir: Path, path: P
     if old_model is not None:
         old = {int(c): v for ids, _, z in encode_batches(old_model, iter(batches)) for c, v in zip(ids, z, strict=True)}
     else:
-        old = _served_rows(settings, kind, current, set(new))
+        old = reader.version_vectors(settings.table_path(spaces.family_table(family)), current, "client_id",
+                                     "embedding", keys=new)
     common = np.array(sorted(set(new) & set(old)), dtype=np.int64)
     if len(common) < 2 * dim or len(old[int(common[0])]) != dim:
         why = f"{len(common)} users shared with {current}: too few to align {dim} dimensions (or another dimension)"
@@ -304,30 +305,6 @@ def fair_scores(settings: Settings, kind: str, candidate: str, current: str) -> 
     scores[current] = out
     cache.write_text(json.dumps(scores, indent=2))
     return out
-
-
-def _served_rows(settings: Settings, kind: str, version: str, client_ids: set[int]) -> dict[int, Any]:
-    """The vectors a model version wrote to its gold table, for some users (its latest as-of per user)."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    from ubp import reader
-    from ubp.registry import USER_KIND
-
-    table = "user_profiles" if kind == USER_KIND else "user_member_profiles"
-    path = settings.table_path(table)
-    if not (path / "_delta_log").is_dir():
-        return {}
-    out: dict[int, tuple[Any, Any]] = {}
-    for rb in reader.iter_batches(path, columns=["client_id", "embedding", "model_version", "as_of"],
-                                  batch_size=65536, filter=pc.field("model_version") == version):
-        ids = rb.column("client_id").to_numpy(zero_copy_only=False)
-        emb = rb.column("embedding").to_pylist()
-        at = rb.column("as_of").to_pylist()
-        for c, e, a in zip(ids.tolist(), emb, at, strict=True):
-            if c in client_ids and (c not in out or a > out[c][0]):
-                out[c] = (a, np.asarray(e, np.float32))
-    return {c: v for c, (_, v) in out.items()}
 
 
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
