@@ -53,8 +53,13 @@ def feature_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+def names_version(names: tuple[str, ...]) -> str:
+    """Hash of an ordered feature-name list: the `feature_names_version` of a feature table's rows."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
 def feature_names_version() -> str:
-    return hashlib.sha256("\n".join(feature_names()).encode()).hexdigest()[:16]
+    return names_version(feature_names())
 
 
 def top_values(prepared: DataFrame, n: int = TOP_N) -> dict[str, list[int]]:

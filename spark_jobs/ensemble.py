@@ -10,6 +10,7 @@ Members (each skipped with a warning when its table is missing):
   GRU-AE member's rows of gold `user_member_profiles` (its own current version, e.g. `gru_week_all`);
 - `aggregates`: gold `user_aggregates` through a quantile transform;
 - `factors`: the ALS member (`ubp.tables.USER_FACTORS`);
+- `stats`: the seed's statistics beyond the aggregates (gold `user_stats`, `spark_jobs/stats.py`), quantile only;
 - `items`: mean of the item vectors (gold `item_vectors`) of the user's most recent skus (`user_sequences.sku_raw`).
 
 Scale limit (documented): members are read batch by batch through the log-aware `ubp.reader`, but the transformed
@@ -385,23 +386,42 @@ def load_profile_member(settings, table: str = "user_profiles", name: str = "gru
     return Member(name, cid, x, version, at, nev)  # the recipe transforms it (the ensemble table: as served)
 
 
-def load_aggregates_member(settings, as_of: datetime | None = None) -> Member:
-    path = settings.table_path("user_aggregates")
-    if not _exists(path):
-        raise FileNotFoundError(f"user_aggregates: no table at {path}")
+def feature_versions(path: Path) -> list[tuple[str, datetime]]:
+    """Distinct (feature_names_version, as_of) pairs in a feature table, by as_of."""
     from ubp.reader import iter_batches
 
     pairs: set[tuple[str, datetime]] = set()
     for batch in iter_batches(path, columns=["feature_names_version", "as_of"], batch_size=65536):
         t = batch.to_pandas().drop_duplicates()
         pairs.update((str(v), _to_utc(a)) for v, a in zip(t["feature_names_version"], t["as_of"], strict=True))
-    version, at = _pick(sorted(pairs, key=lambda p: (p[1], p[0])), None, as_of)
+    return sorted(pairs, key=lambda p: (p[1], p[0]))
+
+
+def _load_features_member(settings, table: str, name: str, as_of: datetime | None = None) -> Member:
+    """A feature table (`user_aggregates`, `user_stats`: client_id, as_of, n_events, features,
+    feature_names_version) as a member: the latest build at or before `as_of`, read point-in-time."""
+    path = settings.table_path(table)
+    if not _exists(path):
+        raise FileNotFoundError(f"{table}: no table at {path}")
+    version, at = _pick(feature_versions(path), None, as_of)
     cid, x, nev = _read_vectors(
         path, "features",
         lambda df: (df["feature_names_version"] == version).to_numpy()
         & _at(df["as_of"], at),
     )
-    return Member("aggregates", cid, x, f"aggregates-{version}", at, nev)  # the recipe transforms it
+    return Member(name, cid, x, f"{name}-{version}", at, nev)  # the recipe transforms it
+
+
+def load_aggregates_member(settings, as_of: datetime | None = None) -> Member:
+    return _load_features_member(settings, "user_aggregates", "aggregates", as_of)
+
+
+def stats_path(settings) -> Path:
+    return settings.table_path("user_stats")
+
+
+def load_stats_member(settings, as_of: datetime | None = None) -> Member:
+    return _load_features_member(settings, "user_stats", "stats", as_of)
 
 
 def factors_path(settings) -> Path:
@@ -479,6 +499,7 @@ LOADERS = {
     "gru": lambda s, as_of, **kw: load_profile_member(s, "user_profiles", "gru", as_of=as_of),
     "aggregates": lambda s, as_of, **kw: load_aggregates_member(s, as_of),
     "factors": lambda s, as_of, **kw: load_factors_member(s, as_of),
+    "stats": lambda s, as_of, **kw: load_stats_member(s, as_of),
     "items": lambda s, as_of, **kw: load_item_member(s, as_of),
 }
 

@@ -288,6 +288,18 @@ USER_FACTORS = _t(
     ],
     doc="Factorisation ensemble member (user x category, user x url), written by the ensemble stage.",
 )
+USER_STATS = _t(
+    "user_stats", "gold", "ensemble",
+    [
+        ("client_id", "bigint", False, "user id"),
+        ("as_of", "timestamp", False, "statistics use events strictly before this"),
+        ("n_events", "bigint", False, "events before as_of"),
+        ("features", "array<float>", False, "the statistics, in the order of spark_jobs.stats.feature_names()"),
+        ("feature_names_version", "string", False, "hash of the ordered statistic names (see spark_jobs.stats)"),
+    ],
+    doc="Statistics ensemble member (the seed's recency, gaps, conversion, popularity, price groups beyond "
+        "user_aggregates), written by the ensemble stage.",
+)
 ITEM_CONTENT = _t(
     "item_content", "silver", "item_content",
     [
@@ -319,7 +331,7 @@ TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         EVENTS, PRODUCTS, PRODUCT_TEXT, QUARANTINE, INGEST_RUNS, VOCABULARIES, USER_SEQUENCES,
-        USER_AGGREGATES, USER_FACTORS, USER_PROFILES, USER_MEMBER_PROFILES, USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
+        USER_AGGREGATES, USER_FACTORS, USER_STATS, USER_PROFILES, USER_MEMBER_PROFILES, USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
     )
 }
 # Profile tables that `ubp export` / `ubp publish` / `ubp evaluate` accept.

@@ -1,4 +1,5 @@
-"""Stages `ensemble` (gold user_profiles_ensemble) and its factorisation member `factorize` (gold user_factors).
+"""Stages `ensemble` (gold user_profiles_ensemble), its factorisation member `factorize` (gold user_factors) and its
+statistics member `compute_stats` (gold user_stats).
 
 The ensemble combines every available member (GRU profiles, aggregates, factors, item-vector pooling) at one as-of;
 `evaluate` builds it in its own namespace through the same function.
@@ -94,6 +95,43 @@ def factorize(settings: Settings, as_of: datetime | None = None, method: str = "
     n = spark.read.format("delta").load(str(path)).count()
     log.info("factorize (%s): %d users, %s, %.1fs", method, n, version, time.time() - t0)
     return {"stage": "factorize", "rows": {"user_factors": n}, "version": version, "as_of": as_of.isoformat(),
+            "seconds": round(time.time() - t0, 1)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# statistics member
+# ------------------------------------------------------------------------------------------------------------
+def compute_stats(settings: Settings, as_of: datetime | None = None) -> dict:
+    """Statistics member at `as_of` (None: the latest event + 1 s, as `aggregates`) -> gold `user_stats`.
+
+    Same events and as-of rule as the aggregates stage (pinned bronze read, only events strictly before as-of);
+    written by Spark, nothing per user collected. Idempotent: a table already holding this (statistic names, as_of)
+    build is left alone."""
+    from ubp.reader import count_rows
+    from ubp.spark_jobs.ensemble import _exists, feature_versions, stats_path
+    from ubp.spark_jobs.session import get_spark
+    from ubp.spark_jobs.stats import build_stats, feature_names, feature_names_version, window_start
+    from ubp.spark_jobs.vocab import prepare_events, select_events
+    from ubp.stages.sequences import _bronze, _ensure, resolve_as_of
+
+    t0 = time.time()
+    spark = get_spark(settings)
+    events, products, events_version = _bronze(spark, settings)
+    as_of, _, all_before = resolve_as_of(events, as_of, settings.table_path("events"), events_version)
+    path = stats_path(settings)
+    if _exists(path) and (feature_names_version(), as_of) in feature_versions(path):
+        n = count_rows(path)
+        log.info("user_stats: already built for %s (%d users)", as_of.isoformat(), n)
+        return {"stage": "compute_stats", "rows": {"user_stats": n}, "as_of": as_of.isoformat(), "skipped": True}
+    first = window_start(select_events(events, as_of, all_before))
+    rows = build_stats(prepare_events(events, products, as_of, all_before), as_of, first)
+    _ensure(spark, "user_stats", path)
+    rows.write.format("delta").mode("overwrite").option("overwriteSchema", "false").save(str(path))
+    n = count_rows(path)
+    log.info("user_stats: %d users x %d statistics, as of %s (%.1fs)", n, len(feature_names()), as_of.isoformat(),
+             time.time() - t0)
+    return {"stage": "compute_stats", "rows": {"user_stats": n}, "as_of": as_of.isoformat(),
+            "n_features": len(feature_names()), "feature_names_version": feature_names_version(),
             "seconds": round(time.time() - t0, 1)}
 
 
@@ -219,14 +257,15 @@ def ensemble(
     pca: dict[str, int] | None = None,
     factors: bool = True,
     factor_method: str = "svd",
+    stats: bool = True,
     fit_rows: int = 100_000,
     recipe: str | Path | None = None,
 ) -> dict:
     """Build gold `user_profiles_ensemble` from every available member at `as_of`, by the merge recipe
     (`ubp/ensemble_recipe.toml`, or the file `recipe`).
 
-    as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation member is computed
-    for that as-of when missing. Members whose table is absent or has no rows for the as-of are skipped (warning).
+    as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation and statistics
+    members are computed for that as-of when missing (and in the member list). Members whose table is absent or has no rows for the as-of are skipped (warning).
     """
     import numpy as np
 
@@ -241,6 +280,7 @@ def ensemble(
     factor_info = None
     if factors and "factors" in names:
         factor_info = factorize(settings, as_of=as_of, method=factor_method)
+    stats_info = compute_stats(settings, as_of=as_of) if stats and "stats" in names else None
     loaded = load_members(settings, as_of=as_of, names=names)
     if not loaded:
         raise UbpError(f"no ensemble member has rows for as_of {as_of.isoformat()}")
@@ -270,5 +310,7 @@ def ensemble(
     }
     if factor_info:
         out["rows"]["user_factors"] = factor_info["rows"]["user_factors"]
+    if stats_info:
+        out["rows"]["user_stats"] = stats_info["rows"]["user_stats"]
     log.info("ensemble %s: %d users x %d columns, members %s", version, rows, x16.shape[1], list(layout))
     return out
