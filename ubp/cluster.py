@@ -153,7 +153,8 @@ def _wait_registered(cluster: StandaloneCluster, workers: int, timeout: float) -
     while time.monotonic() < deadline:
         dead = [p.args[1].rsplit(".", 1)[-1] for p in cluster.procs if p.poll() is not None]
         if dead:
-            raise RuntimeError(f"Spark daemon(s) {', '.join(dead)} exited at start:\n{cluster.logs()}")
+            raise RuntimeError(f"Spark daemon(s) {', '.join(dead)} of {cluster.master_url} exited at start:\n"
+                               f"{cluster.logs()}")
         with contextlib.suppress(OSError, ValueError):
             alive = cluster.alive_workers()
             if len(alive) >= workers:

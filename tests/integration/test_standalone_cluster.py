@@ -46,6 +46,7 @@ spark.default.parallelism 2
 spark.databricks.delta.snapshotPartitions 2
 spark.ui.enabled false
 spark.ui.showConsoleProgress false
+spark.locality.wait 0
 spark.driver.extraJavaOptions -XX:CompileThresholdScaling=3 -XX:+UseParallelGC -XX:MetaspaceSize=256m
 spark.executor.extraJavaOptions -XX:CompileThresholdScaling=3 -XX:+UseParallelGC -XX:MetaspaceSize=256m
 """
@@ -72,7 +73,8 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run(cluster, tmp_path_factory) -> dict:
+def submit_env(cluster, tmp_path_factory) -> tuple[dict[str, str], Path]:
+    """The environment of an Airflow worker in submit mode against `cluster`, and its work folder."""
     from ubp.cluster import spark_home
 
     work = tmp_path_factory.mktemp("cluster_dag")
@@ -103,6 +105,12 @@ def run(cluster, tmp_path_factory) -> dict:
         "SPARK_CONF_DIR": str(conf_dir),
         "SPARK_LOCAL_IP": "127.0.0.1",
     })
+    return env, work
+
+
+@pytest.fixture(scope="module")
+def run(cluster, submit_env) -> dict:
+    env, work = submit_env
     log = work / "run.log"
     args = [sys.executable, str(SCRIPT), str(work), str(REPO / "dags")] + (["--full"] if FULL else [])
     with open(log, "w") as fh:
@@ -166,3 +174,17 @@ def test_full_dag_embeds_and_publishes(run):
     assert t["user_profiles"] >= n and t["user_profiles_ensemble"] == n
     assert run["tis"]["publish"]["state"] == "success"
     assert run["online"]["dim"] > 0 and run["online"]["model_version"]
+
+
+@pytest.mark.slow
+def test_a_submit_without_the_delta_jars_stops_with_the_fix(cluster, submit_env, run):
+    """The session cannot add Delta to a driver JVM that spark-submit started without it: one line says what to
+    pass, instead of Spark's warning and a job without Delta."""
+    env, work = submit_env
+    proc = subprocess.run(
+        ["spark-submit", "--master", cluster.master_url, "--name", "ubp-no-jars",
+         "--conf", f"spark.pyspark.python={sys.executable}", str(REPO / "ubp" / "stages" / "pipeline.py"),
+         "--stage", "aggregates", "--lakehouse", str(work / "lakehouse"), "--as-of", run["logical_date"]],
+        capture_output=True, text=True, env=env, cwd=work, timeout=300)
+    assert proc.returncode != 0
+    assert "spark-submit without the Delta jars: add --jars" in proc.stdout + proc.stderr, proc.stderr[-3000:]
