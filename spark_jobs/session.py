@@ -4,7 +4,8 @@ Two kinds of settings. `JOB_CONF` is how ubp's jobs must run wherever they run (
 partition overwrite); `LOCAL_DEFAULTS` sizes a local driver on a small machine (memory, partitions, JVM options).
 Under `spark-submit` (a driver in a JVM that spark-submit started, on a cluster) the submitted configuration wins:
 the master, the application name and every resource setting are left as submitted; `JOB_CONF` is set, with
-Delta's SQL extension and jars appended to any the job brought rather than replacing them.
+Delta's SQL extension appended to any the job brought. The Delta jars must come with the job (`--jars`): the
+driver's class path is fixed by then.
 """
 
 from __future__ import annotations
@@ -149,8 +150,8 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
     """Create (or reuse) the Delta-enabled session.
 
     Locally: master `local[2]` (or `--master`), `LOCAL_DEFAULTS` and `JOB_CONF`. Under `spark-submit`: master, app
-    name and resources as submitted, plus `JOB_CONF` (Delta's extension and jars appended to the submitted ones;
-    see the module docstring), so the same job runs on a cluster.
+    name and resources as submitted, plus `JOB_CONF` (Delta's extension appended to the submitted ones; see the
+    module docstring), so the same job runs on a cluster.
     """
     settings = settings or Settings()
     level = spark_log_level()
