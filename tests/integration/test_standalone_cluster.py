@@ -8,10 +8,11 @@ runs `spark-submit --master spark://127.0.0.1:PORT --jars <Delta jars> --conf sp
 ubp/stages/pipeline.py --stage ...` through the Airflow connection `spark_default`. The lakehouse is a local folder
 that the driver, the executors and this test all see.
 
-Only the Spark part up to the gold aggregates runs: each spark-submit costs a driver JVM and two executor JVMs
-(~20-60 s each on the 2-core dev VM), and the whole DAG (three embed_users members, ensemble, publish, and their
-trained models) took ~10 minutes. `UBP_CLUSTER_FULL_DAG=1` runs the whole DAG instead (trains 1-epoch models
-first, then also checks the profiles and Feast's online store).
+Only the Spark part up to the gold aggregates runs (~5 minutes on the shared 2-core dev VM): each stage is a
+spark-submit with its own driver JVM and two executor JVMs (40-100 s each there), and the whole DAG (three
+embed_users members, ensemble, publish, after training their 1-epoch models) took 8.5 minutes.
+`UBP_CLUSTER_FULL_DAG=1` runs the whole DAG instead (trains the models first, then also checks the profiles and
+Feast's online store).
 
 Asserted: every task succeeded as a SparkSubmitOperator; each stage's application (named `ubp-<task>`) is in the
 master's completed applications, FINISHED, with an executor on each of the two workers; and the tables, read back
@@ -167,7 +168,7 @@ def test_tables_hold_what_the_raw_drop_implies(run):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="the whole DAG runs only with UBP_CLUSTER_FULL_DAG=1 (~10 minutes)")
+@pytest.mark.skipif(not FULL, reason="the whole DAG runs only with UBP_CLUSTER_FULL_DAG=1 (8.5 minutes)")
 def test_full_dag_embeds_and_publishes(run):
     t = run["tables"]
     n = len(t["event_users"])
