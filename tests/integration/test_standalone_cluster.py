@@ -8,7 +8,7 @@ runs `spark-submit --master spark://127.0.0.1:PORT --jars <Delta jars> --conf sp
 ubp/stages/pipeline.py --stage ...` through the Airflow connection `spark_default`. The lakehouse is a local folder
 that the driver, the executors and this test all see.
 
-Only the Spark part up to the gold aggregates runs (~5 minutes on the shared 2-core dev VM): each stage is a
+Only the Spark part up to the gold aggregates runs (4-5 minutes on the shared 2-core dev VM): each stage is a
 spark-submit with its own driver JVM and two executor JVMs (40-100 s each there), and the whole DAG (three
 embed_users members, ensemble, publish, after training their 1-epoch models) took 8.5 minutes.
 `UBP_CLUSTER_FULL_DAG=1` runs the whole DAG instead (trains the models first, then also checks the profiles and
