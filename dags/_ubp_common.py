@@ -328,8 +328,30 @@ def submit_args(stage: str, task_id: str, **extra: Any) -> list[str]:
     return args
 
 
+def spark_jars() -> str:
+    """The jars a spark-submit task ships with the job (`--jars`, comma-separated): `UBP_DELTA_JARS` of the worker,
+    else the Delta jars of `ubp.jars` (cached; fetched once with Maven). Resolved when the task runs."""
+    from ubp.jars import ensure_delta_jars
+
+    return os.environ.get("UBP_DELTA_JARS") or ",".join(ensure_delta_jars())
+
+
+def spark_python() -> str:
+    """The Python of the spark-submit driver and of the executors' Python workers (`spark.pyspark.python`), one with
+    ubp installed: `UBP_SPARK_PYTHON` of the worker, else the interpreter running the task. Resolved at run time."""
+    import sys
+
+    return os.environ.get("UBP_SPARK_PYTHON") or sys.executable
+
+
+# spark-submit's --conf of every Spark stage task (templated: resolved on the worker when the task runs). Resources
+# (executor memory and cores, shuffle partitions, ...) come from the cluster's spark-defaults.conf (SPARK_CONF_DIR).
+SUBMIT_CONF: dict[str, str] = {"spark.pyspark.python": "{{ ubp_spark_python() }}"}
+
 USER_MACROS: dict[str, Any] = {
     "ubp_conf": conf,
+    "ubp_spark_jars": spark_jars,
+    "ubp_spark_python": spark_python,
     "ubp_as_of": as_of_template,
     "ubp_stage_kwargs": lambda stage, p, extra=None, as_of=None: json.dumps(
         {**stage_kwargs(stage, p, datetime.fromisoformat(as_of) if as_of else None), **(extra or {})}),
@@ -359,6 +381,7 @@ def spark_stage(stage: str, task_id: str | None = None, **extra: Any):
         return SparkSubmitOperator(
             task_id=task_id, application=SPARK_ENTRY, conn_id=parse_env("UBP_SPARK_CONN_ID"),
             name=f"ubp-{task_id}", application_args=submit_args(stage, task_id, **extra), outlets=outlets,
+            jars="{{ ubp_spark_jars() }}", conf=dict(SUBMIT_CONF),  # Delta shipped with the job; ubp's Python
         )
 
     @task(task_id=task_id, outlets=stage_outlets(stage, task_id))

@@ -1,4 +1,12 @@
-"""The one Spark session factory: Delta enabled, UTC, sensible local defaults, overridable for a cluster."""
+"""The one Spark session factory: Delta enabled, UTC, sensible local defaults, overridable for a cluster.
+
+Two kinds of settings. `JOB_CONF` is how ubp's jobs must run wherever they run (Delta, UTC, Arrow, Delta's dynamic
+partition overwrite); `LOCAL_DEFAULTS` sizes a local driver on a small machine (memory, partitions, JVM options).
+Under `spark-submit` (a driver in a JVM that spark-submit started, on a cluster) the submitted configuration wins:
+the master, the application name and every resource setting are left as submitted; `JOB_CONF` is set, with
+Delta's SQL extension appended to any the job brought. The Delta jars must come with the job (`--jars`): the
+driver's class path is fixed by then.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,18 @@ from ubp.jars import ensure_delta_jars
 
 _OFFHEAP = os.environ.get("UBP_SPARK_OFFHEAP_MEMORY", "1500m")
 
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+
+# How ubp's jobs run, locally and on a cluster (what the code relies on, so set under spark-submit too).
+JOB_CONF: dict[str, str] = {
+    "spark.sql.extensions": DELTA_EXTENSION,
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+}
+
 # Local defaults for a 2-core / 24 GB machine. Anything here can be overridden with --conf key=value.
 LOCAL_DEFAULTS: dict[str, str] = {
     "spark.driver.memory": os.environ.get("UBP_SPARK_DRIVER_MEMORY", "4g"),
@@ -25,9 +45,6 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.sources.partitionOverwriteMode": "dynamic",
-    "spark.databricks.delta.schema.autoMerge.enabled": "false",
     # Tungsten's sort and aggregation pages off the Java heap, so the garbage collector does not copy and compact
     # hundreds of MB of sort buffers in every full collection (1g measured slower than none at all, so the size
     # matters; docs/benchmarks.md). UBP_SPARK_OFFHEAP_MEMORY=0 turns it off.
@@ -95,11 +112,46 @@ def quiet_pyspark_error_logs() -> None:
         PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def submitted_conf() -> dict[str, str] | None:
+    """The configuration spark-submit gave this driver (master, app name, jars, `--conf`, spark-defaults.conf), or
+    None when this process is not a spark-submit driver (then `get_spark` starts the JVM itself).
+
+    spark-submit starts the JVM first and then this Python with `PYSPARK_GATEWAY_PORT` set; PySpark connects to that
+    JVM, whose system properties hold the submitted `spark.*` settings."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM; starts nothing
+    return dict(SparkConf().getAll())
+
+
+def _with_extension(value: str | None) -> str:
+    """spark.sql.extensions with Delta's appended to the submitted ones (not replacing them)."""
+    items = [x.strip() for x in (value or "").split(",") if x.strip()]
+    return ",".join(items + ([] if DELTA_EXTENSION in items else [DELTA_EXTENSION]))
+
+
+def _require_delta_on_driver() -> None:
+    """Under spark-submit the driver JVM's class path is fixed before Python runs: Delta must have come with the
+    job (`--jars`, which also ships the jars to the executors). Setting `spark.jars` now would reach the executors
+    only, and Spark would just warn and run without Delta; fail with the fix instead."""
+    from py4j.java_gateway import JavaClass
+    from pyspark import SparkContext
+
+    from ubp.errors import UbpError
+
+    if not isinstance(SparkContext._jvm.io.delta.sql.DeltaSparkSessionExtension, JavaClass):
+        raise UbpError("spark-submit without the Delta jars: add --jars $(python -m ubp.jars | paste -sd, -) (the "
+                       "DAGs' submit mode passes them; docs/operations.md, Running on a Spark standalone cluster)")
+
+
 def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkSession:
     """Create (or reuse) the Delta-enabled session.
 
-    Under `spark-submit` (a master already set in the environment) we leave master and memory alone and only add
-    Delta and the UTC time zone, so the same job runs on a cluster.
+    Locally: master `local[2]` (or `--master`), `LOCAL_DEFAULTS` and `JOB_CONF`. Under `spark-submit`: master, app
+    name and resources as submitted, plus `JOB_CONF` (Delta's extension appended to the submitted ones; see the
+    module docstring), so the same job runs on a cluster.
     """
     settings = settings or Settings()
     level = spark_log_level()
@@ -107,27 +159,24 @@ def get_spark(settings: Settings | None = None, app_name: str = "ubp") -> SparkS
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(app_name)
-    submitted = "SPARK_SUBMIT_ARGS" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"
-    master = settings.master or os.environ.get("UBP_SPARK_MASTER")
-    if master:
-        builder = builder.master(master)
-    elif not submitted:
-        builder = builder.master("local[2]")
-    local_driver = not submitted and (master is None or master.startswith("local"))  # we start the driver JVM
+    submitted = submitted_conf()
+    builder = SparkSession.builder
+    master = None if submitted is not None else (
+        settings.master or os.environ.get("UBP_SPARK_MASTER") or "local[2]")
+    if submitted is None:
+        builder = builder.appName(app_name).master(master)
+        conf = {**LOCAL_DEFAULTS, **JOB_CONF, "spark.jars": ",".join(ensure_delta_jars()),
+                "spark.sql.warehouse.dir": str(settings.lakehouse / "_warehouse")}
+    else:
+        _require_delta_on_driver()
+        conf = dict(JOB_CONF)
+        conf["spark.sql.extensions"] = _with_extension(submitted.get("spark.sql.extensions"))
+        if "spark.sql.warehouse.dir" not in submitted:
+            conf["spark.sql.warehouse.dir"] = str(settings.lakehouse / "_warehouse")
+    local_driver = master is not None and master.startswith("local")  # we start the driver JVM
     if local_driver:
         # Python workers must run the driver's interpreter (the venv), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    conf = dict(LOCAL_DEFAULTS) if not submitted else {}
-    conf.update(
-        {
-            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-            "spark.sql.session.timeZone": "UTC",
-            "spark.jars": ",".join(ensure_delta_jars()),
-            "spark.sql.warehouse.dir": str(settings.lakehouse / "_warehouse"),
-        }
-    )
     conf.update(dict(settings.spark_conf))
     if local_driver:
         from ubp.jvm_cds import java_options
