@@ -17,6 +17,8 @@ What is planted (all of it written to `<out>/_truth/`, which ingest never reads)
 
 Everything is numpy-vectorised per chunk of users and streamed to one Parquet part per chunk and event type,
 so memory is bounded by the chunk, not by the total number of events. Same arguments -> byte-identical files.
+`SCALES["challenge"]` (`ubp demo-data --scale challenge`): the real data's size (1M users, ~169M events, 1.26M skus,
+12.7M urls) with `CHALLENGE_RATES`, sessions whose event types come in the real data's proportions.
 """
 
 from __future__ import annotations

@@ -89,6 +89,6 @@ def demo_data(
         f"{n_ev:,} events, {res['users']:,} users ({res['churners']:,} churners, {res['segments']} segments), "
         f"{res['skus']:,} skus ({res['new_skus']:,} new), {res['categories']} categories, {res['urls']:,} urls "
         f"in {res['seconds']:.1f}s ({res['events_per_s']:,} events/s, peak RSS {res['peak_rss_bytes'] / 1e9:.2f} GB, "
-        f"{sum(res['bytes_on_disk'].values()) / 1e9:.2f} GB on disk). Planted truth: {out / '_truth'} (not ingested). "
-        f"Suggested as-of: {res['suggested_as_of']}."
+        f"{sum(res['bytes_on_disk'].values()) / 1e9:.2f} GB on disk)."
     )
+    console.print(f"Planted truth: {out / '_truth'} (not ingested). Suggested as-of: {res['suggested_as_of']}.")
