@@ -17,6 +17,8 @@ What is planted (all of it written to `<out>/_truth/`, which ingest never reads)
 
 Everything is numpy-vectorised per chunk of users and streamed to one Parquet part per chunk and event type,
 so memory is bounded by the chunk, not by the total number of events. Same arguments -> byte-identical files.
+`SCALES["challenge"]` (`ubp demo-data --scale challenge`): the real data's size (1M users, ~169M events, 1.26M skus,
+12.7M urls) with `CHALLENGE_RATES`, sessions whose event types come in the real data's proportions.
 """
 
 from __future__ import annotations
@@ -49,8 +51,64 @@ N_SEGMENTS = 8
 CHURN_RATE = 0.30
 NEW_ITEM_RATE = 0.07
 NEW_ITEM_FROM = 0.93  # new items are released in the last 7% of the period (after the 0.9 time quantile)
+CATALOG_BLOCK = 250_000  # catalog rows per row group of product_properties / product_text
 SESSION_MAX_S = 3000  # every event lies within this many seconds after its session start
 CHURN_FADE_DAYS = 21.0  # churners' activity fades over this many days before they stop
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What a session holds: 1 + Poisson(visits_extra) page visits; with probability search_p, 1 +
+    Poisson(search_extra) searches; with add_p, 1 + Poisson(add_extra) add_to_cart events, each later bought
+    (buy_p) or removed (remove_p); with direct_p, one buy without a cart event. The defaults are the demo's."""
+
+    visits_extra: float = 2.0
+    search_p: float = 0.3
+    search_extra: float = 0.3
+    add_p: float = 0.35
+    add_extra: float = 0.5
+    buy_p: float = 0.45
+    remove_p: float = 0.17
+    direct_p: float = 0.05
+
+    def per_session(self) -> dict[str, float]:
+        """Expected events of each type in one session."""
+        adds = self.add_p * (1 + self.add_extra)
+        return {"product_buy": adds * self.buy_p + self.direct_p, "add_to_cart": adds,
+                "remove_from_cart": adds * self.remove_p, "page_visit": 1 + self.visits_extra,
+                "search_query": self.search_p * (1 + self.search_extra)}
+
+
+# Rows per event type of the real RecSys Challenge 2025 data (~6 months, ~169M events).
+CHALLENGE_EVENTS = {"product_buy": 1_682_296, "add_to_cart": 5_235_882, "remove_from_cart": 1_697_891,
+                    "page_visit": 150_713_186, "search_query": 9_571_258}
+
+
+def rates_for(counts: dict[str, int], visits_extra: float = 7.0, search_p: float = 0.35, add_p: float = 0.2,
+              buy_p: float = 0.27) -> Rates:
+    """Session rates whose expected events per type are in the proportions of `counts`, for sessions of
+    1 + visits_extra page visits (the free choices: session length and the shares of searching, adding and
+    buying-after-adding sessions; the rest follows from the counts)."""
+    visits = 1 + visits_extra
+    per_visit = {k: v / counts["page_visit"] for k, v in counts.items()}
+    searches, adds = per_visit["search_query"] * visits, per_visit["add_to_cart"] * visits
+    buys, removes = per_visit["product_buy"] * visits, per_visit["remove_from_cart"] * visits
+    direct = buys - adds * buy_p
+    if not (searches > search_p and adds > add_p and 0 <= direct < 1 and removes / adds + buy_p <= 1):
+        raise ValueError(f"no session rates with these choices give the proportions of {counts}")
+    return Rates(visits_extra=visits_extra, search_p=search_p, search_extra=searches / search_p - 1, add_p=add_p,
+                 add_extra=adds / add_p - 1, buy_p=buy_p, remove_p=removes / adds, direct_p=direct)
+
+
+DEMO_RATES = Rates()
+CHALLENGE_RATES = rates_for(CHALLENGE_EVENTS)
+RATES = {"demo": DEMO_RATES, "challenge": CHALLENGE_RATES}
+
+# Named sizes for `ubp demo-data --scale NAME`; explicit arguments override them.
+SCALES: dict[str, dict[str, Any]] = {
+    "challenge": {"users": 1_000_000, "days": 180, "skus": 1_260_000, "categories": 6_774, "urls": 12_700_000,
+                  "rates": "challenge", "events_per_user": 169.0, "chunk_users": 10_000},
+}
 
 # Per-department word lists: the text of an item = its category's product type + department attributes, so a
 # sentence encoder puts items of one category (and of one department) close together.
@@ -114,7 +172,8 @@ class _Catalog:
     item_cat: np.ndarray  # (n_items,) category index
     price: np.ndarray  # (n_items,) int32 price bucket
     name_codes: np.ndarray  # (n_items, 16) uint8
-    text: list[str]
+    cat_type: list[tuple[str, str]]  # (n_cat,) department and product-type label
+    attr_pick: np.ndarray  # (n_items, 4) random words of each item's text (see `_catalog_text`)
     is_new: np.ndarray  # (n_items,) bool
     release_s: np.ndarray  # (n_items,) int64 seconds since start; 0 for old items
     category_ids: np.ndarray  # (n_cat,) int64 category ids
@@ -143,6 +202,24 @@ class _Users:
     fav_weight: np.ndarray  # (n,) probability a session is about a favourite category
 
 
+BIG_POPULATION = 1 << 24  # id ranges above this are drawn in O(n) memory (see `_distinct_ids`)
+
+
+def _distinct_ids(rng: np.random.Generator, n: int, high: int) -> np.ndarray:
+    """`n` distinct int64 ids in 1..high, sorted. Up to `BIG_POPULATION` the original draw (`rng.choice` over an
+    arange: O(high) memory, kept so the demo sizes give the same bytes as before); above it, O(n) memory:
+    oversampled uniform draws, de-duplicated, a random subset of n."""
+    if high <= BIG_POPULATION:
+        return np.sort(rng.choice(np.arange(1, high + 1), n, replace=False)).astype(np.int64)
+    ids = np.zeros(0, np.int64)
+    while len(ids) < n:
+        ids = np.sort(np.r_[ids, rng.integers(1, high + 1, n - len(ids) + n // 10 + 16, dtype=np.int64)])
+        ids = ids[np.r_[True, ids[1:] != ids[:-1]]]  # sorted distinct (np.unique hashes: ~10x slower here)
+    keep = np.ones(len(ids), bool)
+    keep[rng.permutation(len(ids))[: len(ids) - n]] = False  # a random subset of n, still sorted
+    return ids[keep]
+
+
 def _zipf_cdf(n: int, a: float) -> np.ndarray:
     w = 1.0 / np.arange(1, n + 1) ** a
     return np.cumsum(w) / w.sum()
@@ -168,7 +245,7 @@ def _sample_grouped(cdf: np.ndarray, group: np.ndarray, rng: np.random.Generator
 
 
 def _build_catalog(rng: np.random.Generator, n_items: int, n_cat: int, n_urls: int, period_s: int) -> _Catalog:
-    category_ids = np.sort(rng.choice(np.arange(1, 50 * n_cat + 1), n_cat, replace=False)).astype(np.int64)
+    category_ids = _distinct_ids(rng, n_cat, 50 * n_cat)
     centroids = rng.uniform(20, 235, size=(n_cat, QUERY_CODES))
     cat_base_price = rng.uniform(5, 95, size=n_cat)
     # category sizes: uneven (lognormal) but every category gets >= 3 items
@@ -177,10 +254,12 @@ def _build_catalog(rng: np.random.Generator, n_items: int, n_cat: int, n_urls: i
     sizes[: max(n_items - int(sizes.sum()), 0)] += 1
     item_cat = np.repeat(np.arange(n_cat), sizes)
     n_items = len(item_cat)
-    sku = np.sort(rng.choice(np.arange(1, 20 * n_items + 1), n_items, replace=False)).astype(np.int64)
+    sku = _distinct_ids(rng, n_items, 20 * n_items)
     rng.shuffle(sku)  # sku ids do not reveal the category
     price = np.clip(np.rint(cat_base_price[item_cat] + rng.normal(0, 18, n_items)), 0, PRICE_BUCKETS - 1)
-    name_codes = np.clip(np.rint(centroids[item_cat] + rng.normal(0, 18, (n_items, QUERY_CODES))), 0, 255)
+    name_codes = rng.normal(0, 18, (n_items, QUERY_CODES))  # in place: the same values as centroid + noise
+    name_codes += centroids[item_cat]
+    name_codes = np.clip(np.rint(name_codes, out=name_codes), 0, 255, out=name_codes)
 
     # popularity rank within category: random order, new items slotted near the top (new arrivals sell)
     is_new = rng.random(n_items) < NEW_ITEM_RATE
@@ -208,37 +287,44 @@ def _build_catalog(rng: np.random.Generator, n_items: int, n_cat: int, n_urls: i
         extra = c // (len(all_types) * len(_QUALIFIERS))
         label = f"{q} {t}".strip() + (f" series {extra}" if extra else "")
         cat_type.append((d, label))
-    text = []
-    price_words = ["budget", "low price", "mid price", "upper mid price", "premium"]
-    attr_pick = rng.integers(0, 1 << 30, (n_items, 4))
-    for i in range(n_items):
-        d, label = cat_type[item_cat[i]]
-        dep = _DEPARTMENTS[d]
-        a = attr_pick[i]
-        attrs = dep["attrs"]
-        text.append(
-            f"{label[0].upper()}{label[1:]}, {attrs[a[0] % len(attrs)]}, {_COLOURS[a[1] % len(_COLOURS)]}, "
-            f"{dep['materials'][a[2] % len(dep['materials'])]}, {price_words[int(price[i]) * 5 // PRICE_BUCKETS]}"
-            f". {d.capitalize()} by {_BRANDS[a[3] % len(_BRANDS)]}."
-        )
+    attr_pick = rng.integers(0, 1 << 30, (n_items, 4))  # rendered into text by `_catalog_text`, in blocks
 
     # urls: per-category pages (Zipf), general pages (Zipf), per-segment landing pages
     urls_per_cat = max(4, int(n_urls * 0.7) // n_cat)
     seg_urls = 12
     n_general = max(20, n_urls - urls_per_cat * n_cat - seg_urls * N_SEGMENTS)
     total_urls = urls_per_cat * n_cat + n_general + seg_urls * N_SEGMENTS
-    url_ids = np.sort(rng.choice(np.arange(1, 10 * total_urls + 1), total_urls, replace=False)).astype(np.int64)
+    url_ids = _distinct_ids(rng, total_urls, 10 * total_urls)
     rng.shuffle(url_ids)
     url_group = np.repeat(np.arange(n_cat), urls_per_cat)
     url_w = np.tile(1.0 / np.arange(1, urls_per_cat + 1) ** 1.0, n_cat)
     return _Catalog(
         sku=sku, item_cat=item_cat, price=price.astype(np.int32), name_codes=name_codes.astype(np.uint8),
-        text=text, is_new=is_new, release_s=release_s, category_ids=category_ids, centroids=centroids,
+        cat_type=cat_type, attr_pick=attr_pick, is_new=is_new, release_s=release_s, category_ids=category_ids, centroids=centroids,
         cat_items=cat_items, cat_pop_cdf=cat_pop_cdf, cat_fallback=cat_fallback, url_ids=url_ids,
         cat_url_cdf=_grouped_cdf(url_group, url_w), urls_per_cat=urls_per_cat,
         general_url_cdf=_zipf_cdf(n_general, 1.1), seg_url_start=urls_per_cat * n_cat + n_general,
         seg_urls=seg_urls,
     )
+
+
+_PRICE_WORDS = ["budget", "low price", "mid price", "upper mid price", "premium"]
+
+
+def _catalog_text(cat: _Catalog, lo: int, hi: int) -> list[str]:
+    """The descriptions of items [lo, hi) (built per block, so a catalog of millions never holds them all)."""
+    text = []
+    for i in range(lo, hi):
+        d, label = cat.cat_type[cat.item_cat[i]]
+        dep = _DEPARTMENTS[d]
+        a = cat.attr_pick[i]
+        attrs = dep["attrs"]
+        text.append(
+            f"{label[0].upper()}{label[1:]}, {attrs[a[0] % len(attrs)]}, {_COLOURS[a[1] % len(_COLOURS)]}, "
+            f"{dep['materials'][a[2] % len(dep['materials'])]}, {_PRICE_WORDS[int(cat.price[i]) * 5 // PRICE_BUCKETS]}"
+            f". {d.capitalize()} by {_BRANDS[a[3] % len(_BRANDS)]}."
+        )
+    return text
 
 
 def category_departments(n_cat: int) -> np.ndarray:
@@ -273,7 +359,7 @@ def _build_segments(rng: np.random.Generator, n_cat: int,
 
 def _build_users(rng: np.random.Generator, n: int, n_cat: int, period_s: int, seg_probs: np.ndarray,
                  price_centre: np.ndarray) -> _Users:
-    client_id = np.sort(rng.choice(np.arange(1, 30 * n + 1), n, replace=False)).astype(np.int64)
+    client_id = _distinct_ids(rng, n, 30 * n)
     rng.shuffle(client_id)
     seg_w = rng.dirichlet(np.full(N_SEGMENTS, 6.0))
     segment = rng.choice(N_SEGMENTS, n, p=seg_w)
@@ -310,7 +396,8 @@ def _cum_at(t: np.ndarray, w: np.ndarray, cum: np.ndarray) -> np.ndarray:
 
 
 def _simulate_chunk(rng: np.random.Generator, users: _Users, lo: int, hi: int, cat: _Catalog,
-                    seg_cdf: np.ndarray, w: np.ndarray, cum: np.ndarray, period_s: int) -> dict[str, dict]:
+                    seg_cdf: np.ndarray, w: np.ndarray, cum: np.ndarray, period_s: int,
+                    rates: Rates = DEMO_RATES) -> dict[str, dict]:
     """Events of users [lo, hi): per event type a dict of numpy columns (user index, t seconds, value)."""
     n_cat = len(cat.category_ids)
     uidx = np.arange(lo, hi)
@@ -348,7 +435,7 @@ def _simulate_chunk(rng: np.random.Generator, users: _Users, lo: int, hi: int, c
         return sess, pos
 
     # page visits: category pages, general pages, the segment's landing pages
-    n_visit = 1 + rng.poisson(2.0, n_s)
+    n_visit = 1 + rng.poisson(rates.visits_extra, n_s)
     vs, vp = expand(n_visit)
     kind = rng.random(len(vs))
     cat_url = _sample_grouped(cat.cat_url_cdf, s_cat[vs], rng)
@@ -360,7 +447,7 @@ def _simulate_chunk(rng: np.random.Generator, users: _Users, lo: int, hi: int, c
                          "v": cat.url_ids[url_i]}
 
     # searches: codes = centroid of the session's category (or, sometimes, of a random one) + noise
-    n_search = (rng.random(n_s) < 0.3) * (1 + rng.poisson(0.3, n_s))
+    n_search = (rng.random(n_s) < rates.search_p) * (1 + rng.poisson(rates.search_extra, n_s))
     ss, sp = expand(n_search)
     q_cat = np.where(rng.random(len(ss)) < 0.85, s_cat[ss], rng.integers(0, n_cat, len(ss)))
     codes = np.clip(np.rint(cat.centroids[q_cat] + rng.normal(0, 22, (len(ss), QUERY_CODES))), 0, 255)
@@ -368,16 +455,16 @@ def _simulate_chunk(rng: np.random.Generator, users: _Users, lo: int, hi: int, c
                            "v": codes.astype(np.uint8)}
 
     # carts: adds of items from the focus category chosen by popularity and price fit; then buy or remove
-    n_add = (rng.random(n_s) < 0.35) * (1 + rng.poisson(0.5, n_s))
+    n_add = (rng.random(n_s) < rates.add_p) * (1 + rng.poisson(rates.add_extra, n_s))
     as_, ap = expand(n_add)
     add_t = s_t[as_] + 30 + ap * 50 + rng.integers(0, 50, len(as_))
     add_item = _pick_items(rng, cat, s_cat[as_], users.price_pref[s_user[as_]], add_t)
     out["add_to_cart"] = {"u": s_user[as_], "t": add_t, "v": add_item}
     r = rng.random(len(as_))
-    bought = r < 0.45
-    removed = (r >= 0.45) & (r < 0.62)
+    bought = r < rates.buy_p
+    removed = (r >= rates.buy_p) & (r < rates.buy_p + rates.remove_p)
     # a few direct buys without a cart event
-    direct = rng.random(n_s) < 0.05
+    direct = rng.random(n_s) < rates.direct_p
     ds = np.flatnonzero(direct)
     d_t = s_t[ds] + rng.integers(0, 600, len(ds))
     d_item = _pick_items(rng, cat, s_cat[ds], users.price_pref[s_user[ds]], d_t)
@@ -545,12 +632,21 @@ def generate_demo_data(
     urls: int | None = None,
     progress: bool = False,
     coherent_segments: bool = False,
+    rates: str | Rates = "demo",
+    events_per_user: float | None = None,
+    record_run: bool = False,
 ) -> dict[str, Any]:
     """Write a raw directory (RecSys 2025 layout) plus `_truth/`; returns row counts per file and the sizes.
 
     `end` is the last day of the period (default 2025-06-30); every event lies in
     [end + 1 day - days, end + 1 day). Deterministic for the same arguments (chunk_users included).
     `coherent_segments`: segments shop related departments (content predicts behaviour; see `_build_segments`).
+    `rates`: what a session holds (`Rates`, or a name in `RATES`: "demo", or "challenge" for the real data's
+    proportions of event types). `events_per_user`: scale every user's session rate so that users average about
+    this many events (default: the demo's unscaled rates). `record_run`: also write wall time, peak RSS and bytes
+    on disk into `_truth/meta.json` (under "run"; the only part that differs between identical runs).
+    Memory: O(users + items) arrays plus one chunk of `chunk_users` users' events; see `SCALES` for the
+    challenge-sized preset.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -564,6 +660,14 @@ def generate_demo_data(
         raise ValueError("bad_row_rate must be in [0, 0.5)")
     if chunk_users < 1:
         raise ValueError("chunk_users must be >= 1")
+    if isinstance(rates, str):
+        if rates not in RATES:
+            raise ValueError(f"rates must be a Rates or one of {sorted(RATES)}, got {rates!r}")
+        rates_name, rates = rates, RATES[rates]
+    else:
+        rates_name = "custom"
+    if events_per_user is not None and events_per_user <= 0:
+        raise ValueError("events_per_user must be > 0")
     if end is None:
         end = DEFAULT_END
     if isinstance(end, str):
@@ -592,6 +696,8 @@ def generate_demo_data(
     cat = _build_catalog(rng, n_items, n_cat, n_urls, period_s)
     seg_probs, seg_cdf, price_centre = _build_segments(rng, n_cat, coherent_segments)
     us = _build_users(rng, users, n_cat, period_s, seg_probs, price_centre)
+    if events_per_user is not None:
+        us.rate = us.rate * _session_scale(us, rates, events_per_user)
     w, cum = _intensity(start_ts, days)
 
     rows = {stem: 0 for stem in EVENT_TYPES}
@@ -605,61 +711,62 @@ def generate_demo_data(
         (out / stem).mkdir()
 
     n_chunks = (users + chunk_users - 1) // chunk_users
-    bar = None
-    if progress:
-        from ubp.log import task_progress
+    from ubp.log import log as progress_log
+    from ubp.log import progress_enabled
 
-        bar = task_progress()
-        bar.start()
-        task = bar.add_task("generating events", total=n_chunks)
-    try:
-        for c in range(n_chunks):
-            lo, hi = c * chunk_users, min(users, (c + 1) * chunk_users)
-            crng = np.random.default_rng([seed, 1, c])
-            evs = _simulate_chunk(crng, us, lo, hi, cat, seg_cdf, w, cum, period_s)
-            for stem in EVENT_TYPES:
-                ev = evs[stem]
-                n_events += np.bincount(ev["u"], minlength=users)
-                if len(ev["u"]):
-                    np.maximum.at(last_event, ev["u"], ev["t"])
-                if stem in ("product_buy", "add_to_cart", "remove_from_cart") and len(ev["v"]):
-                    np.minimum.at(first_seen, ev["v"], ev["t"])
-                table = _event_table(stem, ev, us, cat, start_epoch, timestamp_form)
-                good = table.num_rows
-                if bad_row_rate > 0 and good > 0:
-                    brng = np.random.default_rng([seed, 2, c, EVENT_TYPES.index(stem)])
-                    n_bad = int(brng.binomial(good, bad_row_rate))
-                    n_dup = int(brng.binomial(good, bad_row_rate))
-                    extra = [table]
-                    if n_bad:
-                        extra.append(_bad_rows(brng, stem, table, n_bad, timestamp_form, injected[stem]))
-                    if n_dup:
-                        extra.append(table.take(pa.array(brng.integers(0, good, n_dup))))
-                        duplicates[stem] += n_dup
-                    table = pa.concat_tables(extra)
-                if table.num_rows:
-                    pq.write_table(table, out / stem / f"part-{parts[stem]:05d}.parquet")
-                    parts[stem] += 1
-                    rows[stem] += table.num_rows
-            del evs
-            if bar is not None:
-                bar.advance(task)
-    finally:
-        if bar is not None:
-            bar.stop()
+    progress = progress and progress_enabled()
+    t_events = t_chunk = time.perf_counter()
+    # one log line per written chunk (a part per event type), on a terminal too
+    for c in range(n_chunks):
+        lo, hi = c * chunk_users, min(users, (c + 1) * chunk_users)
+        crng = np.random.default_rng([seed, 1, c])
+        evs = _simulate_chunk(crng, us, lo, hi, cat, seg_cdf, w, cum, period_s, rates)
+        chunk_rows = 0
+        for stem in EVENT_TYPES:
+            ev = evs[stem]
+            n_events[lo:hi] += np.bincount(ev["u"] - lo, minlength=hi - lo)
+            if len(ev["u"]):
+                np.maximum.at(last_event, ev["u"], ev["t"])
+            if stem in ("product_buy", "add_to_cart", "remove_from_cart") and len(ev["v"]):
+                np.minimum.at(first_seen, ev["v"], ev["t"])
+            table = _event_table(stem, ev, us, cat, start_epoch, timestamp_form)
+            good = table.num_rows
+            if bad_row_rate > 0 and good > 0:
+                brng = np.random.default_rng([seed, 2, c, EVENT_TYPES.index(stem)])
+                n_bad = int(brng.binomial(good, bad_row_rate))
+                n_dup = int(brng.binomial(good, bad_row_rate))
+                extra = [table]
+                if n_bad:
+                    extra.append(_bad_rows(brng, stem, table, n_bad, timestamp_form, injected[stem]))
+                if n_dup:
+                    extra.append(table.take(pa.array(brng.integers(0, good, n_dup))))
+                    duplicates[stem] += n_dup
+                table = pa.concat_tables(extra)
+            if table.num_rows:
+                pq.write_table(table, out / stem / f"part-{parts[stem]:05d}.parquet")
+                parts[stem] += 1
+                rows[stem] += table.num_rows
+                chunk_rows += table.num_rows
+            del table
+        del evs
+        if progress:
+            now = time.perf_counter()
+            total_ev = sum(rows.values())
+            progress_log.info(
+                "generating events: %d/%d (%.0f%%) in %.0fs, %s events (%s events/s); this part: users %s-%s, "
+                "%s events in %.1f s (%s events/s); peak RSS %.2f GB", c + 1, n_chunks, 100 * (c + 1) / n_chunks,
+                now - t_events, f"{total_ev:,}", f"{total_ev / max(now - t_events, 1e-9):,.0f}", f"{lo:,}",
+                f"{hi - 1:,}", f"{chunk_rows:,}", now - t_chunk, f"{chunk_rows / max(now - t_chunk, 1e-9):,.0f}",
+                peak_rss_bytes() / 1e9)
+            t_chunk = now
     for stem in EVENT_TYPES:  # an event type with no rows at all still gets one empty part with its schema
         if parts[stem] == 0:
             pq.write_table(_event_schema(stem, timestamp_form).empty_table(), out / stem / "part-00000.parquet")
             parts[stem] = 1
 
-    # catalog
-    prod = pa.table({
-        "sku": pa.array(cat.sku, pa.int64()),
-        "category": pa.array(cat.category_ids[cat.item_cat], pa.int64()),
-        "price": pa.array(cat.price, pa.int32()),
-        "name": _code_strings(cat.name_codes),
-    })
+    # catalog, written by row groups of CATALOG_BLOCK items (one when it fits: the demo's files as before)
     bad_products = 0
+    bad = None
     if bad_row_rate > 0:
         bad_products = max(1, int(round(bad_row_rate * len(cat.sku))))
         base = int(cat.sku.max()) + 1
@@ -670,12 +777,33 @@ def generate_demo_data(
             "price": pa.array([(150 if i % 2 else 10) for i in range(bad_products)], pa.int32()),
             "name": pa.array(["[1 2 3]"] * bad_products, pa.string()),
         })
-        prod = pa.concat_tables([prod, bad])
-    assert tuple(prod.column_names) == RAW_PRODUCT_COLUMNS
-    pq.write_table(prod, out / f"{RAW_PRODUCT_FILE}.parquet")
-    text = pa.table({"sku": pa.array(cat.sku, pa.int64()), "text": pa.array(cat.text, pa.string())})
-    assert tuple(text.column_names) == RAW_PRODUCT_TEXT_COLUMNS
-    pq.write_table(text, out / f"{RAW_PRODUCT_TEXT_FILE}.parquet")
+    n_sku = len(cat.sku)
+    blocks = [(b, min(n_sku, b + CATALOG_BLOCK)) for b in range(0, n_sku, CATALOG_BLOCK)]
+    prod_writer = text_writer = None
+    try:
+        for b_lo, b_hi in blocks:
+            prod = pa.table({
+                "sku": pa.array(cat.sku[b_lo:b_hi], pa.int64()),
+                "category": pa.array(cat.category_ids[cat.item_cat[b_lo:b_hi]], pa.int64()),
+                "price": pa.array(cat.price[b_lo:b_hi], pa.int32()),
+                "name": _code_strings(cat.name_codes[b_lo:b_hi]),
+            })
+            if bad is not None and b_hi == n_sku:
+                prod = pa.concat_tables([prod, bad])
+            assert tuple(prod.column_names) == RAW_PRODUCT_COLUMNS
+            text = pa.table({"sku": pa.array(cat.sku[b_lo:b_hi], pa.int64()),
+                             "text": pa.array(_catalog_text(cat, b_lo, b_hi), pa.string())})
+            assert tuple(text.column_names) == RAW_PRODUCT_TEXT_COLUMNS
+            if prod_writer is None:
+                prod_writer = pq.ParquetWriter(out / f"{RAW_PRODUCT_FILE}.parquet", prod.schema)
+                text_writer = pq.ParquetWriter(out / f"{RAW_PRODUCT_TEXT_FILE}.parquet", text.schema)
+            prod_writer.write_table(prod)
+            text_writer.write_table(text)
+            del prod, text
+    finally:
+        for writer in (prod_writer, text_writer):
+            if writer is not None:
+                writer.close()
 
     # planted truth
     ts_us = pa.timestamp("us", tz="UTC")
@@ -710,13 +838,15 @@ def generate_demo_data(
         "prob": pa.array(seg_probs.ravel()),
     }), truth / "segment_categories.parquet")
 
-    rows[RAW_PRODUCT_FILE] = prod.num_rows
-    rows[RAW_PRODUCT_TEXT_FILE] = text.num_rows
+    rows[RAW_PRODUCT_FILE] = n_sku + bad_products
+    rows[RAW_PRODUCT_TEXT_FILE] = n_sku
     meta = {
         "status": "complete",
         "args": {"users": users, "days": days, "seed": seed, "end": end.isoformat(), "bad_row_rate": bad_row_rate,
                  "timestamp_form": timestamp_form, "chunk_users": chunk_users, "skus": n_items,
-                 "categories": n_cat, "urls": n_urls, **({"coherent_segments": True} if coherent_segments else {})},
+                 "categories": n_cat, "urls": n_urls, **({"coherent_segments": True} if coherent_segments else {}),
+                 **({"rates": rates_name} if rates_name != "demo" else {}),
+                 **({"events_per_user": events_per_user} if events_per_user is not None else {})},
         "start": start_ts.strftime("%Y-%m-%d %H:%M:%S"),
         "end": end_ts.strftime("%Y-%m-%d %H:%M:%S"),
         "end_is_exclusive": True,
@@ -737,6 +867,48 @@ def generate_demo_data(
         "categories": n_cat,
         "urls": len(cat.url_ids),
     }
+    n_total = sum(rows[stem] for stem in EVENT_TYPES)
+    seconds = time.perf_counter() - t0
+    run = {"seconds": round(seconds, 3), "events": n_total, "events_per_s": round(n_total / max(seconds, 1e-9)),
+           "peak_rss_bytes": peak_rss_bytes(), "bytes_on_disk": _bytes_on_disk(out)}
+    if record_run:  # wall time and memory differ between identical runs: only when asked for
+        meta["run"] = run
     (truth / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    result = {"stage": "demo-data", "out": str(out), **meta, "seconds": round(time.perf_counter() - t0, 3)}
+    if progress:
+        progress_log.info(
+            "demo-data: %s events, %s users, %s skus in %.1f s (%s events/s), peak RSS %.2f GB, %.2f GB on disk",
+            f"{n_total:,}", f"{users:,}", f"{len(cat.sku):,}", seconds, f"{run['events_per_s']:,}",
+            run["peak_rss_bytes"] / 1e9, sum(run["bytes_on_disk"].values()) / 1e9)
+    result = {"stage": "demo-data", "out": str(out), **meta, "seconds": round(seconds, 3),
+              **{k: v for k, v in run.items() if k != "seconds"}}
     return result
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (`getrusage`; Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _bytes_on_disk(out: Path) -> dict[str, int]:
+    """Bytes of the generator's files: event parts, catalog files, planted truth."""
+    def size(paths) -> int:
+        return sum(p.stat().st_size for p in paths if p.is_file())
+
+    return {"events": size(p for stem in EVENT_TYPES for p in (out / stem).rglob("*")),
+            "catalog": size(out / f"{s}.parquet" for s in (RAW_PRODUCT_FILE, RAW_PRODUCT_TEXT_FILE)),
+            "truth": size((out / TRUTH_DIR).rglob("*"))}
+
+
+def _session_scale(users: _Users, rates: Rates, events_per_user: float) -> float:
+    """Factor on every user's session rate that gives about `events_per_user` events per user on average: the
+    expected sessions of a user are rate x active days, less the churners' fade (sessions in the last
+    CHURN_FADE_DAYS kept with probability 0.2 + 0.8 x days-left share: 60% on average)."""
+    active_days = (users.stop_s - users.join_s) / 86400.0
+    fade_loss = np.where(users.churned, 0.4 * np.minimum(active_days, CHURN_FADE_DAYS), 0.0)
+    sessions = float(np.mean(users.rate * np.maximum(active_days - fade_loss, 0.0)))
+    per_session = sum(rates.per_session().values())
+    return events_per_user / (per_session * max(sessions, 1e-12))

@@ -15,8 +15,13 @@ def register(app: typer.Typer) -> None:
 
 def demo_data(
     out: Path = typer.Option(..., "--out", help="Raw directory to write (its earlier demo outputs are replaced)."),
-    users: int = typer.Option(3000, "--users", min=1, help="Number of users."),
-    days: int = typer.Option(60, "--days", min=3, help="Length of the period in days."),
+    scale: str | None = typer.Option(
+        None, "--scale",
+        help="Named preset: 'challenge' = the RecSys 2025 data's size (1M users, 180 days, ~169M events in its "
+             "proportions of event types, 1.26M skus, 6,774 categories, 12.7M urls). Explicit options override it.",
+    ),
+    users: int | None = typer.Option(None, "--users", min=1, help="Number of users [default: 3000]."),
+    days: int | None = typer.Option(None, "--days", min=3, help="Length of the period in days [default: 60]."),
     seed: int = typer.Option(7, "--seed", help="Random seed: same arguments give byte-identical files."),
     end: str = typer.Option("2025-06-30", "--end", help="Last day of the period, YYYY-MM-DD."),
     bad_row_rate: float = typer.Option(
@@ -25,7 +30,16 @@ def demo_data(
     timestamp_form: str = typer.Option(
         "string", "--timestamp-form", help="'string' (\"YYYY-MM-DD HH:MM:SS\", the challenge's form) or 'timestamp'."
     ),
-    chunk_users: int = typer.Option(20_000, "--chunk-users", min=1, help="Users per written part (memory bound)."),
+    chunk_users: int | None = typer.Option(
+        None, "--chunk-users", min=1, help="Users per written part (memory bound) [default: 20,000]."),
+    skus: int | None = typer.Option(None, "--skus", min=3, help="Catalog size [default: users / 2, 300..500k]."),
+    categories: int | None = typer.Option(
+        None, "--categories", min=1, help="Categories [default: skus / 30, 12..5,000; at most skus / 3]."),
+    urls: int | None = typer.Option(None, "--urls", min=1, help="Urls [default: users, 500..2M]."),
+    events_per_user: float | None = typer.Option(
+        None, "--events-per-user", min=0.001,
+        help="Scale the users' session rates to about this many events per user [default: unscaled, ~1.1 per "
+             "user and day]."),
     coherent_segments: bool = typer.Option(
         False, "--coherent-segments",
         help="Segments shop related departments, so item text predicts behaviour (the cold-start study's data).",
@@ -36,7 +50,7 @@ def demo_data(
 
     from rich.table import Table
 
-    from ubp.demo_data import generate_demo_data
+    from ubp.demo_data import SCALES, generate_demo_data
     from ubp.log import console as ubp_console
 
     try:
@@ -49,9 +63,13 @@ def demo_data(
         raise UbpError(f"--bad-row-rate must be in [0, 0.5), got {bad_row_rate}")
     if out.exists() and not out.is_dir():
         raise UbpError(f"--out {out} exists and is not a directory")
-    res = generate_demo_data(out, users=users, days=days, seed=seed, end=end_day, bad_row_rate=bad_row_rate,
-                             timestamp_form=timestamp_form, chunk_users=chunk_users, progress=True,
-                             coherent_segments=coherent_segments)
+    if scale is not None and scale not in SCALES:
+        raise UbpError(f"--scale must be one of {', '.join(sorted(SCALES))}, got {scale!r}")
+    given = {"users": users, "days": days, "chunk_users": chunk_users, "skus": skus, "categories": categories,
+             "urls": urls, "events_per_user": events_per_user}
+    sizes = {**(SCALES[scale] if scale else {}), **{k: v for k, v in given.items() if v is not None}}
+    res = generate_demo_data(out, seed=seed, end=end_day, bad_row_rate=bad_row_rate, timestamp_form=timestamp_form,
+                             progress=True, coherent_segments=coherent_segments, record_run=True, **sizes)
 
     console = ubp_console()  # piped / logged: wide, no wrapping
     table = Table(title=f"demo data in {out} ({res['start']} .. {res['end']}, exclusive end)")
@@ -70,6 +88,7 @@ def demo_data(
     console.print(
         f"{n_ev:,} events, {res['users']:,} users ({res['churners']:,} churners, {res['segments']} segments), "
         f"{res['skus']:,} skus ({res['new_skus']:,} new), {res['categories']} categories, {res['urls']:,} urls "
-        f"in {res['seconds']:.1f}s. Planted truth: {out / '_truth'} (not ingested). "
-        f"Suggested as-of: {res['suggested_as_of']}."
+        f"in {res['seconds']:.1f}s ({res['events_per_s']:,} events/s, peak RSS {res['peak_rss_bytes'] / 1e9:.2f} GB, "
+        f"{sum(res['bytes_on_disk'].values()) / 1e9:.2f} GB on disk)."
     )
+    console.print(f"Planted truth: {out / '_truth'} (not ingested). Suggested as-of: {res['suggested_as_of']}.")
