@@ -13,11 +13,13 @@ Steps (each one skipped when its output exists, so a broken run resumes):
 3. ubp on their `input/` only (ingest -> sequences -> aggregates -> GRU members -> embed -> ensemble, as-of the
    train-target start), exported with `ubp export --clients relevant_clients.npy` and checked by their validator.
 4. Their baseline's embeddings from the same input.
-5. Their training pipeline for every embedding set, `--reps` runs each (their pipeline sets no seed).
+5. Their training pipeline for every embedding set. It sets no seed but is deterministic (torch's fixed default
+   seed): two runs give the same scores, so the spread worth measuring is between datasets (`--also`).
 
 Usage:
     python benchmarks/organizers_pipeline.py --recsys2025 CHECKOUT --org-python ENV/bin/python --work DIR \
-        --raw DEMO_RAW [--reps 3] [--max-epochs N] [--report docs/evaluation/organizers.md]
+        --raw DEMO_RAW [--members day_event] [--ensemble-members aggregates,factors] [--max-epochs N] \
+        [--also OTHER_WORK ...] [--report docs/evaluation/organizers_table.md] [--no-train]
 Set-up of their environment and the current table: docs/evaluation/organizers.md.
 """
 
@@ -191,32 +193,38 @@ def with_every_relevant_client(src: Path, clients: Path, out: Path) -> None:
     np.save(out / "embeddings.npy", full)
 
 
-def _values(rs: list[dict], task: str) -> np.ndarray:
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def _score(r: dict, task: str) -> float | None:
     if task == "mean":
-        return np.array([np.mean([r[t] for t in TASKS]) for r in rs if all(t in r for t in TASKS)])
-    return np.array([r[task] for r in rs if task in r])
+        return float(np.mean([r[t] for t in TASKS])) if all(t in r for t in TASKS) else None
+    return r.get(task)
 
 
-def summarise(runs: dict[str, list[dict]], reference: str) -> list[str]:
-    """Markdown rows: mean ± std over runs per task, and the difference to `reference` (± 2 standard errors)."""
-    lines = ["| embeddings | runs | " + " | ".join(TASKS) + " | mean |", "|---" * (len(TASKS) + 3) + "|"]
-    for name, rs in runs.items():
+def summarise(runs: dict[str, dict[str, dict]], reference: str) -> list[str]:
+    """Markdown rows, one per embedding set: its score per task averaged over datasets, and the difference to
+    `reference` paired by dataset with a 95% t interval over datasets (their pipeline is deterministic for given
+    data, so the spread that matters is between datasets)."""
+    lines = ["| embeddings | datasets | " + " | ".join(TASKS) + " | mean of the 3 |", "|---" * (len(TASKS) + 3) + "|"]
+    for name, by_data in runs.items():
         cells = []
         for t in (*TASKS, "mean"):
-            vals, ref = _values(rs, t), _values(runs[reference], t)
-            if len(vals) == 0:
+            own = {d: _score(r, t) for d, r in by_data.items() if _score(r, t) is not None}
+            if not own:
                 cells.append("")
                 continue
-            cell = f"{vals.mean():.4f}" + (f" ± {vals.std(ddof=1):.4f}" if len(vals) > 1 else "")
-            if name != reference and len(ref):
-                d = vals.mean() - ref.mean()
-                cell += f" ({d:+.4f}"
-                if min(len(vals), len(ref)) > 1:
-                    se = math.sqrt(vals.var(ddof=1) / len(vals) + ref.var(ddof=1) / len(ref))
-                    cell += f" [{d - 2 * se:+.4f}, {d + 2 * se:+.4f}]"
+            cell = f"{np.mean(list(own.values())):.4f}"
+            ref = {d: _score(r, t) for d, r in runs[reference].items() if _score(r, t) is not None}
+            diffs = np.array([own[d] - ref[d] for d in own if d in ref])
+            if name != reference and len(diffs):
+                cell += f" ({diffs.mean():+.4f}"
+                if len(diffs) > 1:
+                    half = T975.get(len(diffs) - 1, 1.96) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+                    cell += f" [{diffs.mean() - half:+.4f}, {diffs.mean() + half:+.4f}]"
                 cell += ")"
             cells.append(cell)
-        lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {len(by_data)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -226,12 +234,15 @@ def main() -> None:
     ap.add_argument("--org-python", required=True, help="python of an env with their requirements.txt")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--raw", type=Path, required=True, help="a ubp demo-data folder (>= 6,000 users)")
-    ap.add_argument("--reps", type=int, default=3, help="runs of their pipeline per embedding set")
+    ap.add_argument("--reps", type=int, default=1, help="runs per set (their pipeline is deterministic: 1 is enough)")
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
     ap.add_argument("--members", default="day_event,week_all,all_fields", help="GRU-AE members to train ('' none)")
     ap.add_argument("--ensemble-members", default="", help="ubp ensemble --member list ('' = the recipe's)")
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--report", type=Path, default=None, help="write the markdown table here")
+    ap.add_argument("--sets", default="", help="comma list of embedding sets to train (default: all)")
+    ap.add_argument("--no-train", action="store_true", help="only tabulate the runs already in WORK/scores")
+    ap.add_argument("--also", type=Path, nargs="*", default=[], help="other datasets' WORK dirs to tabulate with")
     args = ap.parse_args()
     work, repo = args.work.resolve(), args.recsys2025.resolve()
     logs = work / "logs"
@@ -283,24 +294,61 @@ def main() -> None:
     if not (emb / "ubp_aggregates" / "embeddings.npy").exists():
         export_aggregates(lakehouse, common, emb / "ubp_aggregates")
 
+    if args.no_train:
+        return report([work, *args.also], args.report)
     jobs = [(name, r, TASKS if name != "baseline_relevant" else TASKS[1:])
             for r in range(args.reps) for name in ("baseline", *tables, "ubp_aggregates", "baseline_relevant")
-            if not (name == "baseline_relevant" and r > 0)]
+            if not (name == "baseline_relevant" and r > 0) and (not args.sets or name in args.sets.split(","))]
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         done = pool.map(lambda j: (j[0], train_scores(args.org_python, repo, data, emb / j[0],
                                                       work / "scores" / f"{j[0]}_r{j[1]}",
                                                       logs / f"train_{j[0]}_r{j[1]}.log", j[2])), jobs)
-        results: dict[str, list[dict]] = {}
         for name, scores in done:
-            results.setdefault(name, []).append(scores)
             log(f"{name}: {scores}")
     timings[f"their training, {len(jobs)} runs, {args.parallel} at a time"] = time.monotonic() - t0
-    (work / "results.json").write_text(json.dumps({"results": results, "timings_s": timings}, indent=1))
-    table = summarise(results, "baseline")
+    (work / "timings.json").write_text(json.dumps(timings, indent=1))
+    report([work, *args.also], args.report)
+
+
+def report(works: list[Path], out: Path | None) -> None:
+    """Tabulate every finished run (`<work>/scores/<set>_r<k>/scores.json`) of one or more datasets."""
+    runs: dict[str, dict[str, dict]] = {"baseline": {}}
+    for work in works:
+        for f in sorted((work / "scores").glob("*_r*/scores.json")):
+            name = f.parent.name.rsplit("_r", 1)[0]
+            runs.setdefault(name, {})[work.name] = {k: v for k, v in json.loads(f.read_text()).items() if k in TASKS}
+    table = summarise(runs, "baseline")
     print("\n".join(table))
-    if args.report:
-        args.report.write_text("\n".join(table) + "\n")
+    if out:
+        out.write_text("\n".join(table) + "\n")
+        (out.with_suffix(".json")).write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+        plot(runs, out.with_suffix(".png"))
+
+
+def plot(runs: dict[str, dict[str, dict]], out: Path) -> None:
+    """Grouped bars per task: each set's mean official score over datasets, one dot per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(runs)
+    for i, (name, by_data) in enumerate(runs.items()):
+        xs = [k + (i - (len(runs) - 1) / 2) * width for k in range(len(TASKS))]
+        vals = [np.array([r[t] for r in by_data.values() if t in r]) for t in TASKS]
+        ax.bar(xs, [v.mean() if len(v) else np.nan for v in vals], width, label=name)
+        for x, v in zip(xs, vals, strict=True):
+            ax.plot([x] * len(v), v, "k.", markersize=4)
+    ax.set_xticks(range(len(TASKS)), TASKS)
+    ax.set_ylabel("official score (best of 3 epochs)")
+    ax.set_ylim(0.6, None)
+    ax.set_title("The organizers' training pipeline on 10,000-user demos (dots: datasets)")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
