@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from scipy.stats import t as t_dist
 
 EVENT_TYPES = ("product_buy", "add_to_cart", "remove_from_cart", "page_visit", "search_query")
 TASKS = ("churn", "propensity_category", "propensity_sku")
@@ -79,17 +80,17 @@ def build_challenge_dir(raw: Path, out: Path) -> datetime:
     out.mkdir(parents=True, exist_ok=True)
     (out / "input").mkdir(exist_ok=True)
     (out / "target").mkdir(exist_ok=True)
-    clients = []
+    clients, tables = [], {}
     for stem in EVENT_TYPES:
-        table = read_events(raw, stem)
-        pq.write_table(table, out / f"{stem}.parquet")
-        clients.append(np.unique(table.column("client_id").to_numpy()))
+        tables[stem] = read_events(raw, stem)
+        pq.write_table(tables[stem], out / f"{stem}.parquet")
+        clients.append(np.unique(tables[stem].column("client_id").to_numpy()))
     props = pq.read_table(raw / "product_properties.parquet")
     pq.write_table(props, out / "product_properties.parquet")
     relevant = np.unique(np.concatenate(clients)).astype(np.int64)
     np.save(out / "input" / "relevant_clients.npy", relevant)
 
-    buys = read_events(raw, "product_buy")
+    buys = tables["product_buy"]
     ts = pc.strptime(buys.column("timestamp"), format="%Y-%m-%d %H:%M:%S", unit="s")
     last = datetime.fromtimestamp(pc.max(ts).cast(pa.int64()).as_py(), UTC).replace(tzinfo=None)
     start = target_window_start(last)
@@ -143,24 +144,29 @@ def export_table(lakehouse: Path, table: str, clients: Path, out: Path, log_to: 
     run(UBP + ["export", "--table", table, "--clients", clients, "--out", out], env=env, log_to=log_to)
 
 
-def export_aggregates(lakehouse: Path, clients: Path, out: Path, scaling: str = "log") -> None:
-    """`user_aggregates` as a challenge entry (not a profile table, so not `ubp export`): sign * log1p(|x|)."""
+def _place(dst: np.ndarray, pos: dict[int, int], ids: np.ndarray, x: np.ndarray) -> None:
+    """Copy the rows of `x` whose client id is wanted into `dst` at that client's position (others are dropped)."""
+    rows = np.array([pos.get(int(c), -1) for c in ids], dtype=np.int64)
+    keep = rows >= 0
+    dst[rows[keep]] = x[keep]
+
+
+def export_aggregates(lakehouse: Path, clients: Path, out: Path) -> None:
+    """`user_aggregates` as a challenge entry (not a profile table, so not `ubp export`): sign * log1p(|x|), zero
+    rows for clients without aggregates."""
+    from ubp.config import Settings
     from ubp.reader import iter_batches, table_version
 
-    path = lakehouse / "gold" / "user_aggregates"
+    path = Settings(lakehouse=lakehouse).table_path("user_aggregates")
     wanted = np.load(clients)
     pos = {int(c): i for i, c in enumerate(wanted)}
     emb = None
     for rb in iter_batches(path, table_version(path), columns=["client_id", "features"]):
-        feats = np.asarray(rb.column("features").flatten(), dtype=np.float64)
-        feats = feats.reshape(rb.num_rows, -1)
+        feats = np.asarray(rb.column("features").flatten(), dtype=np.float64).reshape(rb.num_rows, -1)
         if emb is None:
             emb = np.zeros((len(wanted), feats.shape[1]), dtype=np.float64)
-        rows = [pos.get(int(c), -1) for c in rb.column("client_id").to_pylist()]
-        keep = np.array(rows) >= 0
-        emb[np.array(rows)[keep]] = feats[keep]
-    if scaling == "log":
-        emb = np.sign(emb) * np.log1p(np.abs(emb))
+        _place(emb, pos, rb.column("client_id").to_numpy(), feats)
+    emb = np.sign(emb) * np.log1p(np.abs(emb))
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "client_ids.npy", wanted.astype(np.int64))
     np.save(out / "embeddings.npy", emb.astype(np.float16))
@@ -184,16 +190,11 @@ def with_every_relevant_client(src: Path, clients: Path, out: Path) -> None:
     """A set extended to every relevant client with zero rows: the population a valid submission is scored on."""
     ids, emb = np.load(src / "client_ids.npy"), np.load(src / "embeddings.npy")
     wanted = np.load(clients)
-    pos = {int(c): i for i, c in enumerate(ids)}
     full = np.zeros((len(wanted), emb.shape[1]), dtype=np.float16)
-    have = np.array([pos.get(int(c), -1) for c in wanted])
-    full[have >= 0] = emb[have[have >= 0]]
+    _place(full, {int(c): i for i, c in enumerate(wanted)}, ids, emb)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "client_ids.npy", wanted.astype(np.int64))
     np.save(out / "embeddings.npy", full)
-
-
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _score(r: dict, task: str) -> float | None:
@@ -220,7 +221,7 @@ def summarise(runs: dict[str, dict[str, dict]], reference: str) -> list[str]:
             if name != reference and len(diffs):
                 cell += f" ({diffs.mean():+.4f}"
                 if len(diffs) > 1:
-                    half = T975.get(len(diffs) - 1, 1.96) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+                    half = t_dist.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
                     cell += f" [{diffs.mean() - half:+.4f}, {diffs.mean() + half:+.4f}]"
                 cell += ")"
             cells.append(cell)

@@ -265,7 +265,8 @@ def ensemble(
     (`ubp/ensemble_recipe.toml`, or the file `recipe`).
 
     as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation and statistics
-    members are computed for that as-of when missing (and in the member list). Members whose table is absent or has no rows for the as-of are skipped (warning).
+    members are computed for that as-of when missing (and in the member list). Members whose table is absent or
+    has no rows for the as-of are skipped (warning).
     """
     import numpy as np
 
