@@ -61,6 +61,7 @@ class TrainJob:
     work_dir: Path
     seed: int = 0
     val_fraction: float = 0.1  # 0 = validate on the training users (tiny data, overfit checks)
+    sample_fraction: float = 1.0  # < 1: train and validate on this stable share of the users (`in_sample`)
     grad_clip: float = 1.0
     max_batches: int | None = None  # per epoch (benchmarks)
     show_progress: bool = True
@@ -180,7 +181,8 @@ def train(job: TrainJob) -> dict[str, Any]:
         # even steps for training (DDP all-reduces every step); validation only all-reduces the sums at the end
         it = stream_batches(read, cfg.input_fields, batch_size=cfg.batch_size, max_len=cfg.max_len, split=split,
                             val_fraction=job.val_fraction, seed=job.seed * 100_003 + epoch, rank=dist.rank,
-                            world_size=dist.world_size, shuffle=shuffle, even=shuffle)
+                            world_size=dist.world_size, shuffle=shuffle, even=shuffle,
+                            sample_fraction=job.sample_fraction)
         return prefetch(it)
 
     stopped_early = early.should_stop

@@ -50,6 +50,17 @@ def is_val_user(client_ids: np.ndarray, val_fraction: float, salt: int = 0) -> n
     return (h % np.uint64(1_000_000)).astype(np.int64) < int(round(val_fraction * 1_000_000))
 
 
+SAMPLE_SALT = 0x5A3D1E  # independent of the train/val split (salt 0)
+
+
+def in_sample(client_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Stable user sample for training at scale: the same users whatever the chunking, on every epoch and run,
+    drawn independently of the train/val split (so the sample keeps its validation share)."""
+    if fraction >= 1.0:
+        return np.ones(len(client_ids), dtype=bool)
+    return is_val_user(client_ids, fraction, salt=SAMPLE_SALT)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # chunks and collation
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,9 +207,11 @@ def stream_batches(
     max_tokens: int | None = None,
     buffer_users: int = 16384,
     even: bool = False,
+    sample_fraction: float = 1.0,
 ) -> Iterator[Batch]:
     """Batches over one pass of `read()` (a fresh Arrow batch iterator), bucketed by length within a buffer of
-    `buffer_users`. `split`: "train" / "val" / None (all).
+    `buffer_users`. `split`: "train" / "val" / None (all). `sample_fraction` < 1 keeps only that stable share of
+    users (`in_sample`), for training on a sample at scale.
 
     Under DDP every rank reads the same stream with the same seed, so all ranks build the same batch sequence; rank r
     collates only batches k with k % world_size == r (disjoint shards of users). `even=True` (training) yields a
@@ -231,6 +244,8 @@ def stream_batches(
 
     for rb in read():
         chunk = SequenceChunk.from_arrow(rb, fields, max_len)
+        if sample_fraction < 1.0 and len(chunk):
+            chunk = chunk.select(in_sample(chunk.client_id, sample_fraction))
         if split is not None and len(chunk):
             val = is_val_user(chunk.client_id, val_fraction, salt=0)
             chunk = chunk.select(val if split == "val" else ~val)

@@ -13,11 +13,10 @@ Members (each skipped with a warning when its table is missing):
 - `stats`: the seed's statistics beyond the aggregates (gold `user_stats`, `spark_jobs/stats.py`), quantile only;
 - `items`: mean of the item vectors (gold `item_vectors`) of the user's most recent skus (`user_sequences.sku_raw`).
 
-Scale limit (documented): members are read batch by batch through the log-aware `ubp.reader`, but the transformed
-matrices are held in driver memory (users x columns float32 per member, float16 for the result), and the item table
-is held whole. Quantile transform and PCA are fitted on a random sample of at most `fit_rows` rows and applied in
-row chunks; the fitted transforms are stored with the ensemble version (`ubp/stages/ensemble.py`). That suits
-hundreds of thousands of users on one machine; beyond that, apply the fitted transforms in a Spark `mapInPandas`.
+Two builds of the same rows: `combine` holds the members in memory (evaluation-sized populations, `ubp evaluate`);
+`build_streamed` (the stage) lets Spark read and join the members, fits each transform on a hashed sample of at
+most `fit_rows` users in the driver, and builds every row per Arrow batch on the executors with the same
+`assemble`, so no process holds users x columns.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,6 +199,54 @@ def align(member: Member, client_ids: np.ndarray) -> tuple[np.ndarray, int]:
     return out, int((~found).sum())
 
 
+def fit_member(x: np.ndarray, spec: MemberSpec, fit_rows: int = 100_000, seed: int = 0
+               ) -> tuple[BlockTransform, np.ndarray]:
+    """A member's fitted transform and its fill row (the mean transformed row), both from the same sample of at
+    most `fit_rows` rows: what the streamed build fits in the driver before it applies them batch by batch."""
+    x = np.nan_to_num(np.asarray(x, dtype=np.float32))
+    sample = x[_sample_rows(len(x), fit_rows, seed)]
+    transform = fit_block(sample, spec, fit_rows=len(sample) + 1, seed=seed)
+    d = transform.width(x.shape[1])
+    mean = transform.apply(sample).mean(axis=0) if len(sample) else np.zeros(d, np.float32)
+    return transform, mean.astype(np.float32)
+
+
+def assemble(n: int, parts: list[tuple[np.ndarray, np.ndarray]], transforms: list[BlockTransform],
+             means: list[np.ndarray], flags: list[bool], max_columns: int = MAX_COLUMNS) -> np.ndarray:
+    """Ensemble rows of `n` users (float16): per member, `parts[i]` = (present [n] bool, raw values of the present
+    users [p, d]) -> its transformed block, absent users get `means[i]`; then a has_<member> column (1 = covered)
+    for each member with `flags[i]`. The same function builds every row, in memory or per Arrow batch."""
+    blocks = []
+    for (present, values), transform, mean in zip(parts, transforms, means, strict=True):
+        block = np.empty((n, len(mean)), dtype=np.float32)  # [n, width]
+        block[present] = transform.apply(values) if len(values) else block[present]
+        block[~present] = mean
+        blocks.append(block)
+    blocks += [present.astype(np.float32)[:, None] for (present, _), flag in zip(parts, flags, strict=True) if flag]
+    x = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), np.float32)  # [n, columns]
+    if x.shape[1] > max_columns:
+        raise ValueError(f"ensemble has {x.shape[1]} columns, more than {max_columns}: set a PCA width per member")
+    if not np.isfinite(x).all():
+        raise ValueError("ensemble has NaN/inf values")
+    return np.clip(x, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+
+
+def layout_of(names: list[str], widths: list[int], versions: list[str], filled: list[int], n: int,
+              transforms: list[BlockTransform], flags: list[bool]) -> dict:
+    """Each member's column range, version, filled / covered users, transform and weight, and where its has_<member>
+    column is (members with a flag, after every block)."""
+    layout, start = {}, 0
+    for name, width, version, fill, t in zip(names, widths, versions, filled, transforms, strict=True):
+        layout[name] = {"start": start, "width": width, "version": version, "filled": fill, "covered": n - fill,
+                        "transform": t.kind, "weight": t.weight}
+        start += width
+    for name, flag in zip(names, flags, strict=True):
+        if flag:
+            layout[name]["indicator_column"] = start
+            start += 1
+    return layout
+
+
 def combine(
     members: list[Member],
     client_ids: np.ndarray | None = None,
@@ -208,49 +256,213 @@ def combine(
     seed: int = 0,
     fitted: dict[str, BlockTransform] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Concatenate members into one float16 matrix, each block through its recipe transform.
+    """Concatenate members held in memory into one float16 matrix, each block through its recipe transform.
 
     `client_ids` defaults to the union of the members' users. `pca[name]` overrides a member's transform with
     PCA to that width. Users a member lacks get its mean row (and, with `recipe.indicators`, a `has_<member>`
     column at the end, 1 = covered). `fitted` (a dict) receives each member's fitted transform. Returns
     (client_ids, float16 matrix, layout): each member's column range, version, filled users and transform.
+    The stage builds the same rows streamed (`build_streamed`); this is for evaluation-sized populations.
     """
-    from dataclasses import replace
-
     recipe = recipe or load_recipe()
     if not members:
         raise ValueError("no ensemble members")
     if client_ids is None:
         client_ids = np.unique(np.concatenate([m.client_ids for m in members]))
     client_ids = np.asarray(client_ids, dtype=np.int64)
-    blocks, layout, start, flags = [], {}, 0, []
+    transforms, means, parts = [], [], []
     for m in members:
-        spec = recipe.spec(m.name)
-        if pca and m.name in pca:
-            spec = replace(spec, transform="pca", pca_dim=int(pca[m.name]))
-        transform = fit_block(m.values, spec, fit_rows=fit_rows, seed=seed)
+        transform, mean = fit_member(m.values, _spec(recipe, m.name, pca), fit_rows=fit_rows, seed=seed)
         if fitted is not None:
             fitted[m.name] = transform
-        reduced = Member(m.name, m.client_ids, transform.apply(m.values), m.version)
-        block, filled = align(reduced, client_ids)
-        blocks.append(block)
-        layout[m.name] = {"start": start, "width": block.shape[1], "version": m.version, "filled": filled,
-                          "covered": len(client_ids) - filled, "transform": transform.kind, "weight": spec.weight}
-        start += block.shape[1]
-        if filled and recipe.indicators:
-            flags.append((m.name, np.isin(client_ids, m.client_ids, assume_unique=True).astype(np.float32)))
-    for name, flag in flags:  # has_<member>: which users the member really covers (the rest got its mean row)
-        blocks.append(flag[:, None])
-        layout[name]["indicator_column"] = start
-        start += 1
-    x = np.concatenate(blocks, axis=1)
-    if x.shape[1] > recipe.max_columns:
-        raise ValueError(f"ensemble has {x.shape[1]} columns, more than {recipe.max_columns}: set a PCA width per "
-                         "member")
-    if not np.isfinite(x).all():
-        raise ValueError("ensemble has NaN/inf values")
-    x16 = np.clip(x, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+        pos = np.clip(np.searchsorted(m.client_ids, client_ids), 0, max(len(m.client_ids) - 1, 0))
+        present = (m.client_ids[pos] == client_ids) if len(m.client_ids) else np.zeros(len(client_ids), bool)
+        transforms.append(transform)
+        means.append(mean)
+        parts.append((present, m.values[pos[present]]))
+    filled = [int((~present).sum()) for present, _ in parts]
+    flags = [bool(f) and recipe.indicators for f in filled]
+    x16 = assemble(len(client_ids), parts, transforms, means, flags, recipe.max_columns)
+    layout = layout_of([m.name for m in members], [len(mu) for mu in means], [m.version for m in members], filled,
+                       len(client_ids), transforms, flags)
     return client_ids, x16, layout
+
+
+def _spec(recipe: Recipe, name: str, pca: dict[str, int] | None) -> MemberSpec:
+    from dataclasses import replace
+
+    spec = recipe.spec(name)
+    return replace(spec, transform="pca", pca_dim=int(pca[name])) if pca and name in pca else spec
+
+
+# ------------------------------------------------------------------------------------------------------------
+# streamed build (the stage): Spark reads and joins the members, the driver fits each member's transform on a
+# hashed sample, and every row is built per Arrow batch on the executors by `assemble` (nothing users x columns
+# is held in one process)
+# ------------------------------------------------------------------------------------------------------------
+SAMPLE_BUCKETS = 1_000_000
+
+
+@dataclass
+class MemberFrame:
+    """One member as a Spark DataFrame (client_id bigint, vec array<float>, n_events bigint), one row per user."""
+
+    name: str
+    version: str
+    as_of: datetime | None
+    df: Any
+    rows: int
+    dim: int
+
+
+def hash_sample(df: Any, fraction: float) -> Any:
+    """A stable sample of about `fraction` of the rows, by a hash of client_id (the same users for every member)."""
+    from pyspark.sql import functions as F
+
+    if fraction >= 1.0:
+        return df
+    bucket = F.pmod(F.xxhash64(F.col("client_id")), F.lit(SAMPLE_BUCKETS))
+    return df.filter(bucket < F.lit(int(round(fraction * SAMPLE_BUCKETS))))
+
+
+def member_frame(spark: Any, settings, name: str, as_of: datetime | None = None) -> MemberFrame:
+    """Member `name` at `as_of` as a DataFrame: the selected rows (`select_member`), the newest per user. The
+    opt-in `items` member is computed in the driver (it holds the item table) and handed over through Arrow."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    if name == "items":
+        m = load_item_member(settings, as_of)
+        n, d = m.values.shape
+        table = pa.table({"client_id": m.client_ids, "vec": pa.ListArray.from_arrays(
+            pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), pa.array(m.values.ravel(), pa.float32())),
+            "n_events": m.n_events if m.n_events is not None else np.zeros(n, np.int64)})
+        df = spark.createDataFrame(table.to_pandas(), "client_id bigint, vec array<float>, n_events bigint")
+        return MemberFrame(name, m.version, m.as_of, df, n, d)
+    sel = select_member(settings, name, as_of)
+    at = sel.at.astimezone(UTC).replace(tzinfo=None)  # the session time zone is UTC
+    raw = (spark.read.format("delta").load(str(sel.path))
+           .filter((F.col(sel.version_col) == sel.version) & (F.col("as_of") <= F.lit(at))))
+    if "space_id" in raw.columns:  # one member = one vector space; never concatenate across spaces
+        spaces = sorted(r[0] for r in raw.select("space_id").distinct().collect())
+        if len(spaces) > 1:
+            from ubp.spaces import require_same_space
+
+            require_same_space(f"ensemble member from {sel.path.name}", *spaces)
+    newest = F.max_by(F.struct(F.col(sel.vec_col).cast("array<float>").alias("vec"),
+                               F.col("n_events").cast("bigint").alias("n_events")), F.col("as_of"))
+    df = raw.groupBy("client_id").agg(newest.alias("r")).select("client_id", "r.vec", "r.n_events")
+    rows = df.count()
+    dim = int(df.select(F.size("vec")).first()[0]) if rows else 0
+    return MemberFrame(name, sel.label, sel.at, df, rows, dim)
+
+
+def _list_values(col: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A nullable list<float> Arrow column -> (present [n] bool, values of the present rows [p, dim])."""
+    present = col.is_valid().to_numpy(zero_copy_only=False)
+    flat = col.drop_null().flatten().to_numpy(zero_copy_only=False)
+    return present, np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+@dataclass
+class StreamedBuild:
+    """A fitted ensemble over joined member frames: `layout`, `transforms` (per member), and `rows()` to build
+    every user's row on the executors."""
+
+    frames: list[MemberFrame]
+    joined: Any  # client_id, v0..vk (null = the member lacks the user), n_events
+    users: int
+    transforms: list[BlockTransform]
+    means: list[np.ndarray]
+    flags: list[bool]
+    max_columns: int
+    layout: dict
+
+    @property
+    def columns(self) -> int:
+        return sum(len(m) for m in self.means) + sum(self.flags)
+
+    def _row_fn(self, rotation: np.ndarray | None):
+        import pyarrow as pa
+
+        dims = [f.dim for f in self.frames]
+        transforms, means, flags, max_columns = self.transforms, self.means, self.flags, self.max_columns
+
+        def rows(batches):
+            for b in batches:
+                parts = [_list_values(b.column(f"v{i}"), d) for i, d in enumerate(dims)]
+                x16 = assemble(b.num_rows, parts, transforms, means, flags, max_columns)  # [n, columns]
+                if rotation is not None:
+                    x16 = (x16.astype(np.float32) @ rotation).astype(np.float16)
+                n, d = x16.shape
+                emb = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
+                                               pa.array(x16.astype(np.float32).ravel(), pa.float32()))
+                yield pa.RecordBatch.from_arrays([b.column("client_id"), emb, b.column("n_events")],
+                                                 ["client_id", "embedding", "n_events"])
+
+        return rows
+
+    def rows(self, rotation: np.ndarray | None = None) -> Any:
+        """DataFrame (client_id, embedding array<float> of float16 values, n_events), built per Arrow batch."""
+        return self.joined.mapInArrow(self._row_fn(rotation),
+                                      "client_id bigint, embedding array<float>, n_events bigint")
+
+    def sample(self, max_users: int) -> tuple[np.ndarray, np.ndarray]:
+        """(client_ids sorted, float16 rows) of a hashed sample of about `max_users` users, built in the driver by
+        the same function (what a new build is aligned on)."""
+        import pyarrow as pa
+
+        t = hash_sample(self.joined, min(1.0, max_users / max(self.users, 1))).toArrow()
+        if t.num_rows == 0:
+            return np.zeros(0, np.int64), np.zeros((0, self.columns), np.float16)
+        out = pa.Table.from_batches(list(self._row_fn(None)(t.combine_chunks().to_batches())))
+        ids = out.column("client_id").to_numpy()
+        x = np.asarray(out.column("embedding").combine_chunks().flatten().to_numpy(), np.float32)
+        order = np.argsort(ids)
+        return ids[order], x.reshape(len(ids), -1)[order].astype(np.float16)
+
+
+def build_streamed(frames: list[MemberFrame], recipe: Recipe | None = None, pca: dict[str, int] | None = None,
+                   fit_rows: int = 100_000, seed: int = 0) -> StreamedBuild:
+    """Fit every member's transform and fill row on a hashed sample of at most ~`fit_rows` of its users (the
+    driver holds only that sample), join the members on client_id (full outer: the union of their users) and
+    plan the rows. Same rows as `combine` when every member has at most `fit_rows` users."""
+    from pyspark.sql import functions as F
+
+    recipe = recipe or load_recipe()
+    if not frames:
+        raise ValueError("no ensemble members")
+    transforms, means = [], []
+    for f in frames:
+        t = hash_sample(f.df, min(1.0, fit_rows / max(f.rows, 1))).select("client_id", "vec").toArrow()
+        t = t.combine_chunks()
+        ids = t.column("client_id").to_numpy()
+        order = np.argsort(ids)  # sorted by user, as `combine` sees a member
+        _, values = _list_values(t.column("vec").combine_chunks(), f.dim) if t.num_rows else (None, np.zeros(
+            (0, f.dim), np.float32))
+        transform, mean = fit_member(values[order], _spec(recipe, f.name, pca), fit_rows=fit_rows, seed=seed)
+        transforms.append(transform)
+        means.append(mean)
+        log.info("member %s: %d users x %d columns (%s), %s fitted on %d", f.name, f.rows, f.dim, f.version,
+                 transform.kind, len(order))
+    joined = frames[0].df.select("client_id", F.col("vec").alias("v0"), F.col("n_events").alias("n0"))
+    for i, f in enumerate(frames[1:], 1):
+        joined = joined.join(f.df.select("client_id", F.col("vec").alias(f"v{i}"), F.col("n_events").alias(f"n{i}")),
+                             "client_id", "full_outer")
+    k = len(frames)
+    # n_events: the first member that has the user (GRU, then aggregates, ...)
+    joined = joined.select("client_id", *[f"v{i}" for i in range(k)],
+                           F.coalesce(*[F.col(f"n{i}") for i in range(k)], F.lit(0).cast("bigint")).alias("n_events"))
+    users = joined.count()
+    filled = [users - f.rows for f in frames]
+    flags = [bool(n) and recipe.indicators for n in filled]
+    layout = layout_of([f.name for f in frames], [len(m) for m in means], [f.version for f in frames], filled, users,
+                       transforms, flags)
+    build = StreamedBuild(frames, joined, users, transforms, means, flags, recipe.max_columns, layout)
+    if build.columns > recipe.max_columns:
+        raise ValueError(f"ensemble has {build.columns} columns, more than {recipe.max_columns}: set a PCA width "
+                         "per member")
+    return build
 
 
 def ensemble_version(members: list[Member], params: dict) -> str:
@@ -358,8 +570,23 @@ def gru_kind(name: str) -> str:
     return USER_KIND if name == "gru" else user_kind(name.removeprefix("gru_"))
 
 
-def load_profile_member(settings, table: str = "user_profiles", name: str = "gru", model_version: str | None = None,
-                        as_of: datetime | None = None) -> Member:
+@dataclass(frozen=True)
+class Selection:
+    """Where a member's rows are and which of them to read point-in-time: rows of `path` with
+    `version_col == version` and `as_of <= at`, the newest per user, vectors in `vec_col`; `label` is the member's
+    version as the ensemble records it."""
+
+    name: str
+    path: Path
+    vec_col: str
+    version_col: str
+    version: str
+    at: datetime
+    label: str
+
+
+def select_profile_member(settings, table: str = "user_profiles", name: str = "gru",
+                          model_version: str | None = None, as_of: datetime | None = None) -> Selection:
     """A profile table (`user_profiles`, `user_member_profiles` or `user_profiles_ensemble`) as a member. For
     `user_profiles` the rows are one GRU-AE member's (`gru_kind(name)`): its current version, else its newest."""
     from ubp.registry import current_version, list_versions
@@ -379,11 +606,17 @@ def load_profile_member(settings, table: str = "user_profiles", name: str = "gru
         elif name != "gru":
             raise LookupError(f"{table} has no rows of {kind} models")
     version, at = _pick(pairs, model_version, as_of)
-    cid, x, nev = _read_vectors(
-        path, "embedding",
-        lambda df: (df["model_version"] == version).to_numpy() & _at(df["as_of"], at),
-    )
-    return Member(name, cid, x, version, at, nev)  # the recipe transforms it (the ensemble table: as served)
+    return Selection(name, path, "embedding", "model_version", version, at, version)
+
+
+def _select_features(settings, table: str, name: str, as_of: datetime | None = None) -> Selection:
+    """A feature table (`user_aggregates`, `user_stats`: client_id, as_of, n_events, features,
+    feature_names_version) as a member: the latest build at or before `as_of`."""
+    path = settings.table_path(table)
+    if not _exists(path):
+        raise FileNotFoundError(f"{table}: no table at {path}")
+    version, at = _pick(feature_versions(path), None, as_of)
+    return Selection(name, path, "features", "feature_names_version", version, at, f"{name}-{version}")
 
 
 def feature_versions(path: Path) -> list[tuple[str, datetime]]:
@@ -397,47 +630,60 @@ def feature_versions(path: Path) -> list[tuple[str, datetime]]:
     return sorted(pairs, key=lambda p: (p[1], p[0]))
 
 
-def _load_features_member(settings, table: str, name: str, as_of: datetime | None = None) -> Member:
-    """A feature table (`user_aggregates`, `user_stats`: client_id, as_of, n_events, features,
-    feature_names_version) as a member: the latest build at or before `as_of`, read point-in-time."""
-    path = settings.table_path(table)
-    if not _exists(path):
-        raise FileNotFoundError(f"{table}: no table at {path}")
-    version, at = _pick(feature_versions(path), None, as_of)
-    cid, x, nev = _read_vectors(
-        path, "features",
-        lambda df: (df["feature_names_version"] == version).to_numpy()
-        & _at(df["as_of"], at),
-    )
-    return Member(name, cid, x, f"{name}-{version}", at, nev)  # the recipe transforms it
-
-
-def load_aggregates_member(settings, as_of: datetime | None = None) -> Member:
-    return _load_features_member(settings, "user_aggregates", "aggregates", as_of)
-
-
 def stats_path(settings) -> Path:
     return settings.table_path("user_stats")
-
-
-def load_stats_member(settings, as_of: datetime | None = None) -> Member:
-    return _load_features_member(settings, "user_stats", "stats", as_of)
 
 
 def factors_path(settings) -> Path:
     return settings.table_path("user_factors")
 
 
-def load_factors_member(settings, as_of: datetime | None = None) -> Member:
+def _select_factors(settings, as_of: datetime | None = None) -> Selection:
     path = factors_path(settings)
     if not _exists(path):
         raise FileNotFoundError(f"user_factors: no table at {path}")
     version, at = _pick(_versions(path), None, as_of)
+    return Selection("factors", path, "embedding", "model_version", version, at, version)
+
+
+def select_member(settings, name: str, as_of: datetime | None = None) -> Selection:
+    """The rows member `name` contributes at `as_of` (every member but `items`, which is computed)."""
+    if name.startswith("gru_"):
+        return select_profile_member(settings, "user_member_profiles", name, as_of=as_of)
+    if name == "gru":
+        return select_profile_member(settings, "user_profiles", "gru", as_of=as_of)
+    if name in ("aggregates", "stats"):
+        return _select_features(settings, f"user_{name}", name, as_of)
+    if name == "factors":
+        return _select_factors(settings, as_of)
+    raise KeyError(name)
+
+
+def read_member(sel: Selection) -> Member:
+    """A selected member's rows in memory (sorted by client_id)."""
     cid, x, nev = _read_vectors(
-        path, "embedding",
-        lambda df: (df["model_version"] == version).to_numpy() & _at(df["as_of"], at),
+        sel.path, sel.vec_col,
+        lambda df: (df[sel.version_col] == sel.version).to_numpy() & _at(df["as_of"], sel.at),
     )
-    return Member("factors", cid, x, version, at, nev)
+    return Member(sel.name, cid, x, sel.label, sel.at, nev)  # the recipe transforms it
+
+
+def load_profile_member(settings, table: str = "user_profiles", name: str = "gru", model_version: str | None = None,
+                        as_of: datetime | None = None) -> Member:
+    """`select_profile_member`, read into memory."""
+    return read_member(select_profile_member(settings, table, name, model_version, as_of))
+
+
+def load_aggregates_member(settings, as_of: datetime | None = None) -> Member:
+    return read_member(_select_features(settings, "user_aggregates", "aggregates", as_of))
+
+
+def load_stats_member(settings, as_of: datetime | None = None) -> Member:
+    return read_member(_select_features(settings, "user_stats", "stats", as_of))
+
+
+def load_factors_member(settings, as_of: datetime | None = None) -> Member:
+    return read_member(_select_factors(settings, as_of))
 
 
 def load_item_member(settings, as_of: datetime | None = None, recent: int = 20) -> Member:
@@ -495,25 +741,14 @@ def load_item_member(settings, as_of: datetime | None = None, recent: int = 20) 
                   seq_as_of, np.asarray(nev, dtype=np.int64)[order])
 
 
-LOADERS = {
-    "gru": lambda s, as_of, **kw: load_profile_member(s, "user_profiles", "gru", as_of=as_of),
-    "aggregates": lambda s, as_of, **kw: load_aggregates_member(s, as_of),
-    "factors": lambda s, as_of, **kw: load_factors_member(s, as_of),
-    "stats": lambda s, as_of, **kw: load_stats_member(s, as_of),
-    "items": lambda s, as_of, **kw: load_item_member(s, as_of),
-}
-
-
 def load_members(settings, as_of: datetime | None = None, names: tuple[str, ...] = MEMBERS) -> list[Member]:
     """Every available member at `as_of` (None: each member's latest); missing ones skipped with a warning.
     Besides `MEMBERS`, a name `gru_<member>` loads that GRU-AE member's profiles."""
     out = []
     for name in names:
         try:
-            if name.startswith("gru_"):
-                member = load_profile_member(settings, "user_member_profiles", name, as_of=as_of)
-            else:
-                member = LOADERS[name](settings, as_of)
+            member = load_item_member(settings, as_of) if name == "items" else \
+                read_member(select_member(settings, name, as_of))
         except (FileNotFoundError, LookupError) as exc:
             log.warning("ensemble member %s skipped: %s", name, exc)
             continue

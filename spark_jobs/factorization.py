@@ -7,9 +7,11 @@ Each matrix is factorised on its own (64 factors by default); a user's member ve
 - "als": Spark MLlib implicit ALS (the seed solution's choice; distributed). Ids are mapped to dense ints with
   `zipWithIndex` (no driver collect) because MLlib ALS needs int ids and ours are bigint. Each iteration is several
   Spark jobs: on a loaded 2-core machine even 6 users took ~2 minutes, so it is not the default here.
-- "svd" (default): truncated SVD (randomized) of the log1p-weighted matrices in the driver. The interaction triplets
-  (one row per user and item with a non-zero weight) are collected through Arrow: fine for demo and
-  mid-size data (tens of millions of non-zeros), not for the full challenge scale; use "als" there.
+- "svd" (default): truncated SVD (randomized) of the log1p-weighted matrices, streamed: the components are fitted
+  in the driver on the triplets of a hashed sample of at most `fit_users` (100k) users, then every user's row is
+  projected onto them per Arrow batch on the executors (`svd_half`). Urls are hashed into `URL_BUCKETS` (262,144)
+  columns first, so the url components stay small enough to ship to the executors at 12.7M urls (at the demo's
+  few thousand urls, collisions are rare).
 
 The member is written to a gold table owned by the ensemble stage, whose schema lives here (not in ubp/tables.py,
 it is an internal member table, not a public contract): `<root>/gold/user_factors`.
@@ -27,6 +29,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 EVENT_WEIGHTS: dict[str, float] = {"product_buy": 3.0, "add_to_cart": 1.0}
+URL_BUCKETS = 1 << 18  # SVD url half: urls hashed into this many columns (12.7M urls at the challenge's size)
 
 
 @dataclass(frozen=True)
@@ -97,58 +100,101 @@ def als_user_factors(interactions: DataFrame, config: ALSConfig) -> DataFrame:
     return factors
 
 
-def svd_user_factors(client_ids: np.ndarray, items: np.ndarray, weights: np.ndarray, rank: int, seed: int = 0):
-    """Truncated SVD of the log1p-weighted user x item matrix -> (sorted unique client_ids, (n, rank) factors).
+def svd_components(client_ids: np.ndarray, items: np.ndarray, weights: np.ndarray, rank: int, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated SVD of the log1p-weighted user x item matrix -> (sorted unique item ids, (n_items, rank) float32
+    components): a user's factors are then their log1p-weighted row times the components (`project`).
 
-    Fewer items than `rank` give fewer components; the rest is zero-padded so every member row has `rank` values.
-    """
+    Fewer items than `rank` give fewer components; the rest is zero. A single item: its one component is 1 (the log
+    weight itself is the factor)."""
     from scipy.sparse import csr_matrix
     from sklearn.decomposition import TruncatedSVD
 
-    users, u = np.unique(client_ids, return_inverse=True)
-    _, i = np.unique(items, return_inverse=True)
-    m = csr_matrix((np.log1p(weights.astype(np.float64)), (u, i)), shape=(len(users), int(i.max()) + 1))
+    _, u = np.unique(client_ids, return_inverse=True)
+    item_ids, i = np.unique(items, return_inverse=True)
+    m = csr_matrix((np.log1p(weights.astype(np.float64)), (u, i)), shape=(int(u.max()) + 1, len(item_ids)))
     k = min(rank, min(m.shape) - 1)
-    out = np.zeros((len(users), rank), dtype=np.float32)
+    comps = np.zeros((len(item_ids), rank), dtype=np.float32)  # [items, rank]
     if k >= 1:
-        out[:, :k] = TruncatedSVD(n_components=k, algorithm="randomized", random_state=seed).fit_transform(m)
-    elif m.shape[1] == 1:  # a single item: the (log) weight itself is the only factor
-        out[:, 0] = m.toarray()[:, 0]
-    return users, out
+        comps[:, :k] = TruncatedSVD(n_components=k, algorithm="randomized", random_state=seed).fit(m).components_.T
+    elif len(item_ids) == 1:
+        comps[0, 0] = 1.0
+    return item_ids, comps
 
 
-def user_factors_svd(events: DataFrame, products: DataFrame, as_of: datetime, config: ALSConfig):
-    """(client_ids, (n, 2*rank) float32, n_interactions) with the SVD method; triplets collected through Arrow."""
-    halves, counts = [], []
-    for inter in (category_interactions(events, products, as_of), url_interactions(events, as_of)):
-        t = inter.toArrow()
-        cid = t.column("client_id").to_numpy().astype(np.int64)
-        if len(cid) == 0:
-            halves.append((np.zeros(0, np.int64), np.zeros((0, config.rank), np.float32)))
-            counts.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
-            continue
-        item = t.column("item").to_numpy().astype(np.int64)
-        users, f = svd_user_factors(cid, item, t.column("weight").to_numpy(), config.rank, config.seed)
-        halves.append((users, f))
-        counts.append(np.unique(cid, return_counts=True))
-    ids = np.unique(np.concatenate([h[0] for h in halves]))
-    x = np.zeros((len(ids), 2 * config.rank), dtype=np.float32)
-    n = np.zeros(len(ids), dtype=np.int64)
-    for j, ((users, f), (cu, cn)) in enumerate(zip(halves, counts, strict=True)):
-        pos = np.searchsorted(ids, users)
-        x[pos, j * config.rank:(j + 1) * config.rank] = f
-        n[np.searchsorted(ids, cu)] += cn
-    return ids, x, n
+def project(offsets: np.ndarray, items: np.ndarray, weights: np.ndarray, item_ids: np.ndarray,
+            comps: np.ndarray) -> np.ndarray:
+    """Users' factors [n, rank]: user j's log1p-weighted items `items[offsets[j]:offsets[j+1]]` times the
+    components; items the fit did not see count zero."""
+    from scipy.sparse import csr_matrix
+
+    pos = np.clip(np.searchsorted(item_ids, items), 0, max(len(item_ids) - 1, 0))
+    known = (item_ids[pos] == items) if len(item_ids) else np.zeros(len(items), bool)
+    x = csr_matrix((np.log1p(weights.astype(np.float64)) * known, pos, offsets - offsets[0]),
+                   shape=(len(offsets) - 1, max(len(item_ids), 1)))  # [n, items]
+    return np.asarray(x @ comps if len(item_ids) else np.zeros((len(offsets) - 1, comps.shape[1])), dtype=np.float32)
 
 
-def user_factors(events: DataFrame, products: DataFrame, as_of: datetime, config: ALSConfig) -> DataFrame:
-    """ALS method: the member table rows (USER_FACTORS schema minus created_at), one row per user."""
+def svd_user_factors(client_ids: np.ndarray, items: np.ndarray, weights: np.ndarray, rank: int, seed: int = 0):
+    """In memory: (sorted unique client_ids, (n, rank) factors) of every user of the triplets, fitted on all."""
+    item_ids, comps = svd_components(client_ids, items, weights, rank, seed)
+    order = np.argsort(client_ids, kind="stable")
+    users, starts = np.unique(client_ids[order], return_index=True)
+    offsets = np.append(starts, len(order))
+    return users, project(offsets, items[order], weights[order], item_ids, comps)
+
+
+def svd_half(interactions: DataFrame, config: ALSConfig, fit_users: int = 100_000) -> DataFrame:
+    """(client_id, factors array<float>, n int) from one matrix by truncated SVD, streamed: the components are fitted
+    in the driver on the triplets of a hashed sample of at most ~`fit_users` users, then every user is projected per
+    Arrow batch on the executors (nothing per user is collected)."""
+    import pyarrow as pa
+    from ubp.spark_jobs.ensemble import hash_sample
+
+    users = interactions.select("client_id").distinct().count()
+    t = hash_sample(interactions, min(1.0, fit_users / max(users, 1))).toArrow()
+    if t.num_rows:
+        item_ids, comps = svd_components(t.column("client_id").to_numpy().astype(np.int64),
+                                         t.column("item").to_numpy().astype(np.int64),
+                                         t.column("weight").to_numpy(), config.rank, config.seed)
+    else:
+        item_ids, comps = np.zeros(0, np.int64), np.zeros((0, config.rank), np.float32)
+    rank = config.rank
+
+    def factors(batches):
+        for b in batches:
+            its, ws = b.column("items"), b.column("weights")
+            offsets = its.offsets.to_numpy().astype(np.int64)
+            f = project(offsets, its.flatten().to_numpy().astype(np.int64), ws.flatten().to_numpy(), item_ids,
+                        comps)  # [users, rank]
+            emb = pa.ListArray.from_arrays(pa.array(np.arange(0, f.size + 1, rank, dtype=np.int32)),
+                                           pa.array(f.ravel(), pa.float32()))
+            yield pa.RecordBatch.from_arrays([b.column("client_id"), emb, b.column("n")],
+                                             ["client_id", "factors", "n"])
+
+    grouped = interactions.groupBy("client_id").agg(
+        F.collect_list(F.col("item").cast("bigint")).alias("items"),
+        F.collect_list(F.col("weight").cast("float")).alias("weights"), F.count("*").cast("int").alias("n"))
+    return grouped.mapInArrow(factors, "client_id bigint, factors array<float>, n int")
+
+
+def user_factors(events: DataFrame, products: DataFrame, as_of: datetime, config: ALSConfig,
+                 fit_users: int = 100_000) -> DataFrame:
+    """The member table rows (USER_FACTORS schema minus created_at), one row per user: the category half and the url
+    half by `config.method` (SVD: urls hashed into `URL_BUCKETS` buckets, components fitted on a user sample)."""
     parts = []
     for name, inter in (
         ("category", category_interactions(events, products, as_of)),
         ("url", url_interactions(events, as_of)),
     ):
-        parts.append(als_user_factors(inter, config).withColumnRenamed("factors", name).withColumnRenamed("n", f"n_{name}"))
+        if config.method == "svd":
+            if name == "url":
+                inter = (inter.withColumn("item", F.pmod(F.xxhash64("item"), F.lit(URL_BUCKETS)))
+                         .groupBy("client_id", "item").agg(F.sum("weight").cast("float").alias("weight")))
+            half = svd_half(inter, config, fit_users)
+        else:
+            half = als_user_factors(inter, config)
+        parts.append(half.withColumnRenamed("factors", name).withColumnRenamed("n", f"n_{name}"))
     zeros = F.array_repeat(F.lit(0.0).cast("float"), config.rank)
     joined = parts[0].join(parts[1], "client_id", "full_outer")
     return joined.select(

@@ -80,3 +80,28 @@ def test_stream_batches_even_shards_for_any_world_size():
         assert len(ids) == len(set(ids.tolist()))
         uneven = [len(run(r, world, False)) for r in range(world)]
         assert sum(uneven) == len(ref)  # without even=True every batch is used, counts may differ by one
+
+
+def test_sample_fraction_keeps_a_stable_share_independent_of_the_split():
+    """Training at scale reads a hashed sample of users: the same users whatever the chunking or order, about the
+    requested share, and drawn independently of the train/val split (the sample keeps ~10% validation users)."""
+    from ubp.models.user_data import in_sample
+
+    ids = np.arange(200_000, dtype=np.int64)
+    keep = in_sample(ids, 0.05)
+    assert 0.045 < keep.mean() < 0.055
+    assert np.array_equal(keep[::-1], in_sample(ids[::-1], 0.05))
+    assert in_sample(ids, 1.0).all()
+    assert 0.08 < is_val_user(ids[keep], 0.1).mean() < 0.12  # not the same hash as the split
+    table = make_sequences(400, seed=3)
+
+    def users(chunk: int, fraction: float) -> list[int]:
+        return sorted(int(c) for b in stream_batches(lambda: iter(table.to_batches(max_chunksize=chunk)),
+                                                     ["event_type"], 8, sample_fraction=fraction)
+                      for c in b["client_id"])
+
+    sampled = users(50, 0.25)
+    assert sampled == users(400, 0.25)
+    assert sampled == sorted(int(c) for c in table.column("client_id").to_numpy()[
+        in_sample(table.column("client_id").to_numpy(), 0.25)])
+    assert 60 < len(sampled) < 140 and len(users(400, 1.0)) == 400

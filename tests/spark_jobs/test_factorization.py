@@ -15,7 +15,7 @@ from ubp.spark_jobs.factorization import (
     model_version,
     svd_user_factors,
     url_interactions,
-    user_factors_svd,
+    user_factors,
 )
 
 from ubp.tables import EVENTS, PRODUCTS
@@ -81,10 +81,50 @@ def test_interaction_weights(frames):
     assert category_interactions(events, products, datetime(2024, 1, 1)).count() == 0  # all after the as-of
 
 
+def _rows(df) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = df.toPandas().sort_values("client_id")
+    return t["client_id"].to_numpy(), np.stack(t["embedding"].to_numpy()).astype(np.float32), t["n_events"].to_numpy()
+
+
 def test_user_factors_have_a_category_and_a_url_half(frames):
     events, products = frames
-    ids, x, n = user_factors_svd(events, products, AS_OF, ALSConfig(rank=2))
+    ids, x, n = _rows(user_factors(events, products, AS_OF, ALSConfig(rank=2)))
     assert ids.tolist() == [1, 2, 3] and x.shape == (3, 4) and x.dtype == np.float32
     assert n.tolist() == [2 + 1, 2, 1]  # (user, item) interactions: categories + urls
     assert not x[1, :2].any() and x[1, 2:].any()  # user 2: visits only
     assert x[2, :2].any() and not x[2, 2:].any()  # user 3: products only
+
+
+def test_streamed_svd_projects_users_it_did_not_fit_on(spark):
+    """The SVD half fitted on a hashed sample of users projects every user per Arrow batch: with the sample = all
+    users it equals the in-memory SVD; with a smaller sample, users outside it still get their projection."""
+    from ubp.spark_jobs.factorization import svd_components, svd_half
+
+    rng = np.random.default_rng(0)
+    n_users = 300
+    taste = rng.integers(0, 4, n_users)  # four groups of users, each with its own items
+    rows = {(int(u), int(taste[u] * 10 + rng.integers(0, 10))): float(rng.integers(1, 4)) for u in range(n_users)
+            for _ in range(6)}
+    clients = np.array([u for u, _ in rows]) + 1000
+    items, weights = np.array([i for _, i in rows]), np.array(list(rows.values()))
+    inter = spark.createDataFrame([(int(c), int(i), float(w)) for c, i, w in zip(clients, items, weights, strict=True)],
+                                  "client_id bigint, item bigint, weight float")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "16")
+    try:
+        full = _rows(svd_half(inter, ALSConfig(rank=4), fit_users=10_000).withColumnRenamed("factors", "embedding")
+                     .withColumnRenamed("n", "n_events"))
+        part = _rows(svd_half(inter, ALSConfig(rank=4), fit_users=100).withColumnRenamed("factors", "embedding")
+                     .withColumnRenamed("n", "n_events"))
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    users, ref = svd_user_factors(clients, items, weights, rank=4)
+    assert full[0].tolist() == users.tolist() == part[0].tolist()
+    np.testing.assert_allclose(full[1], ref, rtol=1e-4, atol=1e-4)
+    assert full[2].tolist() == np.unique(clients, return_counts=True)[1].tolist()
+    # fitted on ~1/3 of the users: everyone is still projected, and the groups stay apart (same-group users closer)
+    f = part[1] / np.maximum(np.linalg.norm(part[1], axis=1, keepdims=True), 1e-9)
+    same = taste[:, None] == taste[None, :]
+    sim = f @ f.T
+    assert np.abs(part[1]).sum(axis=1).min() > 0 and sim[same].mean() > sim[~same].mean() + 0.3
+    ids, comps = svd_components(clients, items, weights, rank=4)
+    assert ids.tolist() == sorted(set(items.tolist())) and comps.shape == (len(ids), 4)

@@ -52,12 +52,22 @@ def test_cache_key_follows_the_input(spark, inputs):
 
 def test_pending_leaves_out_what_is_cached(spark, inputs):
     frame = spark.createDataFrame(list(inputs.values()))
-    assert pending(frame, None) is frame
+    assert [r["is_new"] for r in pending(frame, None).collect()] == [True] * 4
     cached = [(1, inputs[1]["text_hash"], "minilm", "text", [0.0], T2),  # same key: cached
               (2, inputs[2]["text_hash"], "older-codes", "name_codes", [0.0], T2),  # another encoder: redo
               (3, "0" * 32, "codes", "name_codes", [0.0], T2)]  # another input: redo
     existing = spark.createDataFrame(cached, ITEM_CONTENT.spark_schema())
-    assert sorted(r["sku"] for r in pending(frame, existing).collect()) == [2, 3, 4]
+    todo = {r["sku"]: r["is_new"] for r in pending(frame, existing).collect()}
+    assert todo == {2: False, 3: False, 4: True}  # 2 and 3 are in the table (MERGE), 4 is not (append)
+
+
+def test_codes_only_ignores_the_text(spark):
+    """`ubp item-content --source codes`: every item from its name codes, text present or not."""
+    products = _products(spark, [(1, [1] * 16, T1), (2, [3] * 16, T1)])
+    texts = _texts(spark, [(1, "A text", T1), (4, "Catalog only", T1)])
+    rows = {r["sku"]: r for r in encoder_inputs(products, texts, "minilm", "codes", use_text=False).collect()}
+    assert sorted(rows) == [1, 2] and {r["source"] for r in rows.values()} == {"name_codes"}
+    assert rows[1]["encoder"] == "codes" and rows[1]["text"] is None
 
 
 def test_chunks():

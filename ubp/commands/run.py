@@ -26,6 +26,8 @@ def run(
         "all_fields; the first is served as user_profiles)."),
     max_epochs: int | None = typer.Option(None, "--max-epochs", min=1, help="Epoch cap for both models."),
     item_variant: str = typer.Option("delta", "--item-variant", help="Item model variant."),
+    train_users: int | None = typer.Option(None, "--train-users", min=1,
+                                           help="Train the models on a stable sample of about N users (at scale)."),
     threshold: float = typer.Option(
         0.01, "--threshold", min=0.0, help="A retrained model may be this much (relative) worse and still serve."
     ),
@@ -38,8 +40,8 @@ def run(
     settings = settings_of(ctx)
     report = run_pipeline(
         settings, raw, retrain=retrain, as_of=parse_as_of(as_of), publish=not no_publish,
-        user_members=tuple(members) if members else None, user_max_epochs=max_epochs, item_variant=item_variant, item_max_epochs=max_epochs,
-        threshold=threshold,
+        user_members=tuple(members) if members else None, user_max_epochs=max_epochs, item_variant=item_variant,
+        item_max_epochs=max_epochs, threshold=threshold, train_users=train_users,
     )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ def train_cmd(
     force: bool = typer.Option(False, "--force", help="Retrain even if this exact run already finished."),
     init_from: str | None = typer.Option(None, "--init-from", help="Warm start from this version of the member, or `current` (the serving one when vocabulary and shapes allow)."),
     full_size: bool = typer.Option(False, "--full-size", help="Large members at full size even without a GPU."),
+    train_users: int | None = typer.Option(None, "--train-users", min=1,
+                                           help="Train on a stable hashed sample of about N users (at scale)."),
 ) -> None:
     """Train one GRU-autoencoder member on the current `user_sequences` (resumes after a kill).
 
@@ -44,7 +46,7 @@ def train_cmd(
     overrides = {"batch_size": batch_size} if batch_size else None
     _echo(train_user_model(settings_of(ctx), member=member, max_epochs=epochs, seed=seed, promote=promote,
                            overrides=overrides, val_fraction=val_fraction, force=force,
-                           init_from=init_from, full_size=full_size))
+                           init_from=init_from, full_size=full_size, train_users=train_users))
 
 
 def embed_cmd(

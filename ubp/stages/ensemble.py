@@ -55,13 +55,7 @@ def factorize(settings: Settings, as_of: datetime | None = None, method: str = "
     from pyspark.sql import functions as F
 
     from ubp.spark_jobs.ensemble import _exists, _versions, factors_path
-    from ubp.spark_jobs.factorization import (
-        ALSConfig,
-        model_version,
-        user_factors,
-        user_factors_svd,
-    )
-    from ubp.tables import USER_FACTORS
+    from ubp.spark_jobs.factorization import ALSConfig, model_version, user_factors
 
     if method not in ("svd", "als"):
         raise UbpError(f"unknown factorisation method {method!r}: use svd or als")
@@ -86,11 +80,8 @@ def factorize(settings: Settings, as_of: datetime | None = None, method: str = "
         ckpt = settings.cache_dir / "als_checkpoints"
         ckpt.mkdir(parents=True, exist_ok=True)
         spark.sparkContext.setCheckpointDir(str(ckpt))
-        df = user_factors(events, products, at, config).withColumn("model_version", F.lit(version))
-        df = df.withColumn("created_at", F.current_timestamp())
-    else:
-        ids, x, n_inter = user_factors_svd(events, products, at, config)
-        df = _frame(spark, USER_FACTORS, ids, x, version, as_of, n_inter)
+    df = user_factors(events, products, at, config).withColumn("model_version", F.lit(version))
+    df = df.withColumn("created_at", F.current_timestamp())
     df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(str(path))
     n = spark.read.format("delta").load(str(path)).count()
     log.info("factorize (%s): %d users, %s, %.1fs", method, n, version, time.time() - t0)
@@ -135,30 +126,6 @@ def compute_stats(settings: Settings, as_of: datetime | None = None) -> dict:
             "seconds": round(time.time() - t0, 1)}
 
 
-def _frame(spark, table, client_ids, x, version: str, as_of: datetime, n_events, space_id: str = ""):
-    """A Spark DataFrame in a profile-like schema (client_id, embedding, model_version, as_of, n_events,
-    created_at) from numpy, through Arrow (driver-built: demo / mid scale)."""
-    import numpy as np
-    import pyarrow as pa
-
-    n, d = x.shape
-    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).ravel(), type=pa.float32())
-    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), flat)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    data = pa.table(
-        {
-            "client_id": pa.array(np.asarray(client_ids, dtype=np.int64)),
-            "embedding": emb,
-            "model_version": pa.array([version] * n, pa.string()),
-            **({"space_id": pa.array([space_id] * n, pa.string())} if "space_id" in table.column_names else {}),
-            "as_of": pa.array([_spark_ts(as_of)] * n, pa.timestamp("us")),
-            "n_events": pa.array(np.asarray(n_events, dtype=np.int64)),
-            "created_at": pa.array([now] * n, pa.timestamp("us")),
-        }
-    )
-    return spark.createDataFrame(data.to_pandas(), schema=table.spark_schema())
-
-
 # ------------------------------------------------------------------------------------------------------------
 # ensemble
 # ------------------------------------------------------------------------------------------------------------
@@ -182,17 +149,19 @@ def _default_as_of(settings: Settings) -> datetime | None:
     return None
 
 
-def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: datetime, n_events,
-                   space_id: str = "") -> int:
-    """Write the ensemble rows for one as-of (replacing that as-of's rows only) and return the row count."""
+def write_ensemble(settings: Settings, rows, version: str, as_of: datetime, space_id: str = "") -> int:
+    """Write the ensemble rows (a DataFrame: client_id, embedding, n_events) for one as-of, replacing that as-of's
+    rows only, and return the version's row count."""
     from pyspark.sql import functions as F
 
     from ubp.spark_jobs.layout import in_feast_key_order
-    from ubp.spark_jobs.session import get_spark
     from ubp.tables import USER_PROFILES_ENSEMBLE
 
-    spark = get_spark(settings)
-    df = _frame(spark, USER_PROFILES_ENSEMBLE, client_ids, x16, version, as_of, n_events, space_id)
+    values = {"model_version": F.lit(version), "space_id": F.lit(space_id), "as_of": F.lit(_spark_ts(as_of)),
+              "created_at": F.current_timestamp()}
+    schema = USER_PROFILES_ENSEMBLE.spark_schema()
+    df = rows.select(*[(F.col(f.name) if f.name in rows.columns else values[f.name]).cast(f.dataType).alias(f.name)
+                       for f in schema.fields])
     path = settings.table_path("user_profiles_ensemble")
     writer = (in_feast_key_order(df, "client_id").write.format("delta").mode("overwrite")  # publish: key ranges
               .option("mergeSchema", "true"))
@@ -200,7 +169,7 @@ def write_ensemble(settings: Settings, client_ids, x16, version: str, as_of: dat
         ts = _spark_ts(as_of).strftime("%Y-%m-%d %H:%M:%S.%f")
         writer = writer.option("replaceWhere", f"as_of = timestamp'{ts}'")
     writer.save(str(path))
-    return spark.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
+    return rows.sparkSession.read.format("delta").load(str(path)).filter(F.col("model_version") == version).count()
 
 
 def _save_transforms(settings: Settings, version: str, fitted: dict, layout: dict, params: dict) -> Path:
@@ -219,10 +188,11 @@ def _save_transforms(settings: Settings, version: str, fitted: dict, layout: dic
     return out
 
 
-def align_ensemble(settings: Settings, ids, x16, version: str, max_users: int = 20_000):
-    """Rotate a new ensemble build onto the space of the last one (orthogonal Procrustes on shared users: ids
-    hashed into a fit half and a held-out half that measures the error) and assign its space (`ubp/spaces.py`).
-    A build whose columns differ from the last one's, or that aligns badly, founds a new space."""
+def align_ensemble(settings: Settings, ids, x16, version: str):
+    """Fit the rotation of a new ensemble build onto the space of the last one (orthogonal Procrustes on the
+    sampled users `ids` / rows `x16` that the last build also has: ids hashed into a fit half and a held-out half
+    that measures the error) and assign its space (`ubp/spaces.py`). Returns (rotation or None, space). A build
+    whose columns differ from the last one's, or that aligns badly, founds a new space (no rotation)."""
     import numpy as np
 
     from ubp import reader, spaces
@@ -232,22 +202,18 @@ def align_ensemble(settings: Settings, ids, x16, version: str, max_users: int = 
     dim = int(x16.shape[1])
     prev = spaces.last_version(settings, family)
     if prev is None or prev == version or spaces.space_of(settings, family, version):
-        return x16, spaces.assign(settings, family, version, dim=dim)
+        return None, spaces.assign(settings, family, version, dim=dim)
     ids = np.asarray(ids, dtype=np.int64)
-    want = ids[np.random.default_rng(0).permutation(len(ids))[:max_users]]
     old = reader.version_vectors(settings.table_path("user_profiles_ensemble"), prev, "client_id", "embedding",
-                                 keys=want.tolist())
+                                 keys=ids.tolist())
     common = np.array(sorted(old), dtype=np.int64)
     if len(common) < 4 or len(old[int(common[0])]) != dim:
-        return x16, spaces.assign(settings, family, version, dim=dim)
-    rows = np.searchsorted(ids, common)
-    new_x = x16[rows].astype(np.float32)
+        return None, spaces.assign(settings, family, version, dim=dim)
+    new_x = x16[np.searchsorted(ids, common)].astype(np.float32)
     old_x = np.stack([old[int(c)] for c in common])
     rotation, err = align(new_x, old_x, common)
     space = spaces.assign(settings, family, version, dim=dim, aligned_to=prev, alignment_error=err)
-    if space["aligned_to"] == prev:
-        x16 = (x16.astype(np.float32) @ rotation).astype(x16.dtype)
-    return x16, {**space, "users": int(len(common))}
+    return (rotation if space["aligned_to"] == prev else None), {**space, "users": int(len(common))}
 
 
 def ensemble(
@@ -268,9 +234,8 @@ def ensemble(
     members are computed for that as-of when missing (and in the member list). Members whose table is absent or
     has no rows for the as-of are skipped (warning).
     """
-    import numpy as np
-
-    from ubp.spark_jobs.ensemble import combine, ensemble_version, load_members, load_recipe
+    from ubp.spark_jobs.ensemble import build_streamed, ensemble_version, load_recipe, member_frame
+    from ubp.spark_jobs.session import get_spark
 
     t0 = time.time()
     as_of = _utc(as_of) or _default_as_of(settings)
@@ -282,28 +247,36 @@ def ensemble(
     if factors and "factors" in names:
         factor_info = factorize(settings, as_of=as_of, method=factor_method)
     stats_info = compute_stats(settings, as_of=as_of) if stats and "stats" in names else None
-    loaded = load_members(settings, as_of=as_of, names=names)
-    if not loaded:
+    spark = get_spark(settings)
+    frames = []
+    for name in names:
+        try:
+            frame = member_frame(spark, settings, name, as_of=as_of)
+        except (FileNotFoundError, LookupError) as exc:
+            log.warning("ensemble member %s skipped: %s", name, exc)
+            continue
+        if frame.rows == 0:
+            log.warning("ensemble member %s skipped: no users", name)
+            continue
+        frames.append(frame)
+    if not frames:
         raise UbpError(f"no ensemble member has rows for as_of {as_of.isoformat()}")
     params = {"pca": pca or {}, "as_of": as_of.isoformat(), "recipe": plan.to_dict()}
-    fitted: dict = {}
-    ids, x16, layout = combine(loaded, pca=pca, recipe=plan, fit_rows=fit_rows, fitted=fitted)
-    version = ensemble_version(loaded, params)
-    _save_transforms(settings, version, fitted, layout, params)
-    n_events = np.zeros(len(ids), dtype=np.int64)
-    for m in reversed(loaded):  # the first member with counts wins (GRU, then aggregates, ...)
-        if m.n_events is not None:
-            pos = np.clip(np.searchsorted(m.client_ids, ids), 0, len(m.client_ids) - 1)
-            hit = m.client_ids[pos] == ids
-            n_events[hit] = m.n_events[pos[hit]]
-    x16, space = align_ensemble(settings, ids, x16, version)
-    rows = write_ensemble(settings, ids, x16, version, as_of, n_events, space["space_id"])
+    try:
+        build = build_streamed(frames, recipe=plan, pca=pca, fit_rows=fit_rows)
+    except ValueError as exc:
+        raise UbpError(str(exc)) from exc
+    layout = build.layout
+    version = ensemble_version(frames, params)
+    _save_transforms(settings, version, dict(zip(layout, build.transforms, strict=True)), layout, params)
+    rotation, space = align_ensemble(settings, *build.sample(20_000), version)
+    rows = write_ensemble(settings, build.rows(rotation), version, as_of, space["space_id"])
     out = {
         "stage": "ensemble",
         "rows": {"user_profiles_ensemble": rows},
         "version": version,
         "as_of": as_of.isoformat(),
-        "columns": int(x16.shape[1]),
+        "columns": build.columns,
         "space": space,
         "members": layout,
         "skipped_members": [n for n in names if n not in layout],
@@ -313,5 +286,5 @@ def ensemble(
         out["rows"]["user_factors"] = factor_info["rows"]["user_factors"]
     if stats_info:
         out["rows"]["user_stats"] = stats_info["rows"]["user_stats"]
-    log.info("ensemble %s: %d users x %d columns, members %s", version, rows, x16.shape[1], list(layout))
+    log.info("ensemble %s: %d users x %d columns, members %s", version, rows, build.columns, list(layout))
     return out

@@ -271,6 +271,7 @@ def run_pipeline(
     item_max_epochs: int | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     seed: int = 0,
+    train_users: int | None = None,
 ) -> dict:
     """Run every stage in the registry's order (`ubp.stage_registry.run_order`) and return a report.
 
@@ -278,6 +279,8 @@ def run_pipeline(
     `models.members.DEFAULT_MEMBERS`): train it (when none is serving or `retrain`) and embed users -> item
     content -> item model (same rule) -> item vectors -> ensemble -> publish.
     A retrained model only replaces the serving one when its validation metric is not worse than `threshold`.
+    `train_users`: the models train on a stable hashed sample of about this many users (at scale); every user is
+    still embedded.
     Every stage is idempotent for the same inputs, so re-running the pipeline changes nothing.
     """
     t0 = time.perf_counter()
@@ -293,8 +296,10 @@ def run_pipeline(
     members = tuple(user_members or DEFAULT_MEMBERS)
     options: dict[str, dict[str, Any]] = {
         "ingest": {"raw_dir": raw},
-        "train_user_model": {"max_epochs": user_max_epochs, "seed": seed, "init_from": "current"},
-        "train_item_model": {"variant": item_variant, "max_epochs": item_max_epochs, "seed": seed},
+        "train_user_model": {"max_epochs": user_max_epochs, "seed": seed, "init_from": "current",
+                             "train_users": train_users},
+        "train_item_model": {"variant": item_variant, "max_epochs": item_max_epochs, "seed": seed,
+                             "train_users": train_users},
     }
     for stage in stage_registry.run_order():
         if (stage.name == "ingest" and raw is None) or (stage.name == "publish" and not publish):

@@ -36,21 +36,29 @@ TEST_USERS_FILE = "test_users.json"
 # ---------------------------------------------------------------------------------------------------------------
 # inputs for training / evaluation (Arrow over the Delta log, no Spark)
 # ---------------------------------------------------------------------------------------------------------------
-def load_inputs(settings: Settings) -> dict[str, Any]:
-    """Per-user product sequences from `user_sequences` and the raw content matrix from `item_content`."""
+def load_inputs(settings: Settings, train_users: int | None = None) -> dict[str, Any]:
+    """Per-user product sequences from `user_sequences` (all users, or a stable hashed sample of about
+    `train_users`: the sequences are held in memory) and the raw content matrix from `item_content`."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from ubp.models.item_eval import product_sequence
-    from ubp.reader import iter_batches, table_version
+    from ubp.models.user_data import in_sample
+    from ubp.reader import count_rows, iter_batches, table_version
 
     seq_path = settings.table_path("user_sequences")
     content_path = settings.table_path("item_content")
     require_table(seq_path, "user_sequences", "sequences")
     require_table(content_path, "item_content", "item-content")
     seq_version = table_version(seq_path)
+    fraction = 1.0 if train_users is None else min(1.0, train_users / max(1, count_rows(seq_path, seq_version)))
     users, as_of = [], None
-    for batch in iter_batches(seq_path, version=seq_version, columns=["sku_raw", "ts", "as_of"], batch_size=8192):
+    for batch in iter_batches(seq_path, version=seq_version, columns=["client_id", "sku_raw", "ts", "as_of"],
+                              batch_size=8192):
+        if fraction < 1.0:
+            ids = batch.column("client_id").to_numpy(zero_copy_only=False)
+            batch = batch.filter(pa.array(in_sample(ids, fraction)))
         skus = batch.column("sku_raw").to_pylist()
         tss = batch.column("ts").to_pylist()
         for s, t in zip(skus, tss, strict=True):
@@ -72,6 +80,7 @@ def load_inputs(settings: Settings) -> dict[str, Any]:
     return {
         "users": users, "as_of": as_of, "skus": np.concatenate(sku_parts), "raw": np.concatenate(emb_parts),
         "encoders": sorted(encoders), "sequences_version": seq_version, "item_content_version": content_version,
+        **({"sample_fraction": fraction} if fraction < 1.0 else {}),
     }
 
 
@@ -122,6 +131,7 @@ def _train_variant(
     settings: Settings, variant: str, max_epochs: int | None, seed: int, promote: str,
     d_model: int = 64, delta_max: float = 0.5, patience: int = 5, show_progress: bool = True,
     force: bool = False, inputs: dict[str, Any] | None = None, split_seed: int = 0,
+    train_users: int | None = None,
 ) -> dict:
     """Train (or reuse) one variant. `seed` seeds the training only; the split (validation users) and the content
     PCA use `split_seed`, so runs with different seeds are scored on the same test users, paired user by user."""
@@ -153,7 +163,8 @@ def _train_variant(
     # reuses their finished runs instead of retraining identical models
     key_bound = delta_max if variant == "delta" else DEFAULT_DELTA_MAX
     params = {"variant": variant, "d_model": d_model, "delta_max": key_bound, "max_epochs": epochs,
-              "patience": patience, "seed": seed, "split_seed": split_seed, **versions}
+              "patience": patience, "seed": seed, "split_seed": split_seed, **versions,
+              **({"train_users": train_users} if train_users is not None else {})}
     work = _work_dir(settings, params)
     prev = None if force else _finished(settings, work)
     if prev is not None:
@@ -163,7 +174,7 @@ def _train_variant(
         return {**prev, "work_dir": str(work), "promoted": promoted, "reused": True}
     if force and work.exists():
         shutil.rmtree(work)
-    inputs = inputs if inputs is not None else load_inputs(settings)
+    inputs = inputs if inputs is not None else load_inputs(settings, train_users)
     try:
         split = temporal_split(inputs["users"], catalog=inputs["skus"], seed=split_seed)
     except ValueError as exc:
@@ -218,13 +229,15 @@ def _train_variant(
 def train_item_model(
     settings: Settings, variant: str = "delta", max_epochs: int | None = None, seed: int = 0,
     promote: str = "if_none", d_model: int = 64, delta_max: float = 0.5, force: bool = False,
+    train_users: int | None = None,
 ) -> dict:
     """Train one variant (default: frozen content + bounded delta) and register it as a new item-model version.
 
     Resumes an interrupted run for the same inputs; a finished one is returned as is (`reused`) unless `force`.
+    `train_users`: train on a stable hashed sample of about this many users (the sequences are held in memory).
     """
     return _train_variant(settings, variant, max_epochs, seed, promote, d_model=d_model, delta_max=delta_max,
-                          force=force)
+                          force=force, train_users=train_users)
 
 
 def evaluate_item_model(

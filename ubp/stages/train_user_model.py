@@ -60,12 +60,15 @@ def train_user_model(
     init_from: str | None = None,
     full_size: bool = False,
     preset: str | None = None,
+    train_users: int | None = None,
 ) -> dict:
     """Train one GRU-AE member on the current `user_sequences` version; return {"version", "metrics", ...}.
 
     promote: "if_none" (promote only when the member has no CURRENT version), "always", "never".
     full_size: train a large member at its full size even without a GPU (default: its CPU size there).
     preset: the older name of `member`.
+    train_users: train (and validate) on a stable hashed sample of about this many users (at scale: an epoch over
+    1M users is hours on a CPU); None or more than the table holds = every user. Embedding still covers everyone.
     init_from: a version of the member to warm-start from, or "current" (the serving version when its vocabulary
     and shapes allow; else a cold start): a warm start keeps the new latents close to the served space.
     """
@@ -92,6 +95,9 @@ def train_user_model(
     if n_rows == 0:
         raise UbpError(f"{path} has no users: run `ubp sequences` first")
     vocab_version = reader.sequences_vocab_version(path, table_version)
+    if train_users is not None and train_users < 1:
+        raise UbpError(f"--train-users must be at least 1, got {train_users}")
+    sample_fraction = 1.0 if train_users is None else min(1.0, train_users / n_rows)
     try:
         config = GRUAEConfig.preset(member, _vocab_sizes(settings, vocab_version),
                                     **{**(spec.cpu if scaled else {}), **(overrides or {})})
@@ -112,7 +118,7 @@ def train_user_model(
         init_weights = _check_warm_start(settings, kind, init_from, config, vocab_version, member)
     key = _run_key({"config": config.to_dict(), "seed": seed, "table": str(path), "table_version": table_version,
                     "vocab": vocab_version, "val_fraction": val_fraction, "max_batches": max_batches,
-                    "init_from": init_from})
+                    "init_from": init_from, **({"sample": sample_fraction} if sample_fraction < 1 else {})})
     work = settings.cache_dir / "train_user" / key
     done = work / "DONE.json"
     if done.exists() and not force:
@@ -122,11 +128,12 @@ def train_user_model(
             return {**prev, "reused": True}
     if force and work.exists() and dist_info().is_main:
         shutil.rmtree(work)
-    log.info("training GRU-AE member %s%s on %s v%d (%d users, vocab %s) in %s", member,
-             " (CPU size)" if scaled else "", path, table_version, n_rows, vocab_version, work)
+    log.info("training GRU-AE member %s%s on %s v%d (%d users%s, vocab %s) in %s", member,
+             " (CPU size)" if scaled else "", path, table_version, n_rows,
+             f", a {sample_fraction:.2%} sample" if sample_fraction < 1 else "", vocab_version, work)
     t0 = time.perf_counter()
     job = TrainJob(config=config, sequences_path=str(path), table_version=table_version, vocab_version=vocab_version,
-                   work_dir=work, seed=seed, val_fraction=val_fraction,
+                   work_dir=work, seed=seed, val_fraction=val_fraction, sample_fraction=sample_fraction,
                    show_progress=show_progress, max_batches=max_batches, init_weights=init_weights)
     result = train(job)
     if result["rank"] != 0:
@@ -148,7 +155,8 @@ def train_user_model(
         "kind": kind, "version": version, "member": member, "preset": member, "seed": seed,
         "size": "cpu" if scaled else "full", "vocab_version": vocab_version, "latent_health": health,
         "training_table": {"name": "user_sequences", "path": str(path), "version": table_version, "rows": n_rows},
-        "val_fraction": val_fraction, "init_from": init_from, "metrics": metrics, "work_dir": str(work),
+        "val_fraction": val_fraction, "sample_fraction": sample_fraction, "init_from": init_from, "metrics": metrics,
+        "work_dir": str(work),
         "world_size": result["world_size"], "space": space,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "train_seconds": round(time.perf_counter() - t0, 2),
@@ -333,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--promote", default="if_none", choices=["if_none", "always", "never"])
     p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--train-users", type=int, default=None, help="train on a stable sample of about N users")
     p.add_argument("--full-size", action="store_true", help="large members at full size without a GPU too")
     p.add_argument("--set", action="append", default=[], help="config override key=value (e.g. batch_size=64)")
     p.add_argument("--no-progress", action="store_true")
@@ -343,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(settings.logs_dir)
     result = train_user_model(settings, member=a.member, max_epochs=a.epochs, seed=a.seed, promote=a.promote,
                               overrides=_parse_set(a.set), val_fraction=a.val_fraction,
-                              show_progress=not a.no_progress, full_size=a.full_size)
+                              show_progress=not a.no_progress, full_size=a.full_size, train_users=a.train_users)
     if result.get("version"):
         print(json.dumps({k: v for k, v in result.items() if k != "history"}, default=str))
 

@@ -47,7 +47,13 @@ def test_ensemble_stage_writes_a_valid_table(spark, lakehouse):
     from ubp.reader import iter_batches
     from ubp.stages.ensemble import ensemble
 
-    out = ensemble(lakehouse, as_of=AS_OF)
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "2")  # rows are built per Arrow batch on the executors: several batches of 2 users here
+    try:
+        out = ensemble(lakehouse, as_of=AS_OF)
+    finally:
+        spark.conf.set(key, before)
     assert out["stage"] == "ensemble" and out["version"].startswith("ensemble-")
     assert set(out["members"]) == {"gru", "aggregates", "factors"}  # the recipe's members; items is opt-in
     assert out["members"]["aggregates"]["filled"] == 1  # user 6 has no aggregates row
@@ -82,6 +88,13 @@ def test_ensemble_stage_writes_a_valid_table(spark, lakehouse):
     u6 = x[df["client_id"].to_numpy() == 6][0, agg["start"]: agg["start"] + agg["width"]]
     others = x[df["client_id"].to_numpy() != 6][:, agg["start"]: agg["start"] + agg["width"]]
     np.testing.assert_allclose(u6, others.mean(axis=0), atol=2e-3)
+    # the streamed build writes exactly the rows the in-memory reference builds from the same members
+    from ubp.spark_jobs.ensemble import combine, load_members
+
+    ref_ids, ref_x, ref_layout = combine(load_members(lakehouse, datetime.fromisoformat(out["as_of"]),
+                                                      tuple(out["members"])))
+    assert ref_ids.tolist() == df["client_id"].tolist() and ref_layout == out["members"]
+    np.testing.assert_array_equal(ref_x.astype(np.float32), x)
     # re-running for the same inputs changes nothing (same version, same rows, factors not recomputed)
     again = ensemble(lakehouse, as_of=AS_OF)
     assert again["version"] == out["version"] and again["rows"] == out["rows"]

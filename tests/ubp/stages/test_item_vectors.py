@@ -29,8 +29,8 @@ def test_item_pipeline_content_cache_training_vectors(spark, lake):
 
     torch.set_num_threads(1)
     settings, items = lake
-    first = item_content(settings)
-    assert first["rows"]["item_content"] == len(items) == first["encoded"]
+    first = item_content(settings, batch_rows=7)  # several encoder batches, one append (write_rows 65,536)
+    assert first["rows"]["item_content"] == len(items) == first["encoded"] == first["appended"]
     assert first["encoded_name_codes"] == 3 and first["encoded_text"] == len(items) - 3
 
     res = train_item_model(settings, max_epochs=3, promote="if_none")
@@ -77,6 +77,9 @@ def test_item_pipeline_content_cache_training_vectors(spark, lake):
     write_bronze(spark, settings, [new, changed], ingested=later, mode="append")
     third = item_content(settings)
     assert third["encoded"] == 2 and third["cached"] == len(items) - 1
+    assert third["appended"] == 1 and third["merged"] == 1  # the new sku appended, the changed one MERGEd
+    n_rows = spark.read.format("delta").load(str(settings.table_path("item_content"))).count()
+    assert n_rows == len(items) + 1  # one row per sku: the changed item replaced, not duplicated
     item_vectors(settings)
     vec2 = read_vectors(spark, settings)
     assert len(vec2) == len(items) + 1 and vec2[777]["is_cold"]

@@ -45,3 +45,19 @@ def test_evaluate_items_writes_paper_table(spark, lake):
         assert label in report
     # only the delta model may become CURRENT
     assert registry.current_version(settings, "item") == res["versions"]["delta"]
+
+
+def test_load_inputs_samples_users(spark, lake):
+    """`--train-users N`: the item model holds only the product sequences of a stable hashed sample of users."""
+    from ubp.stages.item_content import item_content
+    from ubp.stages.train_item_model import load_inputs
+
+    settings, _ = lake
+    item_content(settings)
+    full = load_inputs(settings)
+    part = load_inputs(settings, train_users=len(full["users"]) // 3)
+    assert "sample_fraction" not in full and 0 < part["sample_fraction"] < 1
+    assert 0 < len(part["users"]) < len(full["users"])
+    again = load_inputs(settings, train_users=len(full["users"]) // 3)["users"]
+    assert [u[0].tolist() for u in again] == [u[0].tolist() for u in part["users"]]  # stable
+    assert np.array_equal(part["skus"], full["skus"])  # the catalog is whole

@@ -64,3 +64,27 @@ def test_overfit_artifacts_and_idempotence(settings):
     with pytest.raises(UbpError, match="model trained on vocabulary v-test, table uses v-other"):
         train_user_model(settings, member="small", max_epochs=1, overrides=overrides, init_from=version,
                          show_progress=False)
+
+
+def test_train_users_trains_on_a_stable_sample(settings, tmp_path, monkeypatch):
+    """`--train-users N`: every epoch sees the same hashed ~N users (the training side of them), the manifest says
+    so, and the run is keyed by it (the full run is another run)."""
+    from ubp.models.user_data import in_sample, is_val_user
+
+    from ubp.reader import iter_batches
+    from ubp.stages.train_user_model import train_user_model
+
+    write_lakehouse(settings, n_users=400, seed=1, min_len=2, max_len=5)
+    monkeypatch.setenv("UBP_TRAIN_TRACE_DIR", str(tmp_path / "trace"))
+    overrides = dict(emb_dim=8, hidden=16, n_layers=1, dropout=0.0, batch_size=32, patience=100)
+    out = train_user_model(settings, member="small", max_epochs=2, overrides=overrides, train_users=100,
+                           show_progress=False)
+    manifest = json.loads((Path(out["model_dir"]) / "model.json").read_text())
+    assert manifest["sample_fraction"] == 0.25
+    ids = np.concatenate([b.column("client_id").to_numpy() for b in iter_batches(settings.table_path("user_sequences"))])
+    expected = sorted(ids[in_sample(ids, 0.25) & ~is_val_user(ids, 0.1)].tolist())
+    epochs = [json.loads(x) for x in (tmp_path / "trace" / "rank0.jsonl").read_text().splitlines()]
+    assert len(epochs) == 2 and all(sorted(e["client_ids"]) == expected for e in epochs)
+    assert 60 < len(expected) < 120
+    full = train_user_model(settings, member="small", max_epochs=2, overrides=overrides, show_progress=False)
+    assert not full.get("reused") and full["version"] != out["version"]
