@@ -16,12 +16,13 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from proctree import run_sampled
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -132,15 +133,7 @@ def main() -> None:
         print(f"== {n_events:,} raw event rows ({users:,} users), generated in {gen_s:.0f}s; ingesting...", flush=True)
         cmd = [sys.executable, __file__, "--child", str(raw), str(lake)] + (["--rerun"] if args.rerun else [])
         peaks = {"python": 0, "jvm": 0, "total": 0, "cpu_s": 0.0}
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        stop = threading.Event()
-        mon = threading.Thread(target=_monitor, args=(proc.pid, stop, peaks), daemon=True)
-        mon.start()
-        stdout, _ = proc.communicate()
-        stop.set()
-        mon.join()
-        wall = time.perf_counter() - t
+        proc, stdout, wall = run_sampled(cmd, _monitor, peaks, cwd=ROOT)
         line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
             raise SystemExit(f"ingest child failed (rc={proc.returncode})")

@@ -25,12 +25,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from proctree import run_sampled
 
 ROOT = Path(__file__).resolve().parents[1]
 UBP = str(Path(sys.executable).with_name("ubp"))
@@ -121,16 +122,8 @@ def run_stage(name: str, argv: list[str], lakehouse: Path, log_dir: Path, env: d
     cmd = [UBP, "--lakehouse", str(lakehouse), *argv]
     peaks = {"driver": 0.0, "jvm": 0.0, "other": 0.0, "total": 0.0, "cpu_s": 0.0}
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
-    t0 = time.perf_counter()
     with open(log_file, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=fh, text=True, cwd=ROOT, env=env)
-        stop = threading.Event()
-        mon = threading.Thread(target=_sample, args=(proc.pid, stop, peaks), daemon=True)
-        mon.start()
-        stdout, _ = proc.communicate()
-        stop.set()
-        mon.join()
-    wall = time.perf_counter() - t0
+        proc, stdout, wall = run_sampled(cmd, _sample, peaks, stderr=fh, cwd=ROOT, env=env)
     (log_dir / (name.replace(" ", "_") + ".out")).write_text(stdout)
     if proc.returncode != 0:
         tail = log_file.read_text()[-3000:]

@@ -4,8 +4,8 @@
 The test starts the Spark standalone cluster and sets the environment (AIRFLOW_HOME, UBP_SPARK_MODE=submit, the
 `spark_default` connection to the cluster's master, SPARK_HOME / SPARK_CONF_DIR, spark-submit on PATH); this script
 writes tiny demo data (with invalid rows and duplicates), migrates Airflow's metadata DB and runs the `user_profiles`
-DAG with `dag.test()`: by default its Spark part up to the gold aggregates (validate_config -> ingest -> sequences,
-aggregates, each a spark-submit), with `--full` the whole DAG (user models trained first, in this process, since
+DAG with `dag.test()`: by default its Spark part up to silver user_sequences (validate_config -> ingest ->
+sequences, each a spark-submit), with `--full` the whole DAG (user models trained first, in this process, since
 the daily DAG never trains). It prints one JSON line starting with `@@`: task states, the raw input counts and the
 rows each table holds (read back with `ubp.reader`, not through Spark), and Feast's online row of one user when the
 DAG published.
@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SPARK_PART = ["ingest", "sequences", "aggregates"]  # with their upstream validate_config
+SPARK_PART = ["ingest", "sequences"]  # with their upstream validate_config
 
 
 def main(work: Path, dags: str, full: bool) -> dict:
@@ -129,7 +129,7 @@ def tables(settings, as_of: datetime) -> dict:
     out["sequence_users"] = sorted(seqs["client_id"].to_pylist())
     out["sequence_as_of"] = sorted({v.isoformat() for v in seqs["as_of"].to_pylist()})
     aggs = read("user_aggregates", ["client_id", "as_of"])
-    out["aggregate_users"] = sorted(aggs["client_id"].to_pylist())
+    out["aggregate_users"] = None if aggs is None else sorted(aggs["client_id"].to_pylist())
     for name in ("user_profiles", "user_profiles_ensemble"):
         t = read(name, ["client_id"])
         out[name] = None if t is None else t.num_rows

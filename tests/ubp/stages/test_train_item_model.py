@@ -1,5 +1,5 @@
 """Stage `evaluate_item_model` on tiny hand-made Delta tables (contract schemas): the paper table (two training seeds
-per variant, paired comparison) and only the delta model may become CURRENT."""
+per variant, paired comparison), only the delta model may become CURRENT, and `--train-users` samples the users."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ def test_evaluate_items_writes_paper_table(spark, lake):
     torch.set_num_threads(1)
     settings, _ = lake
     item_content(settings)
+    # `--train-users N`: the item model holds only the product sequences of a stable hashed sample of users
+    from ubp.stages.train_item_model import load_inputs
+
+    full = load_inputs(settings)
+    part = load_inputs(settings, train_users=len(full["users"]) // 3)
+    assert "sample_fraction" not in full and 0 < part["sample_fraction"] < 1
+    assert 0 < len(part["users"]) < len(full["users"]) and np.array_equal(part["skus"], full["skus"])
+    again = load_inputs(settings, train_users=len(full["users"]) // 3)["users"]
+    assert [u[0].tolist() for u in again] == [u[0].tolist() for u in part["users"]]  # stable
     res = evaluate_item_model(settings, max_epochs=2, seeds=(0, 1), n_boot=200)
     assert set(res["results"]) == {"history_avg", "id_only", "content_finetune", "frozen", "delta"}
     assert res["results"]["id_only"]["ndcg@10_cold"] == 0.0
@@ -45,19 +54,3 @@ def test_evaluate_items_writes_paper_table(spark, lake):
         assert label in report
     # only the delta model may become CURRENT
     assert registry.current_version(settings, "item") == res["versions"]["delta"]
-
-
-def test_load_inputs_samples_users(spark, lake):
-    """`--train-users N`: the item model holds only the product sequences of a stable hashed sample of users."""
-    from ubp.stages.item_content import item_content
-    from ubp.stages.train_item_model import load_inputs
-
-    settings, _ = lake
-    item_content(settings)
-    full = load_inputs(settings)
-    part = load_inputs(settings, train_users=len(full["users"]) // 3)
-    assert "sample_fraction" not in full and 0 < part["sample_fraction"] < 1
-    assert 0 < len(part["users"]) < len(full["users"])
-    again = load_inputs(settings, train_users=len(full["users"]) // 3)["users"]
-    assert [u[0].tolist() for u in again] == [u[0].tolist() for u in part["users"]]  # stable
-    assert np.array_equal(part["skus"], full["skus"])  # the catalog is whole
