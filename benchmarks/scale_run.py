@@ -130,7 +130,7 @@ def run_stage(name: str, argv: list[str], lakehouse: Path, log_dir: Path, env: d
         raise SystemExit(f"stage {name} failed (rc {proc.returncode}) after {wall:.0f}s; log {log_file}:\n{tail}")
     gib = 2**30
     row = {
-        "stage": name, "wall_s": round(wall, 1), "cpu_s": round(peaks["cpu_s"], 1),
+        "stage": name, "argv": argv, "wall_s": round(wall, 1), "cpu_s": round(peaks["cpu_s"], 1),
         "rss_driver_gib": round(peaks["driver"] / gib, 2), "rss_jvm_gib": round(peaks["jvm"] / gib, 2),
         "rss_other_gib": round(peaks["other"] / gib, 2), "rss_total_gib": round(peaks["total"] / gib, 2),
         "lakehouse_gib": round(du(lakehouse) / gib, 2), "tables": written(name, lakehouse),
@@ -186,22 +186,25 @@ def run(args: argparse.Namespace) -> None:
 def report(dirs: list[Path]) -> str:
     """Markdown: one row per stage, a column group per run (users ascending), growth of the last over the first."""
     runs = sorted((json.loads((Path(d) / RESULTS).read_text()) for d in dirs), key=lambda s: s["users"])
-    names = [r["stage"] for r in runs[-1]["stages"]]
+    names = list(dict.fromkeys(s["stage"] for r in sorted(runs, key=lambda r: -len(r["stages"]))
+                               for s in r["stages"]))
     head = ["stage"]
     for r in runs:
         k = f"{r['users'] // 1000}k"
-        head += [f"{k} wall s", f"{k} peak RSS GiB (driver / JVM / other)", f"{k} lakehouse GiB"]
+        head += [f"{k} wall s (CPU s)", f"{k} peak RSS GiB (driver / JVM / other)", f"{k} lakehouse GiB"]
     if len(runs) > 1:
         head += ["time growth", "memory growth"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
-        cells = [name]
+        argv = next((s.get("argv") for r in runs for s in r["stages"] if s["stage"] == name and s.get("argv")), [])
+        sample = f" (~{int(argv[argv.index('--train-users') + 1]):,} users)" if "--train-users" in argv else ""
+        cells = [name + sample]
         per = []
         for r in runs:
             row = next((s for s in r["stages"] if s["stage"] == name), None)
             per.append(row)
             cells += ["-"] * 3 if row is None else [
-                f"{row['wall_s']:,.0f}",
+                f"{row['wall_s']:,.0f} ({row['cpu_s']:,.0f})",
                 f"{row['rss_total_gib']:.2f} ({row['rss_driver_gib']:.2f} / {row['rss_jvm_gib']:.2f} / "
                 f"{row['rss_other_gib']:.2f})", f"{row['lakehouse_gib']:.2f}"]
         if len(runs) > 1:
@@ -213,13 +216,14 @@ def report(dirs: list[Path]) -> str:
     for r in runs:
         totals += [f"**{sum(s['wall_s'] for s in r['stages']) / 60:,.0f} min**",
                    f"max {max(s['rss_total_gib'] for s in r['stages']):.2f}", f"{r['stages'][-1]['lakehouse_gib']:.2f}"]
-    if len(runs) > 1:
-        ta, tb = (sum(s["wall_s"] for s in r["stages"]) for r in (runs[0], runs[-1]))
-        ma, mb = (max(s["rss_total_gib"] for s in r["stages"]) for r in (runs[0], runs[-1]))
-        totals += [f"{tb / ta:.1f}x", f"{mb / ma:.2f}x"]
+    if len(runs) > 1:  # growth over the stages both runs finished
+        both = {s["stage"] for s in runs[0]["stages"]} & {s["stage"] for s in runs[-1]["stages"]}
+        ta, tb = (sum(s["wall_s"] for s in r["stages"] if s["stage"] in both) for r in (runs[0], runs[-1]))
+        ma, mb = (max(s["rss_total_gib"] for s in r["stages"] if s["stage"] in both) for r in (runs[0], runs[-1]))
+        totals += [f"{tb / ta:.1f}x ({len(both)} stages)", f"{mb / ma:.2f}x"]
     lines.append("| " + " | ".join(totals) + " |")
-    facts = "; ".join(f"{r['users']:,} users, {r['events']:,} events, models on ~{r['train_users']:,} users x "
-                      f"{r['epochs']} epoch(s)" for r in runs)
+    facts = "; ".join(f"{r['users']:,} users, {r['events']:,} events, models trained {r['epochs']} epoch(s) on the "
+                      "sample in brackets" for r in runs)
     return "\n".join(lines) + f"\n\n{facts}; {runs[-1]['machine']}.\n"
 
 
