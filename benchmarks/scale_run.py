@@ -183,6 +183,12 @@ def run(args: argparse.Namespace) -> None:
     print(report([work]))
 
 
+def _sample_of(row: dict) -> int | None:
+    """The `--train-users` a stage ran with (None: not a training stage)."""
+    argv = row.get("argv") or []
+    return int(argv[argv.index("--train-users") + 1]) if "--train-users" in argv else None
+
+
 def report(dirs: list[Path]) -> str:
     """Markdown: one row per stage, a column group per run (users ascending), growth of the last over the first."""
     runs = sorted((json.loads((Path(d) / RESULTS).read_text()) for d in dirs), key=lambda s: s["users"])
@@ -193,12 +199,16 @@ def report(dirs: list[Path]) -> str:
         k = f"{r['users'] // 1000}k"
         head += [f"{k} wall s (CPU s)", f"{k} peak RSS GiB (driver / JVM / other)", f"{k} lakehouse GiB"]
     if len(runs) > 1:
-        head += ["time growth", "memory growth"]
+        head += ["time growth: wall (CPU)", "memory growth"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
-        argv = next((s.get("argv") for r in runs for s in r["stages"] if s["stage"] == name and s.get("argv")), [])
-        sample = f" (~{int(argv[argv.index('--train-users') + 1]):,} users)" if "--train-users" in argv else ""
-        cells = [name + sample]
+        samples = []  # each run's training sample (a stage is compared across runs only when they match)
+        for r in runs:
+            n = next((_sample_of(s) for s in r["stages"] if s["stage"] == name), None)
+            if n is not None:
+                samples.append(f"~{n:,}")
+        label = f" ({' / '.join(dict.fromkeys(samples))} users)" if samples else ""
+        cells = [name + label]
         per = []
         for r in runs:
             row = next((s for s in r["stages"] if s["stage"] == name), None)
@@ -209,18 +219,21 @@ def report(dirs: list[Path]) -> str:
                 f"{row['rss_other_gib']:.2f})", f"{row['lakehouse_gib']:.2f}"]
         if len(runs) > 1:
             a, b = per[0], per[-1]
-            cells += ["-", "-"] if a is None or b is None else [
-                f"{b['wall_s'] / max(a['wall_s'], 0.1):.1f}x", f"{b['rss_total_gib'] / max(a['rss_total_gib'], 0.01):.2f}x"]
+            cells += ["-", "-"] if a is None or b is None or len(set(samples)) > 1 else [
+                f"{b['wall_s'] / max(a['wall_s'], 0.1):.1f}x ({b['cpu_s'] / max(a['cpu_s'], 0.1):.1f}x)",
+                f"{b['rss_total_gib'] / max(a['rss_total_gib'], 0.01):.2f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     totals = ["**all stages**"]
     for r in runs:
         totals += [f"**{sum(s['wall_s'] for s in r['stages']) / 60:,.0f} min**",
                    f"max {max(s['rss_total_gib'] for s in r['stages']):.2f}", f"{r['stages'][-1]['lakehouse_gib']:.2f}"]
-    if len(runs) > 1:  # growth over the stages both runs finished
-        both = {s["stage"] for s in runs[0]["stages"]} & {s["stage"] for s in runs[-1]["stages"]}
+    if len(runs) > 1:  # growth over the stages both runs finished with the same arguments
+        argvs = [{s["stage"]: _sample_of(s) for s in r["stages"]} for r in (runs[0], runs[-1])]
+        both = {n for n in argvs[0] if n in argvs[1] and argvs[0][n] == argvs[1][n]}
         ta, tb = (sum(s["wall_s"] for s in r["stages"] if s["stage"] in both) for r in (runs[0], runs[-1]))
+        ca, cb = (sum(s["cpu_s"] for s in r["stages"] if s["stage"] in both) for r in (runs[0], runs[-1]))
         ma, mb = (max(s["rss_total_gib"] for s in r["stages"] if s["stage"] in both) for r in (runs[0], runs[-1]))
-        totals += [f"{tb / ta:.1f}x ({len(both)} stages)", f"{mb / ma:.2f}x"]
+        totals += [f"{tb / ta:.1f}x ({cb / ca:.1f}x) over {len(both)} stages", f"{mb / ma:.2f}x"]
     lines.append("| " + " | ".join(totals) + " |")
     facts = "; ".join(f"{r['users']:,} users, {r['events']:,} events, models trained {r['epochs']} epoch(s) on the "
                       "sample in brackets" for r in runs)
