@@ -82,6 +82,7 @@ def _encode_arrow_batches(batches, model_dir: str, version: str, created_at: dt.
     import pyarrow as pa
     import pyarrow.compute as pc
     from ubp.models.infer_user import encode_arrow
+    from ubp.spark_jobs.vectors import float_lists
 
     model = _model(model_dir, version, load_log)
     schema = USER_PROFILES.arrow_schema()
@@ -95,11 +96,9 @@ def _encode_arrow_batches(batches, model_dir: str, version: str, created_at: dt.
         ids = rb.column("client_id").to_numpy(zero_copy_only=False)
         sorter = np.argsort(ids)
         pos = pa.array(sorter[np.searchsorted(ids, chunk.client_id, sorter=sorter)])  # input row of each user
-        n, d = z.shape
-        emb = pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)),
-                                       pa.array(z.reshape(-1), pa.float32()))  # [n*d] -> n lists of d
+        n = len(z)
         yield pa.RecordBatch.from_arrays([
-            pa.array(chunk.client_id, pa.int64()), emb, pa.array([version] * n, pa.string()),
+            pa.array(chunk.client_id, pa.int64()), float_lists(z), pa.array([version] * n, pa.string()),
             pa.array([space_id] * n, pa.string()),
             pc.take(rb.column("as_of"), pos).cast(pa.timestamp("us", tz="UTC")),
             pa.array(chunk.n_events, pa.int64()), pa.array([created] * n, pa.timestamp("us", tz="UTC")),

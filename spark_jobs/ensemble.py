@@ -219,7 +219,8 @@ def assemble(n: int, parts: list[tuple[np.ndarray, np.ndarray]], transforms: lis
     blocks = []
     for (present, values), transform, mean in zip(parts, transforms, means, strict=True):
         block = np.empty((n, len(mean)), dtype=np.float32)  # [n, width]
-        block[present] = transform.apply(values) if len(values) else block[present]
+        if len(values):
+            block[present] = transform.apply(values)
         block[~present] = mean
         blocks.append(block)
     blocks += [present.astype(np.float32)[:, None] for (present, _), flag in zip(parts, flags, strict=True) if flag]
@@ -315,10 +316,12 @@ class MemberFrame:
     dim: int
 
 
-def hash_sample(df: Any, fraction: float) -> Any:
-    """A stable sample of about `fraction` of the rows, by a hash of client_id (the same users for every member)."""
+def hash_sample(df: Any, rows: int, total: int) -> Any:
+    """A stable sample of about `rows` of the `total` rows, by a hash of client_id (the same users for every
+    member); all of them when `rows >= total`."""
     from pyspark.sql import functions as F
 
+    fraction = rows / max(total, 1)
     if fraction >= 1.0:
         return df
     bucket = F.pmod(F.xxhash64(F.col("client_id")), F.lit(SAMPLE_BUCKETS))
@@ -330,13 +333,13 @@ def member_frame(spark: Any, settings, name: str, as_of: datetime | None = None)
     opt-in `items` member is computed in the driver (it holds the item table) and handed over through Arrow."""
     import pyarrow as pa
     from pyspark.sql import functions as F
+    from ubp.spark_jobs.vectors import float_lists
 
     if name == "items":
         m = load_item_member(settings, as_of)
         n, d = m.values.shape
-        table = pa.table({"client_id": m.client_ids, "vec": pa.ListArray.from_arrays(
-            pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), pa.array(m.values.ravel(), pa.float32())),
-            "n_events": m.n_events if m.n_events is not None else np.zeros(n, np.int64)})
+        table = pa.table({"client_id": m.client_ids, "vec": float_lists(m.values),
+                          "n_events": m.n_events if m.n_events is not None else np.zeros(n, np.int64)})
         df = spark.createDataFrame(table.to_pandas(), "client_id bigint, vec array<float>, n_events bigint")
         return MemberFrame(name, m.version, m.as_of, df, n, d)
     sel = select_member(settings, name, as_of)
@@ -355,13 +358,6 @@ def member_frame(spark: Any, settings, name: str, as_of: datetime | None = None)
     rows = df.count()
     dim = int(df.select(F.size("vec")).first()[0]) if rows else 0
     return MemberFrame(name, sel.label, sel.at, df, rows, dim)
-
-
-def _list_values(col: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """A nullable list<float> Arrow column -> (present [n] bool, values of the present rows [p, dim])."""
-    present = col.is_valid().to_numpy(zero_copy_only=False)
-    flat = col.drop_null().flatten().to_numpy(zero_copy_only=False)
-    return present, np.asarray(flat, dtype=np.float32).reshape(-1, dim)
 
 
 @dataclass
@@ -384,20 +380,18 @@ class StreamedBuild:
 
     def _row_fn(self, rotation: np.ndarray | None):
         import pyarrow as pa
+        from ubp.spark_jobs.vectors import float_lists, list_rows
 
         dims = [f.dim for f in self.frames]
         transforms, means, flags, max_columns = self.transforms, self.means, self.flags, self.max_columns
 
         def rows(batches):
             for b in batches:
-                parts = [_list_values(b.column(f"v{i}"), d) for i, d in enumerate(dims)]
+                parts = [list_rows(b.column(f"v{i}"), d) for i, d in enumerate(dims)]
                 x16 = assemble(b.num_rows, parts, transforms, means, flags, max_columns)  # [n, columns]
                 if rotation is not None:
                     x16 = (x16.astype(np.float32) @ rotation).astype(np.float16)
-                n, d = x16.shape
-                emb = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
-                                               pa.array(x16.astype(np.float32).ravel(), pa.float32()))
-                yield pa.RecordBatch.from_arrays([b.column("client_id"), emb, b.column("n_events")],
+                yield pa.RecordBatch.from_arrays([b.column("client_id"), float_lists(x16), b.column("n_events")],
                                                  ["client_id", "embedding", "n_events"])
 
         return rows
@@ -411,15 +405,16 @@ class StreamedBuild:
         """(client_ids sorted, float16 rows) of a hashed sample of about `max_users` users, built in the driver by
         the same function (what a new build is aligned on)."""
         import pyarrow as pa
+        from ubp.spark_jobs.vectors import list_rows
 
-        t = hash_sample(self.joined, min(1.0, max_users / max(self.users, 1))).toArrow()
+        t = hash_sample(self.joined, max_users, self.users).toArrow()
         if t.num_rows == 0:
             return np.zeros(0, np.int64), np.zeros((0, self.columns), np.float16)
         out = pa.Table.from_batches(list(self._row_fn(None)(t.combine_chunks().to_batches())))
         ids = out.column("client_id").to_numpy()
-        x = np.asarray(out.column("embedding").combine_chunks().flatten().to_numpy(), np.float32)
+        _, x = list_rows(out.column("embedding"), self.columns)
         order = np.argsort(ids)
-        return ids[order], x.reshape(len(ids), -1)[order].astype(np.float16)
+        return ids[order], x[order].astype(np.float16)
 
 
 def build_streamed(frames: list[MemberFrame], recipe: Recipe | None = None, pca: dict[str, int] | None = None,
@@ -428,18 +423,16 @@ def build_streamed(frames: list[MemberFrame], recipe: Recipe | None = None, pca:
     driver holds only that sample), join the members on client_id (full outer: the union of their users) and
     plan the rows. Same rows as `combine` when every member has at most `fit_rows` users."""
     from pyspark.sql import functions as F
+    from ubp.spark_jobs.vectors import list_rows
 
     recipe = recipe or load_recipe()
     if not frames:
         raise ValueError("no ensemble members")
     transforms, means = [], []
     for f in frames:
-        t = hash_sample(f.df, min(1.0, fit_rows / max(f.rows, 1))).select("client_id", "vec").toArrow()
-        t = t.combine_chunks()
-        ids = t.column("client_id").to_numpy()
-        order = np.argsort(ids)  # sorted by user, as `combine` sees a member
-        _, values = _list_values(t.column("vec").combine_chunks(), f.dim) if t.num_rows else (None, np.zeros(
-            (0, f.dim), np.float32))
+        t = hash_sample(f.df, fit_rows, f.rows).select("client_id", "vec").toArrow()
+        order = np.argsort(t.column("client_id").to_numpy())  # sorted by user, as `combine` sees a member
+        _, values = list_rows(t.column("vec"), f.dim)
         transform, mean = fit_member(values[order], _spec(recipe, f.name, pca), fit_rows=fit_rows, seed=seed)
         transforms.append(transform)
         means.append(mean)
@@ -741,21 +734,34 @@ def load_item_member(settings, as_of: datetime | None = None, recent: int = 20) 
                   seq_as_of, np.asarray(nev, dtype=np.int64)[order])
 
 
-def load_members(settings, as_of: datetime | None = None, names: tuple[str, ...] = MEMBERS) -> list[Member]:
-    """Every available member at `as_of` (None: each member's latest); missing ones skipped with a warning.
-    Besides `MEMBERS`, a name `gru_<member>` loads that GRU-AE member's profiles."""
+def _available(names: tuple[str, ...], load: Any, rows: Any) -> list:
+    """`load(name)` for each name; a member whose table is missing, has no rows for the as-of (`LookupError`) or has
+    no users (`rows(member) == 0`) is skipped with a warning."""
     out = []
     for name in names:
         try:
-            member = load_item_member(settings, as_of) if name == "items" else \
-                read_member(select_member(settings, name, as_of))
+            member = load(name)
         except (FileNotFoundError, LookupError) as exc:
             log.warning("ensemble member %s skipped: %s", name, exc)
             continue
-        if len(member.client_ids) == 0:
+        if rows(member) == 0:
             log.warning("ensemble member %s skipped: no users", name)
             continue
-        log.info("member %s: %d users x %d columns (%s)", name, len(member.client_ids), member.values.shape[1],
-                 member.version)
         out.append(member)
     return out
+
+
+def load_members(settings, as_of: datetime | None = None, names: tuple[str, ...] = MEMBERS) -> list[Member]:
+    """Every available member at `as_of` (None: each member's latest), in memory; missing ones skipped with a
+    warning. Besides `MEMBERS`, a name `gru_<member>` loads that GRU-AE member's profiles."""
+    out = _available(names, lambda name: load_item_member(settings, as_of) if name == "items" else
+                     read_member(select_member(settings, name, as_of)), lambda m: len(m.client_ids))
+    for m in out:
+        log.info("member %s: %d users x %d columns (%s)", m.name, len(m.client_ids), m.values.shape[1], m.version)
+    return out
+
+
+def member_frames(spark: Any, settings, as_of: datetime | None = None, names: tuple[str, ...] = MEMBERS
+                  ) -> list[MemberFrame]:
+    """`load_members` as Spark DataFrames (`member_frame`), for the streamed build."""
+    return _available(names, lambda name: member_frame(spark, settings, name, as_of), lambda f: f.rows)

@@ -150,26 +150,23 @@ def svd_half(interactions: DataFrame, config: ALSConfig, fit_users: int = 100_00
     Arrow batch on the executors (nothing per user is collected)."""
     import pyarrow as pa
     from ubp.spark_jobs.ensemble import hash_sample
+    from ubp.spark_jobs.vectors import float_lists
 
     users = interactions.select("client_id").distinct().count()
-    t = hash_sample(interactions, min(1.0, fit_users / max(users, 1))).toArrow()
+    t = hash_sample(interactions, fit_users, users).toArrow()
     if t.num_rows:
         item_ids, comps = svd_components(t.column("client_id").to_numpy().astype(np.int64),
                                          t.column("item").to_numpy().astype(np.int64),
                                          t.column("weight").to_numpy(), config.rank, config.seed)
     else:
         item_ids, comps = np.zeros(0, np.int64), np.zeros((0, config.rank), np.float32)
-    rank = config.rank
-
     def factors(batches):
         for b in batches:
             its, ws = b.column("items"), b.column("weights")
             offsets = its.offsets.to_numpy().astype(np.int64)
             f = project(offsets, its.flatten().to_numpy().astype(np.int64), ws.flatten().to_numpy(), item_ids,
                         comps)  # [users, rank]
-            emb = pa.ListArray.from_arrays(pa.array(np.arange(0, f.size + 1, rank, dtype=np.int32)),
-                                           pa.array(f.ravel(), pa.float32()))
-            yield pa.RecordBatch.from_arrays([b.column("client_id"), emb, b.column("n")],
+            yield pa.RecordBatch.from_arrays([b.column("client_id"), float_lists(f), b.column("n")],
                                              ["client_id", "factors", "n"])
 
     grouped = interactions.groupBy("client_id").agg(

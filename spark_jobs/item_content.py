@@ -81,14 +81,13 @@ def _read_delta(spark: SparkSession, path) -> DataFrame | None:
 def _content_frame(spark: SparkSession, rows: list, vecs: np.ndarray, source: str, now: datetime) -> DataFrame:
     """Encoded rows as an ITEM_CONTENT DataFrame, through Arrow (no Python float per value)."""
     import pyarrow as pa
+    from ubp.spark_jobs.vectors import float_lists
 
-    n, d = vecs.shape
-    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
-                                   pa.array(np.ascontiguousarray(vecs, np.float32).ravel(), pa.float32()))
+    n = len(vecs)
     table = pa.table({"sku": pa.array([r["sku"] for r in rows], pa.int64()),
                       "text_hash": pa.array([r["text_hash"] for r in rows], pa.string()),
                       "encoder": pa.array([r["encoder"] for r in rows], pa.string()),
-                      "source": pa.array([source] * n, pa.string()), "embedding": emb,
+                      "source": pa.array([source] * n, pa.string()), "embedding": float_lists(vecs),
                       "computed_at": pa.array([now.replace(tzinfo=None)] * n, pa.timestamp("us"))})
     return spark.createDataFrame(table.select(ITEM_CONTENT.column_names).to_pandas(), ITEM_CONTENT.spark_schema())
 

@@ -234,7 +234,7 @@ def ensemble(
     members are computed for that as-of when missing (and in the member list). Members whose table is absent or
     has no rows for the as-of are skipped (warning).
     """
-    from ubp.spark_jobs.ensemble import build_streamed, ensemble_version, load_recipe, member_frame
+    from ubp.spark_jobs.ensemble import build_streamed, ensemble_version, load_recipe, member_frames
     from ubp.spark_jobs.session import get_spark
 
     t0 = time.time()
@@ -247,18 +247,7 @@ def ensemble(
     if factors and "factors" in names:
         factor_info = factorize(settings, as_of=as_of, method=factor_method)
     stats_info = compute_stats(settings, as_of=as_of) if stats and "stats" in names else None
-    spark = get_spark(settings)
-    frames = []
-    for name in names:
-        try:
-            frame = member_frame(spark, settings, name, as_of=as_of)
-        except (FileNotFoundError, LookupError) as exc:
-            log.warning("ensemble member %s skipped: %s", name, exc)
-            continue
-        if frame.rows == 0:
-            log.warning("ensemble member %s skipped: no users", name)
-            continue
-        frames.append(frame)
+    frames = member_frames(get_spark(settings), settings, as_of=as_of, names=names)
     if not frames:
         raise UbpError(f"no ensemble member has rows for as_of {as_of.isoformat()}")
     params = {"pca": pca or {}, "as_of": as_of.isoformat(), "recipe": plan.to_dict()}
