@@ -17,57 +17,14 @@ import os
 import platform
 import shutil
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from proctree import run_sampled
+from proctree import jvm_or, run_sampled
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _tree_rss(proc) -> tuple[int, int]:
-    """(python RSS, JVM RSS) in bytes for a process and all its descendants."""
-    import psutil
-
-    py = jvm = 0
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0, 0
-    for p in procs:
-        try:
-            rss = p.memory_info().rss
-            if "java" in p.name().lower():
-                jvm += rss
-            else:
-                py += rss
-        except psutil.Error:
-            continue
-    return py, jvm
-
-
-def _monitor(pid: int, stop: threading.Event, peaks: dict) -> None:
-    """Sample RSS (peaks) and CPU seconds (last value per process) of the tree until stopped."""
-    import psutil
-
-    proc = psutil.Process(pid)
-    cpu: dict[int, float] = {}
-    while not stop.is_set():
-        py, jvm = _tree_rss(proc)
-        peaks["python"] = max(peaks["python"], py)
-        peaks["jvm"] = max(peaks["jvm"], jvm)
-        peaks["total"] = max(peaks["total"], py + jvm)
-        try:
-            for p in [proc, *proc.children(recursive=True)]:
-                t = p.cpu_times()
-                cpu[p.pid] = t.user + t.system
-        except psutil.Error:
-            pass
-        peaks["cpu_s"] = sum(cpu.values())
-        stop.wait(0.2)
 
 
 def child(raw: str, lakehouse: str, rerun: bool) -> None:
@@ -132,8 +89,7 @@ def main() -> None:
         n_events = _events(meta["rows"])
         print(f"== {n_events:,} raw event rows ({users:,} users), generated in {gen_s:.0f}s; ingesting...", flush=True)
         cmd = [sys.executable, __file__, "--child", str(raw), str(lake)] + (["--rerun"] if args.rerun else [])
-        peaks = {"python": 0, "jvm": 0, "total": 0, "cpu_s": 0.0}
-        proc, stdout, wall = run_sampled(cmd, _monitor, peaks, cwd=ROOT)
+        proc, stdout, wall, peaks = run_sampled(cmd, jvm_or("python"), ("python", "jvm"), interval=0.2, cwd=ROOT)
         line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode != 0 or line is None:
             raise SystemExit(f"ingest child failed (rc={proc.returncode})")

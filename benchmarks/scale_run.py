@@ -26,12 +26,11 @@ import os
 import platform
 import shutil
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from proctree import run_sampled
+from proctree import jvm_or, run_sampled
 
 ROOT = Path(__file__).resolve().parents[1]
 UBP = str(Path(sys.executable).with_name("ubp"))
@@ -60,33 +59,6 @@ def stages(args: argparse.Namespace, raw: Path) -> list[tuple[str, list[str]]]:
     if args.redis:
         out.append(("publish redis", ["publish", "--online", "redis"]))
     return out
-
-
-def _sample(pid: int, stop: threading.Event, peaks: dict[str, float]) -> None:
-    """Peak RSS per role and CPU seconds of the process tree rooted at `pid`, until `stop`."""
-    import psutil
-
-    root = psutil.Process(pid)
-    cpu: dict[int, float] = {}
-    while not stop.is_set():
-        rss = {"driver": 0, "jvm": 0, "other": 0}
-        try:
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            procs = []
-        for p in procs:
-            try:
-                role = "driver" if p.pid == pid else "jvm" if "java" in p.name().lower() else "other"
-                rss[role] += p.memory_info().rss
-                t = p.cpu_times()
-                cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
-                continue
-        for role, value in rss.items():
-            peaks[role] = max(peaks[role], value)
-        peaks["total"] = max(peaks["total"], sum(rss.values()))
-        peaks["cpu_s"] = sum(cpu.values())
-        stop.wait(0.5)
 
 
 def du(path: Path) -> int:
@@ -120,10 +92,11 @@ def run_stage(name: str, argv: list[str], lakehouse: Path, log_dir: Path, env: d
     """One stage in its own `ubp` process, sampled; raises SystemExit with its log's tail when it fails."""
     log_file = log_dir / (name.replace(" ", "_") + ".log")
     cmd = [UBP, "--lakehouse", str(lakehouse), *argv]
-    peaks = {"driver": 0.0, "jvm": 0.0, "other": 0.0, "total": 0.0, "cpu_s": 0.0}
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    other = jvm_or("other")
     with open(log_file, "w") as fh:
-        proc, stdout, wall = run_sampled(cmd, _sample, peaks, stderr=fh, cwd=ROOT, env=env)
+        proc, stdout, wall, peaks = run_sampled(cmd, lambda p, root: "driver" if p.pid == root else other(p, root),
+                                                ("driver", "jvm", "other"), stderr=fh, cwd=ROOT, env=env)
     (log_dir / (name.replace(" ", "_") + ".out")).write_text(stdout)
     if proc.returncode != 0:
         tail = log_file.read_text()[-3000:]
