@@ -50,8 +50,8 @@ lint: bootstrap
 	$(BIN)/ruff check .
 
 bench: bootstrap
-	@# scale_run.py (hours: every stage at 1M users) and proctree.py (a helper) are left out
-	@for b in benchmarks/*.py; do case $$b in */proctree.py|*/scale_run.py) continue;; esac; \
+	@# scale_run.py and cluster_vs_local.py (hours, half an hour) and proctree.py (a helper) are left out
+	@for b in benchmarks/*.py; do case $$b in */proctree.py|*/scale_run.py|*/cluster_vs_local.py) continue;; esac; \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Re-resolve requirements.lock after a change to pyproject.toml's dependencies. Keeps every pin that still fits;

@@ -10,7 +10,8 @@ users is hours on a CPU) and embed-users (every user), item-content (from the na
 has no text, unless `--item-text`), train-item-model (same sample), item-vectors,
 ensemble, publish into SQLite, publish into Redis (`--redis`, when given). While a stage runs, the parent samples
 every 0.5 s the RSS of the stage's process tree, split into the Python driver, the Spark JVM and the other
-processes (Spark's Python workers, the Feast / torch helpers), and the CPU seconds of the tree. After it: the
+processes (Spark's Python workers; not the programs the JVM shells out to, see `proctree.jvm_or`), and the CPU
+seconds of the tree. After it: the
 lakehouse's size on disk and the stage's own row counts (its JSON output). Results go to WORK/scale_run.json after
 every stage, so a killed run resumes at the first unfinished stage (`--redo STAGE` runs one again).
 
@@ -146,6 +147,8 @@ def run(args: argparse.Namespace) -> None:
         if name in done:
             rows.append(done[name])
             continue
+        if name in (args.redo or ()) and argv[0] in ("train-user-model", "publish"):
+            argv = [*argv, "--force" if argv[0] == "train-user-model" else "--full"]  # else it finds its work done
         rows.append(run_stage(name, argv, lakehouse, logs, env))
         state.update({"stages": rows + [r for r in done.values() if r not in rows],
                       "date": datetime.now(UTC).isoformat(timespec="seconds")})
@@ -225,7 +228,8 @@ def main() -> None:
                     help="encode the product texts with MiniLM (default: name codes, as the challenge's data has no "
                          "text; MiniLM on 2 CPU cores needs ~1-2 hours for 1.26M texts)")
     ap.add_argument("--redis", default=os.environ.get("UBP_REDIS_URL"), help="host:port: also publish into Redis")
-    ap.add_argument("--redo", nargs="*", help="stage names to run again")
+    ap.add_argument("--redo", nargs="*", help="stage names to run again (a user model with --force: the new version "
+                    "also aligns to the serving one; a publish with --full)")
     ap.add_argument("--clean", action="store_true", help="start over: delete WORK's lakehouse and results")
     ap.add_argument("--report", nargs="+", metavar="WORK", help="print the table of these runs and exit")
     args = ap.parse_args()

@@ -136,8 +136,15 @@ class SequenceChunk:
         return out
 
     def select(self, mask: np.ndarray) -> SequenceChunk:
-        return SequenceChunk(self.client_id[mask], self.n_events[mask], self.lengths[mask], self.starts[mask],
-                             self.values)
+        """The users where `mask` is true, holding only their kept events: a chunk that kept views of the whole
+        Arrow batch's event arrays would, with a small sample, pin every batch of a pass until its buffer fills."""
+        lens, starts = self.lengths[mask], self.starts[mask]
+        total = int(lens.sum())
+        first = np.cumsum(lens) - lens  # [U'] each user's first event in the compacted arrays
+        src = np.repeat(starts - first, lens) + np.arange(total)  # [total] index into the old per-event arrays
+        values = {f: (v.reshape(-1, QUERY_CODES)[src].reshape(-1) if f == "query" else v[src])
+                  for f, v in self.values.items()}
+        return SequenceChunk(self.client_id[mask], self.n_events[mask], lens, first, values)
 
 
 def _dense_query(codes: np.ndarray, code_offsets: np.ndarray, event_types: np.ndarray,

@@ -105,3 +105,20 @@ def test_sample_fraction_keeps_a_stable_share_independent_of_the_split():
     assert sampled == sorted(int(c) for c in table.column("client_id").to_numpy()[
         in_sample(table.column("client_id").to_numpy(), 0.25)])
     assert 60 < len(sampled) < 140 and len(users(400, 1.0)) == 400
+
+
+def test_select_keeps_only_the_selected_users_events():
+    """A sampled chunk must not pin its whole source batch: at 1M users a 0.5% sample kept every batch's event
+    arrays alive until the 16k-user buffer filled, i.e. the whole table (the training driver grew with users)."""
+    table = make_sequences(50, seed=7, min_len=3, max_len=30)
+    fields = ["event_type", "day", "sku", "query"]
+    chunk = SequenceChunk.from_arrow(table, fields, max_len=12)  # truncation: starts are not the list offsets
+    mask = np.zeros(len(chunk), bool)
+    mask[[3, 17, 18, 41]] = True
+    small = chunk.select(mask)
+    assert len(small.values["event_type"]) == int(chunk.lengths[mask].sum())
+    assert len(small.values["query"]) == 16 * int(chunk.lengths[mask].sum())
+    a, b = small.collate(np.arange(4)), chunk.collate(np.flatnonzero(mask))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert len(chunk.select(np.zeros(len(chunk), bool))) == 0
