@@ -4,13 +4,15 @@
     .venv/bin/python benchmarks/cluster_vs_local.py --report /data/cluster10m       # the table again
 
 Input: `ubp demo-data --scale challenge` with enough users for about `--events` events (the challenge's ~169 per
-user; `--raw` takes an existing folder). Each Spark stage (ingest, sequences, aggregates) runs twice through the
-entry point the DAGs submit, `ubp/stages/pipeline.py --stage S --lakehouse L --kwargs ... --as-of ...`:
+user; `--raw` takes an existing folder). Each Spark stage of the profile path (ingest, sequences, aggregates,
+embed-users for the `day_event` member, ensemble) runs twice through the entry point the DAGs submit, `ubp/stages/pipeline.py --stage S --lakehouse L --kwargs ... --as-of ...`:
 - local: `python ubp/stages/pipeline.py ...`, a `local[2]` session with `spark_jobs.session`'s local defaults;
 - cluster: `spark-submit --master spark://... --jars <Delta jars> --conf spark.pyspark.python=<python>
   ubp/stages/pipeline.py ...` against a master and `--workers` workers started from the installed pyspark
   (`ubp.cluster`), client deploy mode, the cluster's sizes from a spark-defaults.conf (below).
-Each run is sampled every 0.5 s (`proctree.py`): wall time, CPU seconds, peak RSS of the submitting process tree
+The `day_event` model is trained once (a Python task in the DAGs, not a Spark stage: 1 epoch on a 5k-user sample,
+in the local lakehouse) and copied into the cluster's lakehouse, so both modes embed with the same weights. Each
+run is sampled every 0.5 s (`proctree.py`): wall time, CPU seconds, peak RSS of the submitting process tree
 (Python + driver JVM) and, for the cluster, of the executors under the worker daemons. Afterwards both lakehouses'
 tables are compared (rows, and sums that change if any row does), so the numbers are of the same work. The cluster
 runs on the same 2 cores: this measures what the cluster mode costs (extra JVMs, shuffles between executors), not
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -35,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 UBP = str(Path(sys.executable).with_name("ubp"))
 ENTRY = str(ROOT / "ubp" / "stages" / "pipeline.py")
-STAGES = ("ingest", "sequences", "aggregates")
+STAGES = ("ingest", "sequences", "aggregates", "embed_users", "ensemble")
+TRAINED_BEFORE = "embed_users"  # the member's model is trained (once, locally) before this stage
 RESULTS = "cluster_vs_local.json"
 EVENTS_PER_USER = 169  # the challenge's data: ~169M events of 1M users
 
@@ -69,18 +73,35 @@ def summary(lakehouse: Path) -> dict:
         return int(sum(pc.sum(b.column(column)).as_py() or 0
                        for b in reader.iter_batches(s.table_path(table), columns=[column])))
 
-    out = {t: reader.count_rows(s.table_path(t)) for t in ("events", "quarantine", "user_sequences", "user_aggregates")}
+    def vector_sum(table: str) -> float:  # float: the modes may sum in another order, compared with a tolerance
+        return float(sum(pc.sum(pc.list_flatten(b.column("embedding"))).as_py() or 0.0
+                         for b in reader.iter_batches(s.table_path(table), columns=["embedding"])))
+
+    tables = ("events", "quarantine", "user_sequences", "user_aggregates", "user_profiles", "user_profiles_ensemble")
+    out: dict = {t: reader.count_rows(s.table_path(t)) for t in tables}
     out["events.client_id sum"] = total("events", "client_id")
     out["user_sequences.n_events sum"] = total("user_sequences", "n_events")
     out["user_aggregates.client_id sum"] = total("user_aggregates", "client_id")
+    out["user_profiles.client_id sum"] = total("user_profiles", "client_id")
+    out["user_profiles.embedding sum"] = vector_sum("user_profiles")
+    out["user_profiles_ensemble.embedding sum"] = vector_sum("user_profiles_ensemble")
     return out
+
+
+def same(a: dict, b: dict) -> bool:
+    """Equal counts and integer sums; float sums within 1e-4 relative."""
+    return a.keys() == b.keys() and all(
+        abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])) if isinstance(a[k], float) else a[k] == b[k] for k in a)
 
 
 def stage_args(stage: str, lakehouse: Path, raw: Path, as_of: str) -> list[str]:
     """The application arguments the DAG's SparkSubmitOperator passes (`dags/_ubp_common.submit_args`)."""
     kwargs = {"raw_dir": str(raw)} if stage == "ingest" else {}
     args = ["--stage", stage, "--lakehouse", str(lakehouse), "--kwargs", json.dumps(kwargs)]
-    return args + (["--as-of", as_of] if stage != "ingest" else [])
+    from ubp import stage_registry
+
+    takes_as_of = {s.name for s in stage_registry.STAGES if s.as_of}
+    return args + (["--as-of", as_of] if stage in takes_as_of else [])
 
 
 def run_one(cmd: list[str], env: dict[str, str], log: Path, workers: list[int]) -> dict:
@@ -138,6 +159,12 @@ def run(args: argparse.Namespace) -> dict:
         if lake.exists():
             raise SystemExit(f"{lake} exists: remove it (each mode must start from an empty lakehouse)")
     for stage in STAGES:  # local first, then the cluster (stopped in between: it holds memory while idle)
+        if stage == TRAINED_BEFORE:
+            print("== train-user-model day_event (once, for both modes)", flush=True)
+            subprocess.run([UBP, "--lakehouse", str(lakes["local"]), "train-user-model", "--member", "day_event",
+                            "--train-users", "5000", "--epochs", "1"], check=True, cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL)
+            shutil.copytree(lakes["local"] / "_models", lakes["cluster"] / "_models")
         cmd = [sys.executable, ENTRY, *stage_args(stage, lakes["local"], raw, as_of)]
         print(f"== {stage} local", flush=True)
         result["stages"].setdefault(stage, {})["local"] = run_one(cmd, env, logs / f"{stage}_local.log", [])
@@ -155,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
         result["cluster_apps"] = {a["name"]: a["state"] for a in apps}
         result["executors"] = {a["name"]: len(c.executors().get(a["id"], [])) for a in apps}
     result["tables"] = {mode: summary(lake) for mode, lake in lakes.items()}
-    result["same_tables"] = result["tables"]["local"] == result["tables"]["cluster"]
+    result["same_tables"] = same(result["tables"]["local"], result["tables"]["cluster"])
     result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     (work / RESULTS).write_text(json.dumps(result, indent=2))
     return result
