@@ -13,9 +13,8 @@ from typing import Any
 def _sample(pid: int, role: Callable[[Any, int], str | None], interval: float, stop: threading.Event, peaks: dict,
             also: Sequence[int] = ()) -> None:
     """Until `stop`: peak RSS summed per `role(process, root_pid)` (None: not counted) and of the counted tree
-    (`total`), and the tree's CPU
-    seconds (`cpu_s`: each process's own user + system time, its last sampled value; a reaped child's time is not
-    counted again through its parent). `also`: more processes whose descendants (not they themselves) are sampled
+    (`total`), and the tree's CPU seconds (`cpu_s`: each process's own user + system time, its last sampled value;
+    a reaped child's time is not counted again through its parent). `also`: more processes whose descendants (not they themselves) are sampled
     too, with their own pid as the root passed to `role` (a Spark worker daemon's executors)."""
     import psutil
 

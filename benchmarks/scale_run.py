@@ -11,8 +11,7 @@ has no text, unless `--item-text`), train-item-model (same sample), item-vectors
 ensemble, publish into SQLite, publish into Redis (`--redis`, when given). While a stage runs, the parent samples
 every 0.5 s the RSS of the stage's process tree, split into the Python driver, the Spark JVM and the other
 processes (Spark's Python workers; not the programs the JVM shells out to, see `proctree.jvm_or`), and the CPU
-seconds of the tree. After it: the
-lakehouse's size on disk and the stage's own row counts (its JSON output). Results go to WORK/scale_run.json after
+seconds of the tree. After it: the lakehouse's size on disk and the stage's own row counts (its JSON output). Results go to WORK/scale_run.json after
 every stage, so a killed run resumes at the first unfinished stage (`--redo STAGE` runs one again).
 
 `--report DIR...` prints the per-stage table of one or more runs (users ascending) and, for two runs, the growth

@@ -122,6 +122,17 @@ def iter_batches(
         yield from _stream_fragment(fragment, dataset.schema, cols, batch_size, filter)
 
 
+def _columns_to_read(names: Sequence[str], want: list[str], filter: pc.Expression | None) -> list[str]:
+    """`want` plus the columns `filter` reads (it may name some the caller did not ask for; the result is projected
+    afterwards): every table column whose name appears in the expression's text, a superset, which is harmless."""
+    if filter is None:
+        return want
+    import re
+
+    text = str(filter)
+    return [n for n in names if n in want or re.search(rf"\b{re.escape(n)}\b", text)]
+
+
 def _stream_fragment(fragment: Any, schema: pa.Schema, cols: list[str] | None, batch_size: int,
                      filter: pc.Expression | None) -> Iterator[pa.RecordBatch]:
     """The rows of one data file (`cols` of the table's `schema`, `filter` applied), `batch_size` at a time.
@@ -131,17 +142,13 @@ def _stream_fragment(fragment: Any, schema: pa.Schema, cols: list[str] | None, b
     held 2.2 GB; `ParquetFile.iter_batches` decodes page by page (0.75 GB for the same scan). Row groups whose
     statistics rule the filter out are skipped; partition columns and columns a file lacks (added to the table
     later) are filled in, and types are cast to the table's, as the scanner would."""
-    import re
-
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
     want = list(cols) if cols is not None else list(schema.names)
-    need = want
+    need = _columns_to_read(schema.names, want, filter)
     groups = None
     if filter is not None:
-        text = str(filter)  # a superset of the columns the filter reads: more is harmless
-        need = [n for n in schema.names if n in want or re.search(rf"\b{re.escape(n)}\b", text)]
         try:
             groups = [rg.id for rg in fragment.subset(filter=filter, schema=schema).row_groups]
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
@@ -173,16 +180,13 @@ def _stream_fragment(fragment: Any, schema: pa.Schema, cols: list[str] | None, b
 
 def _iter_scan(dt: Any, cols: list[str] | None, batch_size: int, filter: pc.Expression | None):
     """Deletion-vector aware path: delta-rs' engine streams batches; we apply the filter and re-chunk."""
-    need = cols
-    if filter is not None and cols is not None:
-        # the filter may reference columns the caller did not ask for: read them, project afterwards
-        need = None
+    need = cols if cols is None else _columns_to_read([f.name for f in dt.schema().fields], cols, filter)
     reader = dt.scan(columns=need)
     for raw in reader:
         batch = pa.record_batch(raw)  # arro3 batch -> pyarrow via the Arrow C data interface
         if filter is not None:
             batch = batch.filter(filter)
-        if cols is not None and need is None:
+        if need != cols:
             batch = batch.select(cols)
         for start in range(0, batch.num_rows, batch_size):
             yield batch.slice(start, batch_size)
