@@ -1,12 +1,13 @@
-"""Benchmark: training-step throughput of each GRU-AE member, full softmax vs sampled softmax heads.
+"""Benchmark: training-step throughput of each user-model member, full softmax vs sampled softmax heads.
 
 Side by side in one process, per member: the same batches (the training loop's own length-bucketed stream of a
 synthetic lakehouse with the demo's vocabulary sizes: 5,000 skus and urls), the same initial weights, one optimizer
 step per batch, non-pad tokens per second. "full" trains every head with the full softmax; "sampled" trains the
 heads with more than 4 x K classes (sku, url) on the target plus K = 256 shared uniform negatives (what the
-members use); validation always uses the full softmax. Large members run at their CPU size (`models.members`).
+members use); validation always uses the full softmax. Large members run at their CPU size (`models.members`)
+unless `--full-size`.
 
-Run: .venv/bin/python benchmarks/member_steps.py [--users 3000 --steps 8 --threads 1]
+Run: .venv/bin/python benchmarks/member_steps.py [--users 3000 --steps 8 --threads 1 --members next_sku,next_url]
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--members", default="small,day_event,week_all,all_fields")
+    p.add_argument("--full-size", action="store_true", help="the members' full sizes, not their CPU sizes")
     p.add_argument("--json", default=None)
     a = p.parse_args()
 
     import torch
-    from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+    from ubp.models.gru_ae import GRUAEConfig
     from ubp.models.members import member
+    from ubp.models.user_model import build_user_model
     from user_model_fixtures import bench_job_batches
 
     from ubp.config import Settings
@@ -65,11 +68,11 @@ def main() -> None:
     for name in a.members.split(","):
         spec = member(name)
         cfg0, _, batches = bench_job_batches(settings, a.users, name, a.batch_size, a.steps)
-        cfg = GRUAEConfig.preset(name, cfg0.vocab_sizes, **spec.cpu, batch_size=a.batch_size)
+        cfg = GRUAEConfig.preset(name, cfg0.vocab_sizes, **({} if a.full_size else spec.cpu), batch_size=a.batch_size)
         speeds = {}
         for label, k in (("full", 0), ("sampled", 256)):
             torch.manual_seed(0)
-            model = GRUAutoencoder(GRUAEConfig.from_dict({**cfg.to_dict(), "sampled_negatives": k})).train()
+            model = build_user_model(GRUAEConfig.from_dict({**cfg.to_dict(), "sampled_negatives": k})).train()
             speeds[label] = _tok_s(model, batches)
         row = {"member": name, "size": f"{cfg.emb_dim}/{cfg.hidden}/{cfg.n_layers}", "full_tok_s": speeds["full"],
                "sampled_tok_s": speeds["sampled"], "speedup": speeds["sampled"] / speeds["full"]}
@@ -77,7 +80,7 @@ def main() -> None:
         print(f"{name:<11} {row['size']:<11} full {row['full_tok_s']:8.0f} tok/s   sampled {row['sampled_tok_s']:8.0f}"
               f" tok/s   x{row['speedup']:.2f}", flush=True)
     out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {torch.get_num_threads()} thread(s)",
-           "users": a.users, "batch_size": a.batch_size, "steps": a.steps, "rows": rows}
+           "users": a.users, "batch_size": a.batch_size, "steps": a.steps, "full_size": a.full_size, "rows": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
 

@@ -1,5 +1,8 @@
 """GRU autoencoder over a user's event sequence; its latent is the user's profile (RecSys Challenge 2025, 2nd place).
 
+This module also holds what every user-model architecture shares: the config (`GRUAEConfig`, whose `arch` picks
+the GRU-AE or the next-event transformer of `models.next_event`), the event embedding and the output heads' loss.
+
 One event = its field embeddings (event type, sku, category, price, url, the mean of its 16 query codes, a time
 token), summed (`combine="sum"`) or concatenated (`combine="concat"`, as the seed's day+event member). A GRU
 encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent. A GRU decoder, started from
@@ -33,8 +36,14 @@ TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url"
 ALL_FIELDS: tuple[str, ...] = (*TOKEN_FIELDS, "query")
 
 
+ARCHS: tuple[str, ...] = ("gru_ae", "next_event")
+
+
 @dataclass
 class GRUAEConfig:
+    """The user-model config of both archs (the name predates the transformer): fields, sizes, schedule. `arch`
+    "gru_ae" rebuilds the sequence from one latent; "next_event" (`models.next_event`) predicts each next event."""
+
     vocab_sizes: dict[str, int] = field(default_factory=dict)  # field -> size incl. the 4 reserved ids
     input_fields: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "query", "day")
     target_fields: tuple[str, ...] = ("event_type", "sku", "category", "price", "url")
@@ -49,6 +58,8 @@ class GRUAEConfig:
     batch_size: int = 256
     max_epochs: int = 30
     patience: int = 5
+    arch: str = "gru_ae"  # gru_ae | next_event; a config saved before archs existed is a GRU-AE
+    n_heads: int = 4  # next_event only: attention heads per layer
 
     @classmethod
     def preset(cls, name: str, vocab_sizes: dict[str, int], **overrides) -> GRUAEConfig:
@@ -76,10 +87,18 @@ class GRUAEConfig:
         missing = [f for f in {*self.input_fields, *self.target_fields} if f not in self.vocab_sizes]
         if self.vocab_sizes and missing:
             raise ValueError(f"vocab_sizes lacks {sorted(missing)}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, not {self.arch!r}")
+        if self.arch == "next_event" and (self.n_heads < 1 or self.hidden % self.n_heads):
+            raise ValueError(f"hidden {self.hidden} must be a multiple of n_heads {self.n_heads}")
 
     def to_dict(self) -> dict:
+        """JSON-ready fields. A GRU-AE leaves out the transformer's fields, so its config.json and training run key
+        are the same as before archs existed (a finished run is still found, a version still warm-starts)."""
         d = asdict(self)
         d["input_fields"], d["target_fields"] = list(self.input_fields), list(self.target_fields)
+        if self.arch == "gru_ae":
+            del d["arch"], d["n_heads"]
         return d
 
     @classmethod
@@ -121,6 +140,49 @@ class EventEmbedding(nn.Module):
         for e in parts[1:]:
             out = out + e
         return out  # [B, T, E]
+
+
+def uses_sampled_softmax(config: GRUAEConfig, f: str) -> bool:
+    """Whether field f's head trains with a sampled softmax: only heads with > 4x `sampled_negatives` classes."""
+    k = config.sampled_negatives
+    return k > 0 and config.vocab_sizes[f] > 4 * k
+
+
+def sampled_logits(head: nn.Linear, h: torch.Tensor, y: torch.Tensor, n_negatives: int) -> torch.Tensor:
+    """Sampled softmax logits [n, 1 + K]: the target's logit (column 0) and K uniform negatives shared by the step
+    (PAD never sampled; a negative equal to the row's target is masked out). Uniform proposals need no log-Q
+    correction."""
+    neg = torch.randint(PAD_ID + 1, head.out_features, (n_negatives,), device=h.device)  # [K]
+    pos = (h * head.weight[y]).sum(-1, keepdim=True) + head.bias[y][:, None]  # [n, 1]
+    negl = h @ head.weight[neg].T + head.bias[neg]  # [n, K]
+    negl = negl.masked_fill(neg[None, :] == y[:, None], float("-inf"))
+    return torch.cat([pos, negl], dim=1)
+
+
+def heads_loss(heads: nn.ModuleDict, hidden: torch.Tensor, targets: dict[str, torch.Tensor], config: GRUAEConfig,
+               sampled: bool) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
+    """Sum over target fields of the mean cross-entropy of `heads[f](hidden)` [N, H] on the non-PAD targets [N], and
+    per-field stats {"loss", "correct", "count"}. `sampled`: large heads use the sampled softmax (training);
+    otherwise the full softmax (validation, reported accuracy). Shared by every user-model arch."""
+    total = hidden.new_zeros(())
+    stats: dict[str, dict[str, torch.Tensor]] = {}
+    for f, tgt in targets.items():
+        mask = tgt != PAD_ID
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        h, y = hidden[mask], tgt[mask]  # heads only where there is something to predict
+        if sampled and uses_sampled_softmax(config, f):
+            logits = sampled_logits(heads[f], h, y, config.sampled_negatives)  # [n, 1 + K]: the target is column 0
+            loss = F.cross_entropy(logits.float(), torch.zeros_like(y))
+            correct = (logits.argmax(-1) == 0).sum()
+        else:
+            logits = heads[f](h)  # [n, V_f]
+            loss = F.cross_entropy(logits.float(), y)
+            correct = (logits.argmax(-1) == y).sum()
+        total = total + loss
+        stats[f] = {"loss": loss.detach(), "correct": correct.detach(), "count": n}
+    return total, stats
 
 
 class GRUAutoencoder(nn.Module):
@@ -186,40 +248,10 @@ class GRUAutoencoder(nn.Module):
         """Training loss (sum over fields of the mean CE on non-pad targets) and per-field stats
         {field: {"loss", "correct", "count"}} for accuracy."""
         hidden, targets, _ = self._decode(batch)
-        total = hidden.new_zeros(())
-        stats: dict[str, dict[str, torch.Tensor]] = {}
-        for f, tgt in targets.items():
-            mask = tgt != PAD_ID
-            n = int(mask.sum())
-            if n == 0:
-                continue
-            h, y = hidden[mask], tgt[mask]  # heads only where there is something to predict
-            if self.training and self._sampled(f):
-                logits = self._sampled_logits(f, h, y)  # [n, 1 + K]: the target is column 0
-                loss = F.cross_entropy(logits.float(), torch.zeros_like(y))
-                correct = (logits.argmax(-1) == 0).sum()
-            else:
-                logits = self.heads[f](h)  # [n, V_f]
-                loss = F.cross_entropy(logits.float(), y)
-                correct = (logits.argmax(-1) == y).sum()
-            total = total + loss
-            stats[f] = {"loss": loss.detach(), "correct": correct.detach(), "count": n}
-        return total, stats
+        return heads_loss(self.heads, hidden, targets, self.config, sampled=self.training)
 
     def _sampled(self, f: str) -> bool:
-        k = self.config.sampled_negatives
-        return k > 0 and self.config.vocab_sizes[f] > 4 * k
-
-    def _sampled_logits(self, f: str, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Sampled softmax: the target's logit and K uniform negatives shared by the step (PAD never sampled; a
-        negative equal to the row's target is masked out). Uniform proposals need no log-Q correction."""
-        head = self.heads[f]
-        neg = torch.randint(PAD_ID + 1, self.config.vocab_sizes[f], (self.config.sampled_negatives,),
-                            device=h.device)  # [K]
-        pos = (h * head.weight[y]).sum(-1, keepdim=True) + head.bias[y][:, None]  # [n, 1]
-        negl = h @ head.weight[neg].T + head.bias[neg]  # [n, K]
-        negl = negl.masked_fill(neg[None, :] == y[:, None], float("-inf"))
-        return torch.cat([pos, negl], dim=1)
+        return uses_sampled_softmax(self.config, f)
 
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Training loop of the GRU autoencoder, streaming one pinned version of the silver `user_sequences` table.
+"""Training loop of a user model (GRU autoencoder or next-event transformer, `build_user_model`), streaming one
+pinned version of the silver `user_sequences` table.
 
 `train(job)` runs in a work directory that is a pure function of (config, seed, table version, vocabulary), so
 running the same command again after a kill finds the same directory and resumes from its last checkpoint
@@ -41,8 +42,9 @@ from ubp.models.common import (
     to_device,
     unwrap,
 )
-from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+from ubp.models.gru_ae import GRUAEConfig
 from ubp.models.user_data import columns_for, prefetch, stream_batches
+from ubp.models.user_model import build_user_model
 
 from ubp.hooks import current as current_hooks
 from ubp.log import get_logger
@@ -147,7 +149,7 @@ def train(job: TrainJob) -> dict[str, Any]:
         atomic_write_text(run_file, json.dumps(run_meta, indent=2))
     barrier()
 
-    model = GRUAutoencoder(job.config).to(device)
+    model = build_user_model(job.config).to(device)
     if job.init_weights:
         from ubp.models.common import load_weights
 
@@ -248,7 +250,7 @@ def train(job: TrainJob) -> dict[str, Any]:
                                                       "written_by": {"rank": dist.rank, "pid": os.getpid()}})
             metrics.write(history[-1])
             if train_seconds > 30:  # long epochs: keep the curve current for whoever watches the run
-                plot_loss_curve(history, job.work_dir / "loss.png", title="GRU-AE loss")
+                plot_loss_curve(history, job.work_dir / "loss.png", title="user-model loss")
             log.info("epoch %d: train %.4f val %.4f (%s tok/s)%s", epoch, record["train_loss"], val["val_loss"],
                      record["tokens_per_s"], " *" if improved else "")
         barrier()
@@ -256,7 +258,7 @@ def train(job: TrainJob) -> dict[str, Any]:
     if dist.is_main:
         if not (job.work_dir / "best.safetensors").exists():
             save_weights(model, job.work_dir / "best.safetensors")
-        plot_loss_curve(history, job.work_dir / "loss.png", title=f"GRU-AE loss (vocab {job.vocab_version[:12]})")
+        plot_loss_curve(history, job.work_dir / "loss.png", title=f"user-model loss (vocab {job.vocab_version[:12]})")
     barrier()  # rank 0 has written best.safetensors before any rank returns
     if dist.enabled and owns_group:
         torch.distributed.destroy_process_group()

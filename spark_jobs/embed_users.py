@@ -1,4 +1,5 @@
-"""Distributed batch inference: silver `user_sequences` -> gold `user_profiles` with a trained GRU-AE.
+"""Distributed batch inference: silver `user_sequences` -> gold `user_profiles` (or `user_member_profiles`) with a
+trained user model (any member: GRU-AE or next-event transformer, built by its config).
 
 `profiles(df, model_dir, model_version, created_at)` is a pure DataFrame -> DataFrame function: `mapInArrow`
 (default; `engine="pandas"`: `mapInPandas`, kept because a test checks both give the same rows) hands each Python

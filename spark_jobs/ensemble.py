@@ -7,7 +7,8 @@ row and a `has_<member>` indicator column; the result is float16 with at most 20
 
 Members (each skipped with a warning when its table is missing):
 - `gru`: gold `user_profiles` (the served GRU-AE member's current version, latest as-of); `gru_<member>`: another
-  GRU-AE member's rows of gold `user_member_profiles` (its own current version, e.g. `gru_week_all`);
+  user-model member's rows of gold `user_member_profiles` (its own current version, e.g. `gru_week_all`, or a
+  next-event transformer's, `gru_next_sku`);
 - `aggregates`: gold `user_aggregates` through a quantile transform;
 - `factors`: the ALS member (`ubp.tables.USER_FACTORS`);
 - `stats`: the seed's statistics beyond the aggregates (gold `user_stats`, `spark_jobs/stats.py`), quantile only;
@@ -557,7 +558,8 @@ def _exists(path: Path) -> bool:
 
 
 def gru_kind(name: str) -> str:
-    """Registry kind behind a GRU ensemble member name: `gru` -> the served member, `gru_<member>` -> that one."""
+    """Registry kind behind a user-model ensemble member name: `gru` -> the served member, `gru_<member>` -> that
+    one (a next-event transformer member such as `gru_next_sku` too)."""
     from ubp.registry import USER_KIND, user_kind
 
     return USER_KIND if name == "gru" else user_kind(name.removeprefix("gru_"))

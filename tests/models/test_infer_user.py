@@ -79,3 +79,24 @@ def test_serving_transform_is_fitted_capped_and_applied(version):
     transform.save(vdir)
     again, _ = load_model(vdir, device="cpu")  # the version now serves through its stored transform
     np.testing.assert_allclose(encode_arrow(again, table)[1], served, atol=1e-5)
+
+
+def test_a_next_event_version_loads_and_encodes_in_row_order(tmp_path):
+    """The loader builds the config's arch (`build_user_model`): a transformer version encodes like a GRU-AE one."""
+    from ubp.models.next_event import NextEventTransformer
+
+    torch.manual_seed(0)
+    cfg = GRUAEConfig.preset("next_sku", SIZES, emb_dim=16, hidden=16, n_heads=2, n_layers=1)
+    original = NextEventTransformer(cfg).eval()
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    save_weights(original, tmp_path / "weights.safetensors")
+    (tmp_path / "model.json").write_text(json.dumps({"vocab_version": "v-test", "member": "next_sku"}))
+    model, _ = load_model(tmp_path, device="cpu")
+    assert type(model) is NextEventTransformer and model.config == cfg
+    table = make_sequences(23, seed=4, min_len=1, max_len=30)
+    chunk = SequenceChunk.from_arrow(table, model.config.input_fields, model.config.max_len)
+    z = encode_chunk(model, chunk, batch_size=4)  # length-bucketed, other batch-mates
+    with torch.no_grad():
+        ref = original.encode(chunk.collate(np.arange(len(chunk)))).numpy()
+    assert z.shape == (23, 16)
+    np.testing.assert_allclose(z, ref, atol=1e-5)

@@ -46,8 +46,23 @@ def test_every_member_builds_a_config_and_cpu_sizes_only_shrink():
         assert set(m.cpu) <= set(m.model), name  # overrides only what the member sets
         assert all(m.cpu[k] < m.model[k] for k in m.cpu), name
     large = [n for n, m in MEMBERS.items() if m.cpu]
-    assert sorted(large) == ["all_fields", "week_all"]
-    assert all(MEMBERS[n].cpu == {"emb_dim": 64, "hidden": 128, "n_layers": 2} for n in large)
+    assert sorted(large) == ["all_fields", "next_sku", "next_url", "week_all"]
+    assert all(MEMBERS[n].cpu == {"emb_dim": 64, "hidden": 128, "n_layers": 2} for n in ("all_fields", "week_all"))
+    assert all(MEMBERS[n].cpu == {"n_layers": 2} for n in ("next_sku", "next_url"))  # same width: fewer layers
+
+
+@pytest.mark.parametrize(("name", "target", "sizes"), [
+    ("next_sku", ("sku",), (128, 4, 4)),
+    ("next_url", ("url",), (192, 6, 4)),
+])
+def test_next_event_members(name, target, sizes):
+    """The team's `next_sku_128_4_4` / `next_url_192_6_4`: opt-in, served centred and row-L2 normalised."""
+    cfg = GRUAEConfig.preset(name, SIZES)
+    assert cfg.arch == "next_event" and cfg.target_fields == target
+    assert cfg.input_fields == ("event_type", "sku", "category", "price", "url", "day")
+    assert (cfg.hidden, cfg.n_heads, cfg.n_layers) == sizes and cfg.emb_dim == cfg.hidden
+    assert (cfg.dropout, cfg.max_epochs, cfg.patience, cfg.sampled_negatives) == (0.1, 10, 3, 256)
+    assert member(name).post == PostSpec(row_norm=True) and name not in DEFAULT_MEMBERS
 
 
 def test_specs_are_frozen():

@@ -100,3 +100,32 @@ def test_embed_refuses_other_vocabulary_and_unknown_model(spark, trained):
     write_lakehouse(settings, n_users=5, seed=1, vocab="v-other")
     with pytest.raises(UbpError, match="model trained on vocabulary v-test, table uses v-other"):
         embed_users(settings)
+
+
+@pytest.mark.slow
+def test_a_next_event_member_embeds_into_member_profiles_read_as_gru_member(spark, settings):
+    """A transformer member goes through the same Spark job: its rows land in `user_member_profiles` and the
+    ensemble's `gru_next_sku` loader reads them back, equal to the in-process encode."""
+    from ubp.models.infer_user import encode_batches, load_model
+    from ubp.spark_jobs.ensemble import read_member, select_member
+
+    from ubp.reader import iter_batches
+    from ubp.stages.embed_users import embed_users
+    from ubp.stages.train_user_model import train_user_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        write_lakehouse(settings, n_users=20, seed=5, min_len=1, max_len=12)
+        result = train_user_model(settings, member="next_sku", max_epochs=1, show_progress=False,
+                                  overrides=dict(emb_dim=16, hidden=16, n_heads=2, n_layers=1, batch_size=8))
+        out = embed_users(settings, member="next_sku")
+        assert out["model_version"] == result["version"] and out["rows"]["user_member_profiles"] == 20
+        got = read_member(select_member(settings, "gru_next_sku"))
+        model, _ = load_model(result["model_dir"], device="cpu")
+        ref = {int(c): z for cids, _, zs in encode_batches(model, iter_batches(settings.table_path("user_sequences")))
+               for c, z in zip(cids, zs, strict=True)}
+    finally:
+        torch.set_num_threads(threads)
+    assert got.client_ids.tolist() == sorted(ref) and got.values.shape == (20, 16)
+    np.testing.assert_allclose(got.values, np.stack([ref[int(c)] for c in got.client_ids]), atol=1e-5)

@@ -34,6 +34,14 @@ def test_combine_reduces_wide_members_and_caps_columns():
         combine([Member("huge", np.arange(10), np.ones((10, 2100), np.float32), "h")])
 
 
+def test_recipe_lists_the_next_event_members_opt_in():
+    """The transformer members have their `gru_<member>` blocks in the recipe, row-normalised, off by default."""
+    recipe = load_recipe()
+    for name in ("gru_next_sku", "gru_next_url"):
+        assert recipe.spec(name).transform == "row_norm" and not recipe.members[name].enabled
+        assert name not in recipe.enabled
+
+
 def test_statistics_are_quantile_transformed_only():
     """The seed's recipe: statistics through the uniform quantile transform, no L2 and no PCA, so they keep their
     weight next to unit-norm blocks; the stored transform reproduces sklearn's and is robust to outliers."""

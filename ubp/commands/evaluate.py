@@ -66,8 +66,9 @@ def evaluate_cmd(
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the evaluation namespace's profiles."),
     no_build: bool = typer.Option(False, "--no-build", help="Use the evaluation namespace's tables as they are."),
     members: list[str] | None = typer.Option(
-        None, "--member", help="GRU-AE member built in the evaluation namespace (repeatable; default: "
-        "day_event, week_all, all_fields; `small` adds the older preset for comparison)."),
+        None, "--member", help="User-model member built in the evaluation namespace (repeatable; default: "
+        "day_event, week_all, all_fields; `small` adds the older preset for comparison, next_sku / next_url the "
+        "transformers; score one as --profiles gru_<member>)."),
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="Cap the user and item models' training epochs."),
     no_ablation: bool = typer.Option(False, "--no-ablation", help="Skip the ensemble-minus-member ablation."),
     max_users: int = typer.Option(200_000, "--max-users", help="Sample at most this many users for the probes."),

@@ -24,7 +24,8 @@ def _echo(result: dict) -> None:
 def train_cmd(
     ctx: typer.Context,
     member: str = typer.Option("day_event", "--member", "--preset",
-                               help="GRU-AE member: day_event, week_all, all_fields (or the older small, paper)."),
+                               help="User-model member: day_event, week_all, all_fields, the opt-in "
+                                    "transformers next_sku, next_url (or the older small, paper)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Max epochs (default: the member's)."),
     seed: int = typer.Option(0, "--seed"),
     promote: str = typer.Option("if_none", "--promote", help="if_none | always | never"),
@@ -36,7 +37,8 @@ def train_cmd(
     train_users: int | None = typer.Option(None, "--train-users", min=1,
                                            help="Train on a stable hashed sample of about N users (at scale)."),
 ) -> None:
-    """Train one GRU-autoencoder member on the current `user_sequences` (resumes after a kill).
+    """Train one user-model member (GRU-AE or next-event transformer) on the current `user_sequences` (resumes
+    after a kill).
 
     Multi-GPU: `torchrun --nproc_per_node N -m ubp.stages.train_user_model --lakehouse DIR --member week_all`.
     """
@@ -52,7 +54,7 @@ def train_cmd(
 def embed_cmd(
     ctx: typer.Context,
     model: str | None = typer.Option(None, "--model", help="User model version (default: the member's CURRENT)."),
-    member: str = typer.Option("day_event", "--member", help="GRU-AE member whose model embeds."),
+    member: str = typer.Option("day_event", "--member", help="User-model member whose model embeds."),
     engine: str = typer.Option("arrow", "--engine", help="arrow (mapInArrow, the default: no pandas conversion) or pandas (mapInPandas)."),
 ) -> None:
     """Embed every user of `user_sequences` into gold `user_profiles` with Spark (idempotent per model, as-of)."""

@@ -1,4 +1,4 @@
-"""Stage `embed_users`: gold user_profiles from one GRU-AE member's model (Spark batch inference).
+"""Stage `embed_users`: gold user_profiles from one user-model member's model (Spark batch inference).
 
 The stage only resolves the model version (the member's CURRENT unless one is named); the inference itself is the
 Spark job `spark_jobs/embed_users.py`.

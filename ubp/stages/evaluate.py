@@ -29,7 +29,8 @@ def eval_namespace(as_of: datetime) -> str:
 
 
 def gru_profile_name(member: str) -> str:
-    """Evaluation / ensemble name of a GRU-AE member's profile: `gru` for the served member, `gru_<member>`."""
+    """Evaluation / ensemble name of a user-model member's profile: `gru` for the served member, `gru_<member>` for
+    any other (the transformer members `next_sku` / `next_url` too: the prefix names the user-model family)."""
     from ubp.registry import PRIMARY_USER_MEMBER
 
     return "gru" if member == PRIMARY_USER_MEMBER else f"gru_{member}"

@@ -1,4 +1,5 @@
-"""Stage `train_user_model`: train one GRU-autoencoder user model (member); also its torchrun entry.
+"""Stage `train_user_model`: train one user-model member (a GRU autoencoder or a next-event transformer, as the
+member's config says: `models.members`); also its torchrun entry.
 
 `train_user_model(member=...)` pins the current version of silver `user_sequences`, trains in a work directory
 derived from (config, seed, table version, vocabulary) so that the same call after a kill resumes, fits the
@@ -62,7 +63,7 @@ def train_user_model(
     preset: str | None = None,
     train_users: int | None = None,
 ) -> dict:
-    """Train one GRU-AE member on the current `user_sequences` version; return {"version", "metrics", ...}.
+    """Train one user-model member on the current `user_sequences` version; return {"version", "metrics", ...}.
 
     promote: "if_none" (promote only when the member has no CURRENT version), "always", "never".
     full_size: train a large member at its full size even without a GPU (default: its CPU size there).
@@ -128,7 +129,7 @@ def train_user_model(
             return {**prev, "reused": True}
     if force and work.exists() and dist_info().is_main:
         shutil.rmtree(work)
-    log.info("training GRU-AE member %s%s on %s v%d (%d users%s, vocab %s) in %s", member,
+    log.info("training user-model member %s%s on %s v%d (%d users%s, vocab %s) in %s", member,
              " (CPU size)" if scaled else "", path, table_version, n_rows,
              f", a {sample_fraction:.2%} sample" if sample_fraction < 1 else "", vocab_version, work)
     t0 = time.perf_counter()
@@ -187,7 +188,7 @@ def _check_warm_start(settings: Settings, kind: str, init_from: str, config: Any
     src_manifest = json.loads((src / "model.json").read_text())
     reader.check_vocab_version(src_manifest["vocab_version"], vocab_version)
     src_cfg = json.loads((src / "config.json").read_text())
-    shape_keys = ("vocab_sizes", "input_fields", "target_fields", "emb_dim", "hidden", "n_layers")
+    shape_keys = ("vocab_sizes", "input_fields", "target_fields", "emb_dim", "hidden", "n_layers", "arch", "n_heads")
     if any(src_cfg.get(k) != config.to_dict().get(k) for k in shape_keys):
         raise UbpError(f"--init-from {init_from}: its config differs from member {member!r} in shape; "
                        "warm start needs the same architecture")
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     from ubp.log import setup_logging
     from ubp.models.members import MEMBERS
 
-    p = argparse.ArgumentParser(prog="ubp.stages.train_user_model", description="Train one GRU-AE member (DDP-ready).")
+    p = argparse.ArgumentParser(prog="ubp.stages.train_user_model", description="Train one user-model member (DDP-ready).")
     p.add_argument("--lakehouse", default=None)
     p.add_argument("--namespace", default="")
     p.add_argument("--member", "--preset", dest="member", default=PRIMARY_USER_MEMBER, choices=sorted(MEMBERS))

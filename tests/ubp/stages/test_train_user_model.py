@@ -88,3 +88,30 @@ def test_train_users_trains_on_a_stable_sample(settings, tmp_path, monkeypatch):
     assert 60 < len(expected) < 120
     full = train_user_model(settings, member="small", max_epochs=2, overrides=overrides, show_progress=False)
     assert not full.get("reused") and full["version"] != out["version"]
+
+
+def test_a_next_event_member_trains_and_serves_row_normalised_vectors(settings):
+    """`next_sku` through the same stage: its own kind, a transformer config, the next-sku accuracy recorded, and
+    the served vectors (what `embed-users` writes) centred and row-L2 normalised."""
+    from ubp.models.infer_user import encode_batches, load_model
+    from ubp.models.next_event import NextEventTransformer
+
+    from ubp import registry
+    from ubp.reader import iter_batches
+    from ubp.stages.train_user_model import train_user_model
+
+    write_lakehouse(settings, n_users=30, seed=2, min_len=2, max_len=10)
+    overrides = dict(emb_dim=16, hidden=16, n_heads=2, n_layers=1, batch_size=8)
+    result = train_user_model(settings, member="next_sku", max_epochs=2, overrides=overrides, show_progress=False)
+    assert result["kind"] == "user-next_sku" and registry.current_version(settings, "user-next_sku") == result["version"]
+    assert registry.current_version(settings, "user") is None
+    vdir = Path(result["model_dir"])
+    config = json.loads((vdir / "config.json").read_text())
+    assert (config["arch"], config["n_heads"], config["target_fields"]) == ("next_event", 2, ["sku"])
+    assert set(result["metrics"]) >= {"val_loss", "val_acc_sku"} and result["metrics"]["epochs_run"] == 2
+    model, manifest = load_model(vdir, device="cpu")
+    assert type(model) is NextEventTransformer and manifest["member"] == "next_sku"
+    rows = list(encode_batches(model, iter_batches(settings.table_path("user_sequences"))))
+    served = np.concatenate([r[2] for r in rows])
+    assert served.shape == (30, 16)
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, rtol=1e-5)
