@@ -1,14 +1,17 @@
 """The GRU-AE members: which fields each one reads and rebuilds, its sizes, and how its latent is served.
 
-Three of the four GRU-AE members the RecSys Challenge 2025 2nd-place team used (its `sku_text` member, a GRU-AE over
-the name codes of product events, is not built yet), plus the older `small` / `paper` presets kept for comparison
-and old model versions:
+The four GRU-AE members the RecSys Challenge 2025 2nd-place team used, plus the older `small` / `paper` presets kept
+for comparison and old model versions:
 
 | member | inputs | targets | emb / hidden / layers / dropout | epochs (patience) | served as |
 |---|---|---|---|---|---|
 | `day_event` | event type, day (concatenated 64 + 64) | event type, day | 64 / 128 / 2 / 0.5 | 30 (5) | centred, row L2 |
 | `week_all` | week, event type, category, price, sku, url | all six | 512 / 512 / 3 / 0.1 | 10 (3) | centred, PCA 64, row L2 |
 | `all_fields` | event type, category, price, sku, url | all five | 512 / 512 / 3 / 0.1 | 10 (3) | centred, PCA 64, row L2 |
+| `sku_text` | event type, the product's 16 name codes; product events only, max length 66 | both | 64 / 128 / 2 / 0.5 | 30 (5) | centred, PCA 64, row L2 |
+
+`sku_text` is opt-in (not in `DEFAULT_MEMBERS`: `ubp train-user-model --member sku_text`): what a user bought and
+carted, as text codes rather than sku ids, so a sku outside the sku vocabulary still says something.
 
 A large member has a `cpu` size too (64 / 128 / 2: a 512-wide 3-layer GRU pair trains at a few hundred tokens/s on
 two cores): on a machine without a GPU it trains at that size unless asked for the full one (`full_size=True`);
@@ -66,6 +69,11 @@ MEMBERS: dict[str, Member] = {
                dict(input_fields=_ALL, target_fields=_ALL, **_LARGE),
                cpu=_LARGE_CPU, post=PostSpec(pca_dim=64),
                doc="every product/visit field, no time"),
+        Member("sku_text",
+               dict(input_fields=("event_type", "name"), target_fields=("event_type", "name"), events="product",
+                    max_len=66, emb_dim=64, hidden=128, n_layers=2, dropout=0.5, max_epochs=30, patience=5),
+               post=PostSpec(pca_dim=64),
+               doc="the names (16 text codes) of the last 64 products bought, added or removed, all rebuilt"),
         Member("small",
                dict(input_fields=("event_type", "sku", "category", "price", "url", "query", "day"),
                     target_fields=("event_type", "sku", "category", "price", "url"),
