@@ -1,12 +1,13 @@
 """GRU autoencoder over a user's event sequence; its latent is the user's profile (RecSys Challenge 2025, 2nd place).
 
 One event = its field embeddings (event type, sku, category, price, url, the mean of its 16 query codes, the mean of
-its product's 16 name codes, a time token), summed (`combine="sum"`) or concatenated (`combine="concat"`, as the seed's day+event member). A GRU
-encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent. A GRU decoder, started from
-the encoder's hidden state and with the latent added to every input, rebuilds `e1 .. en EOS` from `BOS e1 .. en`
-(teacher forcing). Loss = sum over target fields of the cross-entropy on non-pad targets; a time field (day or
-week) can be a target like any other. The name codes can be a target too: one head scores all 16 positions (16 x
-the name alphabet) and the field's loss is the mean over the positions, so 16 codes weigh as one field.
+its product's 16 name codes, a time token), summed (`combine="sum"`) or concatenated (`combine="concat"`, as the
+seed's day+event member). A GRU encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent.
+A GRU decoder, started from the encoder's hidden state and with the latent added to every input, rebuilds
+`e1 .. en EOS` from `BOS e1 .. en` (teacher forcing). Loss = sum over target fields of the cross-entropy on non-pad
+targets; a time field (day or week) can be a target like any other, and so can the name codes: one head scores all
+16 positions (16 x the name alphabet) and the field's loss is the mean over the positions, so 16 codes weigh as one
+field.
 
 Unlike the seed code, both GRUs run on packed sequences, so pad steps never touch a hidden state and a user's
 latent does not depend on who else is in the batch; and the output heads run only on the packed (non-pad)
@@ -104,6 +105,7 @@ class EventEmbedding(nn.Module):
         self.tables = nn.ModuleDict(
             {f: nn.Embedding(config.vocab_sizes[f], config.emb_dim, padding_idx=PAD_ID) for f in self.token_fields}
         )
+
         def bag(f: str) -> nn.EmbeddingBag | None:
             return (nn.EmbeddingBag(config.vocab_sizes[f], config.emb_dim, mode="mean", padding_idx=PAD_ID)
                     if f in config.input_fields else None)
@@ -142,7 +144,8 @@ class GRUAutoencoder(nn.Module):
         self.decoder = nn.GRU(c.input_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
         self.latent_to_input = nn.Linear(c.hidden, c.input_dim)
         # a code field's head scores its 16 positions at once: [H] -> [16 * V]
-        self.heads = nn.ModuleDict({f: nn.Linear(c.hidden, c.vocab_sizes[f] * self._width(f)) for f in c.target_fields})
+        self.heads = nn.ModuleDict(
+            {f: nn.Linear(c.hidden, c.vocab_sizes[f] * self._width(f)) for f in c.target_fields})
 
     @staticmethod
     def _width(f: str) -> int:

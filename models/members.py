@@ -8,7 +8,7 @@ for comparison and old model versions:
 | `day_event` | event type, day (concatenated 64 + 64) | event type, day | 64 / 128 / 2 / 0.5 | 30 (5) | centred, row L2 |
 | `week_all` | week, event type, category, price, sku, url | all six | 512 / 512 / 3 / 0.1 | 10 (3) | centred, PCA 64, row L2 |
 | `all_fields` | event type, category, price, sku, url | all five | 512 / 512 / 3 / 0.1 | 10 (3) | centred, PCA 64, row L2 |
-| `sku_text` | event type, the product's 16 name codes; product events only, max length 66 | both | 64 / 128 / 2 / 0.5 | 30 (5) | centred, PCA 64, row L2 |
+| `sku_text` | event type, 16 name codes; product events only (max length 66) | both | 64 / 128 / 2 / 0.5 | 30 (5) | centred, PCA 64, row L2 |
 
 `sku_text` is opt-in (not in `DEFAULT_MEMBERS`: `ubp train-user-model --member sku_text`): what a user bought and
 carted, as text codes rather than sku ids, so a sku outside the sku vocabulary still says something.

@@ -26,7 +26,8 @@ def write_bronze(spark, settings, events: list[tuple], products: list[tuple], mo
     (ev.write.format("delta").mode(mode).partitionBy("event_date").option("partitionOverwriteMode", "static")
      .save(str(settings.table_path("events"))))
     if products is not None:
-        prows = [(s, c, p, *(rest or [[1] * 16]), "product_properties.parquet", INGESTED) for s, c, p, *rest in products]
+        prows = [(s, c, p, *(rest or [[1] * 16]), "product_properties.parquet", INGESTED)
+                 for s, c, p, *rest in products]
         (spark.createDataFrame(prows, PRODUCTS.spark_schema()).write.format("delta").mode("overwrite")
          .save(str(settings.table_path("products"))))
 

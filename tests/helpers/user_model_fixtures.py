@@ -21,7 +21,8 @@ SIZES = {"event_type": 9, "sku": 40, "category": 8, "price": 10, "url": 30, "que
 def make_sequences(n_users: int, seed: int = 0, min_len: int = 1, max_len: int = 12, zipf: float | None = None,
                    first_client: int = 1000, vocab: str = VOCAB) -> pa.Table:
     """Random but internally consistent users: product events have sku/category/price and the sku's 16 name codes
-    (`name_tokens`), visits a url, searches 16 query codes; day increases along the sequence. `zipf` draws lengths from a Zipf law (clipped to max_len)."""
+    (`name_tokens`), visits a url, searches 16 query codes; day increases along the sequence. `zipf` draws lengths
+    from a Zipf law (clipped to max_len)."""
     rng = np.random.default_rng(seed)
     if zipf:
         lens = np.clip(rng.zipf(zipf, n_users), min_len, max_len)

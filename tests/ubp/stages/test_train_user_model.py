@@ -114,7 +114,8 @@ def test_sku_text_trains_on_product_events_and_embeds_their_users(spark, setting
     assert out["model_version"] == result["version"]
     got = DeltaTable(str(settings.table_path("user_member_profiles"))).to_pyarrow_table().to_pylist()
     model, _ = load_model(result["model_dir"], device="cpu")
-    ref = {int(c): z for cids, _, zs in encode_batches(model, iter_batches(path)) for c, z in zip(cids, zs, strict=True)}
+    ref = {int(c): z for cids, _, zs in encode_batches(model, iter_batches(path))
+           for c, z in zip(cids, zs, strict=True)}
     table = pa.Table.from_batches(list(iter_batches(path, columns=["client_id", "name"])))
     with_products = {c for c, n in zip(table["client_id"].to_pylist(), table["name"].to_pylist(), strict=True) if n}
     assert {r["client_id"] for r in got} == set(ref) == with_products  # users without a product event: no row
