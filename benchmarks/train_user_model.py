@@ -124,7 +124,7 @@ def main() -> None:
     # packing / padding on random (not length-bucketed) batches of the same users
     chunk = None
     for rb in reader.iter_batches(path, version, batch_size=a.batch_size * a.steps):
-        chunk = SequenceChunk.from_arrow(rb, cfg.input_fields, cfg.max_len)
+        chunk = SequenceChunk.from_arrow(rb, cfg.input_fields, cfg.max_len, cfg.events)
         break
     rng = np.random.default_rng(0)
     order = rng.permutation(len(chunk))

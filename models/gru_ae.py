@@ -3,12 +3,14 @@
 This module also holds what every user-model architecture shares: the config (`GRUAEConfig`, whose `arch` picks
 the GRU-AE or the next-event transformer of `models.next_event`), the event embedding and the output heads' loss.
 
-One event = its field embeddings (event type, sku, category, price, url, the mean of its 16 query codes, a time
-token), summed (`combine="sum"`) or concatenated (`combine="concat"`, as the seed's day+event member). A GRU
-encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent. A GRU decoder, started from
-the encoder's hidden state and with the latent added to every input, rebuilds `e1 .. en EOS` from `BOS e1 .. en`
-(teacher forcing). Loss = sum over target fields of the cross-entropy on non-pad targets; a time field (day or
-week) can be a target like any other.
+One event = its field embeddings (event type, sku, category, price, url, the mean of its 16 query codes, the mean of
+its product's 16 name codes, a time token), summed (`combine="sum"`) or concatenated (`combine="concat"`, as the
+seed's day+event member). A GRU encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent.
+A GRU decoder, started from the encoder's hidden state and with the latent added to every input, rebuilds
+`e1 .. en EOS` from `BOS e1 .. en` (teacher forcing). Loss = sum over target fields of the cross-entropy on non-pad
+targets; a time field (day or week) can be a target like any other, and so can the name codes: one head scores all
+16 positions (16 x the name alphabet) and the field's loss is the mean over the positions, so 16 codes weigh as one
+field.
 
 Unlike the seed code, both GRUs run on packed sequences, so pad steps never touch a hidden state and a user's
 latent does not depend on who else is in the batch; and the output heads run only on the packed (non-pad)
@@ -16,8 +18,8 @@ positions whose target is not PAD. Large heads (sku/url, thousands of classes) c
 (`sampled_negatives` shared uniform negatives per step): the heads are most of a CPU step, and validation always
 uses the full softmax.
 
-A batch is a dict: one int64 tensor [B, T] per token field, "query" [B, T, 16], "lengths" [B] (tokens incl.
-BOS/EOS). See `models.user_data.collate`. The member presets (which fields, which sizes) live in
+A batch is a dict: one int64 tensor [B, T] per token field, "query" / "name" [B, T, 16], "lengths" [B] (tokens
+incl. BOS/EOS). See `models.user_data.collate`. The member presets (which fields, which sizes) live in
 `models.members`.
 """
 
@@ -30,10 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ubp.tables import OOV_ID, PAD_ID
+from ubp.tables import OOV_ID, PAD_ID, QUERY_CODES
 
 TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "day", "week")
-ALL_FIELDS: tuple[str, ...] = (*TOKEN_FIELDS, "query")
+CODE_FIELDS: tuple[str, ...] = ("query", "name")  # 16 codes per event
+ALL_FIELDS: tuple[str, ...] = (*TOKEN_FIELDS, *CODE_FIELDS)
+EVENT_FILTERS: tuple[str, ...] = ("all", "product")
 
 
 ARCHS: tuple[str, ...] = ("gru_ae", "next_event")
@@ -53,6 +57,7 @@ class GRUAEConfig:
     dropout: float = 0.5
     max_len: int = 128  # incl. BOS/EOS
     combine: str = "sum"  # sum | concat: how an event's field embeddings become one input vector
+    events: str = "all"  # all | product: which events a sequence keeps (`models.user_data.SequenceChunk`)
     sampled_negatives: int = 0  # > 0: sampled softmax in training for heads with > 4x this many classes
     lr: float = 1e-3
     batch_size: int = 256
@@ -84,21 +89,28 @@ class GRUAEConfig:
             raise ValueError("query codes are an input only (16 codes per event), not a target")
         if self.combine not in ("sum", "concat"):
             raise ValueError(f"combine must be sum or concat, not {self.combine!r}")
+        if self.events not in EVENT_FILTERS:
+            raise ValueError(f"events must be one of {EVENT_FILTERS}, not {self.events!r}")
         missing = [f for f in {*self.input_fields, *self.target_fields} if f not in self.vocab_sizes]
         if self.vocab_sizes and missing:
             raise ValueError(f"vocab_sizes lacks {sorted(missing)}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, not {self.arch!r}")
+        if self.arch == "next_event" and any(f in CODE_FIELDS for f in self.target_fields):
+            raise ValueError("a next-event model predicts token fields only, not the 16 codes of a code field")
         if self.arch == "next_event" and (self.n_heads < 1 or self.hidden % self.n_heads):
             raise ValueError(f"hidden {self.hidden} must be a multiple of n_heads {self.n_heads}")
 
     def to_dict(self) -> dict:
-        """JSON-ready fields. A GRU-AE leaves out the transformer's fields, so its config.json and training run key
-        are the same as before archs existed (a finished run is still found, a version still warm-starts)."""
+        """JSON-ready fields. A GRU-AE leaves out the transformer's fields, and a member over every event the event
+        filter, so an existing member's config.json and training run key are the same as before those fields
+        existed (a finished run is still found, a version still warm-starts)."""
         d = asdict(self)
         d["input_fields"], d["target_fields"] = list(self.input_fields), list(self.target_fields)
         if self.arch == "gru_ae":
             del d["arch"], d["n_heads"]
+        if self.events == "all":
+            del d["events"]
         return d
 
     @classmethod
@@ -113,15 +125,16 @@ class EventEmbedding(nn.Module):
 
     def __init__(self, config: GRUAEConfig) -> None:
         super().__init__()
-        self.token_fields = [f for f in config.input_fields if f != "query"]
+        self.token_fields = [f for f in config.input_fields if f not in CODE_FIELDS]
         self.tables = nn.ModuleDict(
             {f: nn.Embedding(config.vocab_sizes[f], config.emb_dim, padding_idx=PAD_ID) for f in self.token_fields}
         )
-        self.query = (
-            nn.EmbeddingBag(config.vocab_sizes["query"], config.emb_dim, mode="mean", padding_idx=PAD_ID)
-            if "query" in config.input_fields
-            else None
-        )
+
+        def bag(f: str) -> nn.EmbeddingBag | None:
+            return (nn.EmbeddingBag(config.vocab_sizes[f], config.emb_dim, mode="mean", padding_idx=PAD_ID)
+                    if f in config.input_fields else None)
+
+        self.query, self.name_codes = bag("query"), bag("name")  # attribute names = the weights' keys
         self.sizes = {f: config.vocab_sizes[f] for f in config.input_fields}
         self.concat = config.combine == "concat"
 
@@ -130,10 +143,11 @@ class EventEmbedding(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [self.tables[f](self._ids(batch[f], f)) for f in self.token_fields]  # each [B, T, E]
-        if self.query is not None:
-            q = batch["query"]  # [B, T, 16]
-            B, T, K = q.shape
-            parts.append(self.query(self._ids(q, "query").reshape(B * T, K)).reshape(B, T, -1))  # [B, T, E]
+        for f, table in (("query", self.query), ("name", self.name_codes)):
+            if table is not None:
+                q = batch[f]  # [B, T, 16]
+                B, T, K = q.shape
+                parts.append(table(self._ids(q, f).reshape(B * T, K)).reshape(B, T, -1))  # [B, T, E]
         if self.concat:
             return torch.cat(parts, dim=-1)  # [B, T, E * n_fields]
         out = parts[0]
@@ -142,10 +156,16 @@ class EventEmbedding(nn.Module):
         return out  # [B, T, E]
 
 
+def target_width(f: str) -> int:
+    """Targets per event of field f: 16 for a code field (a product's name codes), else 1."""
+    return QUERY_CODES if f in CODE_FIELDS else 1
+
+
 def uses_sampled_softmax(config: GRUAEConfig, f: str) -> bool:
-    """Whether field f's head trains with a sampled softmax: only heads with > 4x `sampled_negatives` classes."""
+    """Whether field f's head trains with a sampled softmax: only single-target heads with > 4x
+    `sampled_negatives` classes."""
     k = config.sampled_negatives
-    return k > 0 and config.vocab_sizes[f] > 4 * k
+    return k > 0 and config.vocab_sizes[f] > 4 * k and target_width(f) == 1
 
 
 def sampled_logits(head: nn.Linear, h: torch.Tensor, y: torch.Tensor, n_negatives: int) -> torch.Tensor:
@@ -161,25 +181,29 @@ def sampled_logits(head: nn.Linear, h: torch.Tensor, y: torch.Tensor, n_negative
 
 def heads_loss(heads: nn.ModuleDict, hidden: torch.Tensor, targets: dict[str, torch.Tensor], config: GRUAEConfig,
                sampled: bool) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
-    """Sum over target fields of the mean cross-entropy of `heads[f](hidden)` [N, H] on the non-PAD targets [N], and
-    per-field stats {"loss", "correct", "count"}. `sampled`: large heads use the sampled softmax (training);
-    otherwise the full softmax (validation, reported accuracy). Shared by every user-model arch."""
+    """Sum over target fields of the mean cross-entropy of `heads[f](hidden)` [N, H] on the non-PAD targets ([N],
+    or [N, 16] for a code field, whose mean runs over its positions too), and per-field stats {"loss", "correct",
+    "count" (targets)}. `sampled`: large heads use the sampled softmax (training); otherwise the full softmax
+    (validation, reported accuracy). Shared by every user-model arch."""
     total = hidden.new_zeros(())
     stats: dict[str, dict[str, torch.Tensor]] = {}
     for f, tgt in targets.items():
-        mask = tgt != PAD_ID
-        n = int(mask.sum())
-        if n == 0:
+        tgt = tgt.reshape(tgt.shape[0], -1)  # [N, K]: K = 16 for a code field, else 1
+        mask = (tgt != PAD_ID).any(-1)  # [N] positions with something to predict
+        if not bool(mask.any()):
             continue
-        h, y = hidden[mask], tgt[mask]  # heads only where there is something to predict
+        h, y = hidden[mask], tgt[mask]  # [n, H], [n, K]: heads only where there is something to predict
+        keep = y != PAD_ID  # [n, K]
+        n = int(keep.sum())
         if sampled and uses_sampled_softmax(config, f):
-            logits = sampled_logits(heads[f], h, y, config.sampled_negatives)  # [n, 1 + K]: the target is column 0
-            loss = F.cross_entropy(logits.float(), torch.zeros_like(y))
+            logits = sampled_logits(heads[f], h, y[:, 0], config.sampled_negatives)  # [n, 1 + negatives]
+            loss = F.cross_entropy(logits.float(), torch.zeros_like(y[:, 0]))  # the target is column 0
             correct = (logits.argmax(-1) == 0).sum()
         else:
-            logits = heads[f](h)  # [n, V_f]
-            loss = F.cross_entropy(logits.float(), y)
-            correct = (logits.argmax(-1) == y).sum()
+            logits = heads[f](h).reshape(h.shape[0], y.shape[1], -1)  # [n, K, V_f]
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                                   ignore_index=PAD_ID)  # mean over every (position, code) with a target
+            correct = ((logits.argmax(-1) == y) & keep).sum()
         total = total + loss
         stats[f] = {"loss": loss.detach(), "correct": correct.detach(), "count": n}
     return total, stats
@@ -196,7 +220,13 @@ class GRUAutoencoder(nn.Module):
         self.encoder = nn.GRU(c.input_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
         self.decoder = nn.GRU(c.input_dim, c.hidden, c.n_layers, batch_first=True, dropout=gru_dropout)
         self.latent_to_input = nn.Linear(c.hidden, c.input_dim)
-        self.heads = nn.ModuleDict({f: nn.Linear(c.hidden, c.vocab_sizes[f]) for f in c.target_fields})
+        # a code field's head scores its 16 positions at once: [H] -> [16 * V]
+        self.heads = nn.ModuleDict(
+            {f: nn.Linear(c.hidden, c.vocab_sizes[f] * target_width(f)) for f in c.target_fields})
+
+    def _logits(self, f: str, h: torch.Tensor) -> torch.Tensor:
+        """[n, H] -> [n, K, V_f] logits (K = `target_width(f)` positions)."""
+        return self.heads[f](h).reshape(h.shape[0], target_width(f), self.config.vocab_sizes[f])
 
     # -- helpers --------------------------------------------------------------------------------------------
     @staticmethod
@@ -226,7 +256,7 @@ class GRUAutoencoder(nn.Module):
 
     def _decode(self, batch: dict[str, torch.Tensor]):
         """Run encoder + teacher-forced decoder; return the decoder's packed outputs [N, H], the packed targets per
-        field [N] (N = non-pad decoder positions) and the batch order."""
+        field [N] ([N, 16] for a code field; N = non-pad decoder positions) and the batch order."""
         b, lengths, order = self._sorted(batch)
         emb, h = self._encode_sorted(b, lengths)
         latent = h[-1]  # [B, H]
@@ -240,13 +270,14 @@ class GRUAutoencoder(nn.Module):
         flat_packed = pack_padded_sequence(flat, dec_len, batch_first=True, enforce_sorted=True).data  # [N]
         targets = {}
         for f in self.config.target_fields:
-            t = b[f][:, 1:].reshape(-1).index_select(0, flat_packed)  # [N]
+            t = b[f][:, 1:].reshape(B * T1, -1).index_select(0, flat_packed)  # [N, K]: K = 16 or 1
+            t = t if f in CODE_FIELDS else t[:, 0]  # [N, 16] or [N]
             targets[f] = torch.where(t < self.config.vocab_sizes[f], t, torch.full_like(t, OOV_ID))
         return out.data, targets, (b, lengths, order, flat_packed, B, T1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-        """Training loss (sum over fields of the mean CE on non-pad targets) and per-field stats
-        {field: {"loss", "correct", "count"}} for accuracy."""
+        """Training loss (sum over fields of the mean CE on non-pad targets; a code field's mean runs over its
+        positions too) and per-field stats {field: {"loss", "correct", "count"}} for accuracy (count: targets)."""
         hidden, targets, _ = self._decode(batch)
         return heads_loss(self.heads, hidden, targets, self.config, sampled=self.training)
 
@@ -255,16 +286,19 @@ class GRUAutoencoder(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Teacher-forced reconstruction: predicted ids [B, T-1] per target field for positions 1..T-1 (the targets
-        of `forward`), PAD where the target is PAD, in the batch's row order."""
+        """Teacher-forced reconstruction: predicted ids [B, T-1] per target field ([B, T-1, 16] for a code field)
+        for positions 1..T-1 (the targets of `forward`), PAD where the target is PAD, in the batch's row order."""
         hidden, targets, (b, lengths, order, flat_packed, B, T1) = self._decode(batch)
         out = {}
         for f, tgt in targets.items():
-            pred = torch.full((B * T1,), PAD_ID, dtype=torch.long, device=hidden.device)
-            mask = tgt != PAD_ID
+            tgt = tgt.reshape(tgt.shape[0], -1)  # [N, K]: K = 16 for a code field, else 1
+            K = target_width(f)
+            pred = torch.full((B * T1, K), PAD_ID, dtype=torch.long, device=hidden.device)
+            mask = (tgt != PAD_ID).any(-1)  # [N]
             if mask.any():
-                pred[flat_packed[mask]] = self.heads[f](hidden[mask]).argmax(-1)
-            pred = pred.reshape(B, T1)  # sorted order
+                p = self._logits(f, hidden[mask]).argmax(-1)  # [n, K]
+                pred[flat_packed[mask]] = torch.where(tgt[mask] != PAD_ID, p, torch.full_like(p, PAD_ID))
+            pred = pred.reshape(B, T1, K) if K > 1 else pred.reshape(B, T1)  # sorted order
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(order.numel())
             out[f] = pred.index_select(0, inverse.to(pred.device))

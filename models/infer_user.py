@@ -64,7 +64,7 @@ def encode_chunk(model: nn.Module, chunk: SequenceChunk, batch_size: int = 512, 
 def encode_arrow(model: nn.Module, batch: pa.RecordBatch | pa.Table,
                  batch_size: int = 512, raw: bool = False) -> tuple[SequenceChunk, np.ndarray]:
     """Encode one Arrow batch of `user_sequences` rows; rows without events are dropped (no profile)."""
-    chunk = SequenceChunk.from_arrow(batch, model.config.input_fields, model.config.max_len)
+    chunk = SequenceChunk.from_arrow(batch, model.config.input_fields, model.config.max_len, model.config.events)
     return chunk, encode_chunk(model, chunk, batch_size, raw=raw)
 
 

@@ -1,8 +1,8 @@
 """The user-model members: which fields each one reads and predicts, its sizes, and how its vector is served.
 
-Three of the four GRU-AE members the RecSys Challenge 2025 2nd-place team used (its `sku_text` member, a GRU-AE over
-the name codes of product events, is not built yet), the team's two next-event transformers (`models.next_event`;
-opt-in, not in `DEFAULT_MEMBERS`), plus the older `small` / `paper` presets kept for comparison and old versions:
+The four GRU-AE members the RecSys Challenge 2025 2nd-place team used, its two next-event transformers
+(`models.next_event`), plus the older `small` / `paper` presets kept for comparison and old model versions.
+`next_sku`, `next_url` and `sku_text` are opt-in (not in `DEFAULT_MEMBERS`):
 
 | member | inputs | targets | emb / hidden / layers / dropout | epochs (patience) | served as |
 |---|---|---|---|---|---|
@@ -11,6 +11,10 @@ opt-in, not in `DEFAULT_MEMBERS`), plus the older `small` / `paper` presets kept
 | `all_fields` | event type, category, price, sku, url | all five | 512 / 512 / 3 / 0.1 | 10 (3) | centred, PCA 64, row L2 |
 | `next_sku` | event type, sku, category, price, url, day | the next event's sku | 128 / 128 / 4 (4 heads) / 0.1 | 10 (3) | centred, row L2 |
 | `next_url` | event type, sku, category, price, url, day | the next event's url | 192 / 192 / 4 (6 heads) / 0.1 | 10 (3) | centred, row L2 |
+| `sku_text` | event type, 16 name codes; product events only (max length 66) | both | 64 / 128 / 2 / 0.5 | 30 (5) | centred, PCA 64, row L2 |
+
+`sku_text` reads what a user bought and carted as text codes rather than sku ids, so a sku outside the sku
+vocabulary still says something.
 
 A large member has a `cpu` size too (64 / 128 / 2: a 512-wide 3-layer GRU pair trains at a few hundred tokens/s on
 two cores; 2 layers for the transformers, ~2.5x their 4-layer speed): on a machine without a GPU it trains at that
@@ -81,6 +85,11 @@ MEMBERS: dict[str, Member] = {
                dict(input_fields=_NEXT_IN, target_fields=("url",), emb_dim=192, hidden=192, n_heads=6, **_NEXT),
                cpu=_NEXT_CPU, post=PostSpec(row_norm=True),
                doc="causal transformer predicting the next visit's url; opt-in"),
+        Member("sku_text",
+               dict(input_fields=("event_type", "name"), target_fields=("event_type", "name"), events="product",
+                    max_len=66, emb_dim=64, hidden=128, n_layers=2, dropout=0.5, max_epochs=30, patience=5),
+               post=PostSpec(pca_dim=64),
+               doc="the names (16 text codes) of the last 64 products bought, added or removed, all rebuilt"),
         Member("small",
                dict(input_fields=("event_type", "sku", "category", "price", "url", "query", "day"),
                     target_fields=("event_type", "sku", "category", "price", "url"),

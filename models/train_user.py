@@ -121,7 +121,7 @@ def validation_metrics(model: torch.nn.Module, sequences_path: str, table_versio
         return iter_batches(sequences_path, version=table_version, columns=cols, batch_size=4096)
 
     batches = stream_batches(read, cfg.input_fields, batch_size=batch_size, max_len=cfg.max_len, split="val",
-                             val_fraction=val_fraction, shuffle=False)
+                             val_fraction=val_fraction, shuffle=False, events=cfg.events)
     return evaluate(model, batches, next(model.parameters()).device)
 
 
@@ -184,7 +184,7 @@ def train(job: TrainJob) -> dict[str, Any]:
         it = stream_batches(read, cfg.input_fields, batch_size=cfg.batch_size, max_len=cfg.max_len, split=split,
                             val_fraction=job.val_fraction, seed=job.seed * 100_003 + epoch, rank=dist.rank,
                             world_size=dist.world_size, shuffle=shuffle, even=shuffle,
-                            sample_fraction=job.sample_fraction)
+                            sample_fraction=job.sample_fraction, events=cfg.events)
         return prefetch(it)
 
     stopped_early = early.should_stop

@@ -19,17 +19,21 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ubp.tables import BOS_ID, EOS_ID, FIRST_TOKEN_ID, PAD_ID, QUERY_CODES, SEARCH_CODE
+from ubp.tables import BOS_ID, EOS_ID, FIRST_TOKEN_ID, PAD_ID, PRODUCT_CODES, QUERY_CODES, SEARCH_CODE
 
 TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "day", "week")
+# fields of 16 codes per event, stored only for the events that carry them: query (searches), name (product events)
+CODE_FIELDS: tuple[str, ...] = ("query", "name")
 SEARCH_TOKEN = SEARCH_CODE + FIRST_TOKEN_ID
+PRODUCT_TOKENS = np.array(PRODUCT_CODES) + FIRST_TOKEN_ID
+EVENT_FILTERS: tuple[str, ...] = ("all", "product")  # which events a sequence keeps (before the max_len cut)
 Batch = dict[str, torch.Tensor]
 
 
 def columns_for(fields: Iterable[str]) -> list[str]:
     """Table columns needed to build batches with these fields."""
-    fields = set(fields) | {"event_type"}  # event_type lines the fields up (and places the sparse query codes)
-    return ["client_id", "n_events", *[f for f in TOKEN_FIELDS if f in fields], *(["query"] if "query" in fields else [])]
+    fields = set(fields) | {"event_type"}  # event_type lines the fields up (and places the sparse codes)
+    return ["client_id", "n_events", *[f for f in (*TOKEN_FIELDS, *CODE_FIELDS) if f in fields]]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,8 +70,9 @@ def in_sample(client_ids: np.ndarray, fraction: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SequenceChunk:
-    """Users of one Arrow batch. `values[f]` is the flat token array of field f, `offsets[f]` its list offsets
-    (per event; for "query" the values are 16 per event). Rows with no events are dropped on construction."""
+    """Users of one Arrow batch. `values[f]` is the flat token array of field f, one token per event (16 per event
+    for the code fields "query" / "name", PAD where the event has none). Rows with no events are dropped on
+    construction; `events="product"` keeps only the product events (before the newest max_len - 2 are kept)."""
 
     client_id: np.ndarray  # [U] int64
     n_events: np.ndarray  # [U] int64
@@ -76,8 +81,11 @@ class SequenceChunk:
     values: dict[str, np.ndarray]
 
     @classmethod
-    def from_arrow(cls, batch: pa.RecordBatch | pa.Table, fields: Iterable[str], max_len: int = 128) -> SequenceChunk:
-        fields = [f for f in (*TOKEN_FIELDS, "query") if f in set(fields)]
+    def from_arrow(cls, batch: pa.RecordBatch | pa.Table, fields: Iterable[str], max_len: int = 128,
+                   events: str = "all") -> SequenceChunk:
+        if events not in EVENT_FILTERS:
+            raise ValueError(f"events must be one of {EVENT_FILTERS}, not {events!r}")
+        fields = [f for f in (*TOKEN_FIELDS, *CODE_FIELDS) if f in set(fields)]
         if isinstance(batch, pa.Table):
             batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
         if batch is None or batch.num_rows == 0:
@@ -88,20 +96,28 @@ class SequenceChunk:
                     if "n_events" in batch.schema.names else np.zeros(len(client_id), np.int64))
         ref = batch.column("event_type")
         offsets = ref.offsets.to_numpy().astype(np.int64)  # [U+1]
-        full_len = np.diff(offsets)
-        keep_len = np.minimum(full_len, max_len - 2)  # keep the newest events
-        starts = offsets[:-1] + (full_len - keep_len)
+        event_types = ref.values.to_numpy(zero_copy_only=False)  # [events] (the whole buffer the rows index)
         values: dict[str, np.ndarray] = {}
         for f in fields:
             col = batch.column(f)
-            base = col.offsets.to_numpy().astype(np.int64)
-            vals = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
-            if f == "query":
-                vals = _dense_query(vals, base, ref.values.to_numpy(zero_copy_only=False), offsets)
-            elif not np.array_equal(base, offsets):
+            if f in CODE_FIELDS:
+                carriers = np.isin(event_types, [SEARCH_TOKEN] if f == "query" else PRODUCT_TOKENS)
+                values[f] = _dense_codes(f, col, carriers, offsets)
+                continue
+            if not np.array_equal(col.offsets.to_numpy().astype(np.int64), offsets):
                 raise ValueError(f"user_sequences column {f!r} does not line up with event_type "
                                  "(one token per event expected)")
-            values[f] = vals
+            values[f] = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        if events == "product":  # compact every per-event array to the product events
+            lo, hi = int(offsets[0]), int(offsets[-1])
+            kept = np.zeros(hi, dtype=bool)  # [events the rows reach]
+            kept[lo:] = np.isin(event_types[lo:hi], PRODUCT_TOKENS)
+            offsets = np.concatenate([[0], np.cumsum(kept)])[offsets]  # [U+1] into the compacted arrays
+            values = {f: v.reshape(-1, QUERY_CODES if f in CODE_FIELDS else 1)[:hi][kept].reshape(-1)
+                      for f, v in values.items()}
+        full_len = np.diff(offsets)
+        keep_len = np.minimum(full_len, max_len - 2)  # keep the newest events
+        starts = offsets[:-1] + (full_len - keep_len)
         nonempty = keep_len > 0
         return cls(client_id[nonempty], n_events[nonempty], keep_len[nonempty], starts[nonempty], values)
 
@@ -110,7 +126,8 @@ class SequenceChunk:
 
     def collate(self, idx: np.ndarray | list[int]) -> Batch:
         """A padded batch for users `idx`: each field [B, T] (T = longest + 2) with BOS at 0 and EOS after the last
-        event (event_type only; other fields PAD there), "query" [B, T, 16], "lengths" [B], "client_id" [B]."""
+        event (event_type only; other fields PAD there), "query" / "name" [B, T, 16], "lengths" [B], "client_id"
+        [B]."""
         idx = np.asarray(idx, dtype=np.int64)
         lens = self.lengths[idx]
         B, T = len(idx), int(lens.max()) + 2 if len(idx) else 2
@@ -121,7 +138,7 @@ class SequenceChunk:
         cols = within + 1  # after BOS
         out: Batch = {}
         for f, vals in self.values.items():
-            if f == "query":
+            if f in CODE_FIELDS:
                 grid = np.zeros((B, T, QUERY_CODES), dtype=np.int64)
                 grid[rows, cols] = vals.reshape(-1, QUERY_CODES)[src]  # [total, 16]
             else:
@@ -142,25 +159,32 @@ class SequenceChunk:
         total = int(lens.sum())
         first = np.cumsum(lens) - lens  # [U'] each user's first event in the compacted arrays
         src = np.repeat(starts - first, lens) + np.arange(total)  # [total] index into the old per-event arrays
-        values = {f: (v.reshape(-1, QUERY_CODES)[src].reshape(-1) if f == "query" else v[src])
+        values = {f: (v.reshape(-1, QUERY_CODES)[src].reshape(-1) if f in CODE_FIELDS else v[src])
                   for f, v in self.values.items()}
         return SequenceChunk(self.client_id[mask], self.n_events[mask], lens, first, values)
 
 
-def _dense_query(codes: np.ndarray, code_offsets: np.ndarray, event_types: np.ndarray,
-                 offsets: np.ndarray) -> np.ndarray:
-    """The contract's sparse query column (16 codes per SEARCH event only) -> 16 codes per event, PAD elsewhere:
-    flat [events * 16], indexed like the event_type values. Refuses a column that does not hold 16 codes per search
-    event (e.g. a table written before the sparse layout: rebuild it with `ubp sequences`)."""
+def _dense_codes(name: str, col: pa.ListArray, carriers: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """A sparse code column of the contract (16 codes per carrier event only: searches for "query", product events
+    for "name") -> 16 codes per event, PAD elsewhere: flat [events * 16], indexed like the event_type values.
+
+    An all-null column (a table built before the column existed; the reader fills it with nulls) gives PAD
+    everywhere. Refuses a column that does not hold 16 codes per carrier event (e.g. a table written before the
+    sparse query layout: rebuild it with `ubp sequences`)."""
+    dense = np.full((len(carriers), QUERY_CODES), PAD_ID, dtype=np.int64)  # [events, 16]
+    if col.null_count == len(col):
+        return dense.reshape(-1)
+    code_offsets = col.offsets.to_numpy().astype(np.int64)  # [U+1]
+    codes = col.values.to_numpy(zero_copy_only=False).astype(np.int64)
     lo, hi = int(offsets[0]), int(offsets[-1])  # the events the rows reference
-    is_search = np.zeros(len(event_types), dtype=bool)  # [events]
-    is_search[lo:hi] = np.asarray(event_types[lo:hi]) == SEARCH_TOKEN
-    searches = np.concatenate([[0], np.cumsum(is_search)])[offsets]  # [U+1] search events before each row
-    if not np.array_equal(code_offsets - code_offsets[0], (searches - searches[0]) * QUERY_CODES):
-        raise ValueError("user_sequences column 'query' does not line up with event_type (16 codes per search event "
-                         "expected; a table from before the sparse query layout needs `ubp sequences` again)")
-    dense = np.full((len(event_types), QUERY_CODES), PAD_ID, dtype=np.int64)  # [events, 16]
-    dense[is_search] = codes[int(code_offsets[0]):int(code_offsets[-1])].reshape(-1, QUERY_CODES)  # [searches, 16]
+    mask = np.zeros(len(carriers), dtype=bool)  # [events]
+    mask[lo:hi] = carriers[lo:hi]
+    n_before = np.concatenate([[0], np.cumsum(mask)])[offsets]  # [U+1] carrier events before each row
+    if not np.array_equal(code_offsets - code_offsets[0], (n_before - n_before[0]) * QUERY_CODES):
+        raise ValueError(f"user_sequences column {name!r} does not line up with event_type (16 codes per "
+                         f"{'search' if name == 'query' else 'product'} event expected; a table from before this "
+                         "layout needs `ubp sequences` again)")
+    dense[mask] = codes[int(code_offsets[0]):int(code_offsets[-1])].reshape(-1, QUERY_CODES)  # [carriers, 16]
     return dense.reshape(-1)  # [events * 16]
 
 
@@ -215,10 +239,12 @@ def stream_batches(
     buffer_users: int = 16384,
     even: bool = False,
     sample_fraction: float = 1.0,
+    events: str = "all",
 ) -> Iterator[Batch]:
     """Batches over one pass of `read()` (a fresh Arrow batch iterator), bucketed by length within a buffer of
     `buffer_users`. `split`: "train" / "val" / None (all). `sample_fraction` < 1 keeps only that stable share of
-    users (`in_sample`), for training on a sample at scale.
+    users (`in_sample`), for training on a sample at scale. `events="product"`: product events only (see
+    `SequenceChunk`).
 
     Under DDP every rank reads the same stream with the same seed, so all ranks build the same batch sequence; rank r
     collates only batches k with k % world_size == r (disjoint shards of users). `even=True` (training) yields a
@@ -250,7 +276,7 @@ def stream_batches(
                     yield c.collate(i)
 
     for rb in read():
-        chunk = SequenceChunk.from_arrow(rb, fields, max_len)
+        chunk = SequenceChunk.from_arrow(rb, fields, max_len, events)
         if sample_fraction < 1.0 and len(chunk):
             chunk = chunk.select(in_sample(chunk.client_id, sample_fraction))
         if split is not None and len(chunk):

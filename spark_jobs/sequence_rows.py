@@ -5,6 +5,7 @@ task (`mapInArrow`) receives Arrow batches in which every user's events are cont
 users, vectorised with numpy:
 1. tokenises (sorted vocabulary keys + `searchsorted`; event type, day and week by arithmetic),
 2. orders each user's events by (timestamp, event-type code, sku, url, query tokens),
+   (a product event's 16 name codes, joined from `products` by sku upstream, become tokens code + FIRST_TOKEN_ID),
 3. keeps the newest `max_len` events per user, and
 4. cuts the per-field list columns out of the flat arrays with one offsets array (no per-element work).
 `write_files` then writes each task's rows with Arrow's C++ Parquet writer; the driver commits the files to Delta.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ubp.tables import (
+    CODE_VALUES,
     FIRST_TOKEN_ID,
     OOV_ID,
     PAD_ID,
@@ -41,8 +43,9 @@ from ubp.tables import (
     VISIT_CODE,
 )
 
-# What the worker receives per event (`spark_jobs.sequences.event_rows` selects exactly these).
-EVENT_COLUMNS: tuple[str, ...] = ("client_id", "ts_us", "etype", "sku", "url", "category", "price", "query")
+# What the worker receives per event (`spark_jobs.sequences.event_rows` selects exactly these; `name`, the product's
+# 16 name codes, may be absent: then every product event gets 16 x PAD).
+EVENT_COLUMNS: tuple[str, ...] = ("client_id", "ts_us", "etype", "sku", "url", "category", "price", "query", "name")
 _DAY_US = 86_400_000_000
 # Scalar columns whose min/max go into the Delta log (as Spark's Delta writer records them).
 _STATS_COLUMNS = ("client_id", "as_of", "vocab_version", "n_events", "first_ts", "last_ts", "seq_len")
@@ -94,13 +97,19 @@ def _lookup(table: tuple[np.ndarray, np.ndarray], raw: np.ndarray, valid: np.nda
     return np.where(valid & (keys[pos] == raw), tokens[pos], OOV_ID).astype(np.int32)
 
 
-def _query_tokens(query: pa.ChunkedArray, rows: np.ndarray, spec: SequenceSpec) -> np.ndarray:
-    """[len(rows), 16] query tokens of the given (search) rows: the first 16 codes looked up, OOV for a missing or
-    unknown code, 16 x PAD when the search has no query."""
-    q = query.combine_chunks().take(pa.array(rows, pa.int64()))
+def _name_lookup(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Name code -> token: code + FIRST_TOKEN_ID (a fixed alphabet, no vocabulary), OOV when null or not 0..255."""
+    return np.where(valid & (raw >= 0) & (raw < CODE_VALUES), raw + FIRST_TOKEN_ID, OOV_ID).astype(np.int32)
+
+
+def _code_tokens(codes: pa.ChunkedArray, rows: np.ndarray,
+                 lookup: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """[len(rows), 16] tokens of the given rows' 16-code lists (a search's query, a product's name): the first 16
+    codes through `lookup`, OOV for a missing or unknown code, 16 x PAD when the row has no list."""
+    q = codes.combine_chunks().take(pa.array(rows, pa.int64()))
     lens = pc.fill_null(pc.list_value_length(q), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat_raw, flat_valid = _ints(pc.list_flatten(q), np.int64)
-    flat = _lookup(spec.lookups["query"], flat_raw, flat_valid)
+    flat = lookup(flat_raw, flat_valid)
     starts = np.cumsum(lens) - lens
     i = np.arange(QUERY_CODES)
     inside = i[None, :] < lens[:, None]  # [n, 16]
@@ -130,11 +139,17 @@ def user_rows(events: pa.Table, spec: SequenceSpec) -> pa.Table:
     search_rows = np.flatnonzero(is_search)
     q_tok = np.zeros((n, QUERY_CODES), np.int32)
     if len(search_rows):
-        q_tok[search_rows] = _query_tokens(events.column("query"), search_rows, spec)
+        q_tok[search_rows] = _code_tokens(events.column("query"), search_rows,
+                                          lambda raw, ok: _lookup(spec.lookups["query"], raw, ok))
         order = _break_query_ties(order, (cid, ts_us, etype, sku_raw, url_raw), is_search, q_tok)
+    product_rows = np.flatnonzero(is_product)
+    n_tok = np.zeros((n, QUERY_CODES), np.int32)  # PAD: no name (absent column, sku not in the catalog)
+    if len(product_rows) and "name" in events.column_names:
+        n_tok[product_rows] = _code_tokens(events.column("name"), product_rows, _name_lookup)
 
     cid, ts_us, etype, sku_raw, url_raw = (a[order] for a in (cid, ts_us, etype, sku_raw, url_raw))
     is_product, is_visit, is_search, q_tok = is_product[order], is_visit[order], is_search[order], q_tok[order]
+    n_tok = n_tok[order]
     cat, cat_ok = (a[order] for a in _ints(events.column("category"), np.int64))
     price, price_ok = (a[order] for a in _ints(events.column("price"), np.int64))
     sku_ok, url_ok = sku_ok[order], url_ok[order]
@@ -167,11 +182,15 @@ def user_rows(events: pa.Table, spec: SequenceSpec) -> pa.Table:
         "sku_raw": lists(sku_raw),
         "ts": lists(np.floor_divide(ts_us, 1_000_000)),
     }
-    # 16 codes per kept search event, flattened in event order
-    kept_search = keep & is_search
-    per_user = np.add.reduceat(kept_search.astype(np.int64), starts) if n else np.zeros(0, np.int64)
-    q_offsets = np.r_[0, np.cumsum(per_user)] * QUERY_CODES
-    cols["query"] = pa.ListArray.from_arrays(pa.array(q_offsets.astype(np.int32)), pa.array(q_tok[kept_search].ravel()))
+    def sparse_codes(carrier: np.ndarray, tokens: np.ndarray) -> pa.ListArray:
+        """16 tokens per kept carrier event (search: query, product: name), flattened in event order."""
+        kept = keep & carrier
+        per_user = np.add.reduceat(kept.astype(np.int64), starts) if n else np.zeros(0, np.int64)
+        code_offsets = np.r_[0, np.cumsum(per_user)] * QUERY_CODES
+        return pa.ListArray.from_arrays(pa.array(code_offsets.astype(np.int32)), pa.array(tokens[kept].ravel()))
+
+    cols["query"] = sparse_codes(is_search, q_tok)
+    cols["name"] = sparse_codes(is_product, n_tok)
 
     users = len(starts)
     ts_type = pa.timestamp("us", tz="UTC")

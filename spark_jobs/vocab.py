@@ -107,14 +107,17 @@ def select_events(events: DataFrame, as_of: datetime, all_before: bool = False) 
 def prepare_events(events: DataFrame, products: DataFrame, as_of: datetime, all_before: bool = False) -> DataFrame:
     """`select_events` plus the product attributes of product events.
 
-    Columns: client_id, etype, ts_us, ts, eday, sku, url, query, category, price. Product attributes are null for
-    non-product events and for skus missing from the catalog.
+    Columns: client_id, etype, ts_us, ts, eday, sku, url, query, category, price, name (the product's 16 name codes).
+    Product attributes are null for non-product events and for skus missing from the catalog. Stages that do not use
+    a column (`name` outside `sequences`) leave it out of the join: Spark prunes it.
     """
-    prod = products.select("sku", "category", "price")
+    prod = products.select("sku", "category", "price", "name")
+    is_product = F.col("etype").isin(*PRODUCT_CODES)
     return select_events(events, as_of, all_before).join(prod, on="sku", how="left").select(
         "client_id", "etype", "ts_us", "ts", "eday", "sku", "url", "query",
-        F.when(F.col("etype").isin(*PRODUCT_CODES), F.col("category")).alias("category"),
-        F.when(F.col("etype").isin(*PRODUCT_CODES), F.col("price")).alias("price"),
+        F.when(is_product, F.col("category")).alias("category"),
+        F.when(is_product, F.col("price")).alias("price"),
+        F.when(is_product, F.col("name")).alias("name"),
     )
 
 

@@ -32,6 +32,7 @@ RAW_PRODUCT_COLUMNS: tuple[str, ...] = ("sku", "category", "price", "name")
 RAW_PRODUCT_TEXT_FILE = "product_text"
 RAW_PRODUCT_TEXT_COLUMNS: tuple[str, ...] = ("sku", "text")
 QUERY_CODES = 16  # a query / product name is 16 integers in 0..255
+CODE_VALUES = 256  # each of those integers is one of 256 values
 PRICE_BUCKETS = 100  # price is a bucket 0..99
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 
@@ -54,6 +55,8 @@ QUARANTINE_REASONS: dict[str, str] = {
 # Token ids reserved in every vocabulary.
 PAD_ID, BOS_ID, EOS_ID, OOV_ID = 0, 1, 2, 3
 FIRST_TOKEN_ID = 4
+# Product-name codes need no vocabulary: token = code + FIRST_TOKEN_ID (a fixed alphabet of CODE_VALUES values).
+NAME_VOCAB_SIZE = CODE_VALUES + FIRST_TOKEN_ID
 VOCAB_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "query")
 
 
@@ -234,6 +237,9 @@ USER_SEQUENCES = _t(
         ("week", "array<int>", False, "week index since the first date in the data, + FIRST_TOKEN_ID"),
         ("sku_raw", "array<bigint>", False, "raw sku, -1 where the event has no sku (for the item model)"),
         ("ts", "array<bigint>", False, "event epoch seconds (for temporal splits)"),
+        ("name", "array<int>", True, "16 name-code tokens (code + FIRST_TOKEN_ID) per PRODUCT event, flattened in "
+         "event order (16 x the number of product events; 16 x PAD_ID where the sku has no name in `products`; other "
+         "events carry none); a table built before the column lacks it until a full `ubp sequences` build"),
     ],
     doc="One row per user: the last max_len events of all types merged into one chronological sequence.",
 )

@@ -20,12 +20,14 @@ def event(event_type: str, client_id: int, when: str, sku=None, url=None, query=
 
 
 def write_bronze(spark, settings, events: list[tuple], products: list[tuple], mode: str = "overwrite") -> None:
-    """events: rows made with `event(...)`; products: (sku, category, price) tuples."""
+    """events: rows made with `event(...)`; products: (sku, category, price) tuples, or (sku, category, price, name)
+    (16 codes or None; default 16 x code 1)."""
     ev = spark.createDataFrame(events, EVENTS.spark_schema())
     (ev.write.format("delta").mode(mode).partitionBy("event_date").option("partitionOverwriteMode", "static")
      .save(str(settings.table_path("events"))))
     if products is not None:
-        prows = [(s, c, p, [1] * 16, "product_properties.parquet", INGESTED) for s, c, p in products]
+        prows = [(s, c, p, *(rest or [[1] * 16]), "product_properties.parquet", INGESTED)
+                 for s, c, p, *rest in products]
         (spark.createDataFrame(prows, PRODUCTS.spark_schema()).write.format("delta").mode("overwrite")
          .save(str(settings.table_path("products"))))
 

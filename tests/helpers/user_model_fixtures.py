@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ubp.tables import FIRST_TOKEN_ID, PAD_ID, QUERY_CODES, USER_SEQUENCES, VOCABULARIES
+from ubp.tables import CODE_VALUES, FIRST_TOKEN_ID, PAD_ID, QUERY_CODES, USER_SEQUENCES, VOCABULARIES
 
 AS_OF = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 VOCAB = "v-test"
@@ -20,8 +20,9 @@ SIZES = {"event_type": 9, "sku": 40, "category": 8, "price": 10, "url": 30, "que
 
 def make_sequences(n_users: int, seed: int = 0, min_len: int = 1, max_len: int = 12, zipf: float | None = None,
                    first_client: int = 1000, vocab: str = VOCAB) -> pa.Table:
-    """Random but internally consistent users: product events have sku/category/price, visits a url, searches 16
-    query codes; day increases along the sequence. `zipf` draws lengths from a Zipf law (clipped to max_len)."""
+    """Random but internally consistent users: product events have sku/category/price and the sku's 16 name codes
+    (`name_tokens`), visits a url, searches 16 query codes; day increases along the sequence. `zipf` draws lengths
+    from a Zipf law (clipped to max_len)."""
     rng = np.random.default_rng(seed)
     if zipf:
         lens = np.clip(rng.zipf(zipf, n_users), min_len, max_len)
@@ -57,7 +58,13 @@ def make_sequences(n_users: int, seed: int = 0, min_len: int = 1, max_len: int =
         rows["week"].append((FIRST_TOKEN_ID + (day - FIRST_TOKEN_ID) // 7).tolist())
         rows["sku_raw"].append(np.where(is_prod, sku * 10, -1).tolist())
         rows["ts"].append(ts.tolist())
+        rows["name"].append(name_tokens(sku[is_prod]).reshape(-1).tolist())  # sparse: product events only
     return pa.Table.from_pydict(rows, schema=USER_SEQUENCES.arrow_schema())
+
+
+def name_tokens(sku: np.ndarray) -> np.ndarray:
+    """[n, 16] name-code tokens of sku tokens: a fixed function of the sku (a product has one name)."""
+    return FIRST_TOKEN_ID + (np.asarray(sku)[:, None] * (np.arange(QUERY_CODES) + 1)) % CODE_VALUES
 
 
 def make_vocab(vocab: str = VOCAB) -> pa.Table:
@@ -112,6 +119,7 @@ def make_sequences_fast(n_users: int, seed: int = 0, zipf: float = 1.35, max_len
     url = np.where(visit, rng.zipf(1.3, n) % (sizes["url"] - FIRST_TOKEN_ID) + FIRST_TOKEN_ID, PAD_ID)
     query = rng.integers(FIRST_TOKEN_ID, sizes["query"], (int(search.sum()), QUERY_CODES)).reshape(-1)  # searches only
     q_offsets = np.concatenate([[0], np.cumsum(search)])[offsets] * QUERY_CODES
+    n_offsets = np.concatenate([[0], np.cumsum(prod)])[offsets] * QUERY_CODES
     day = np.sort(rng.integers(FIRST_TOKEN_ID, sizes["day"], n))
     ts = (int(AS_OF.timestamp()) - 180 * 86400 + (day - FIRST_TOKEN_ID) * 86400).astype(np.int64)
 
@@ -132,6 +140,7 @@ def make_sequences_fast(n_users: int, seed: int = 0, zipf: float = 1.35, max_len
         "url": lst(url), "query": lst(query, offs=q_offsets), "day": lst(day),
         "week": lst(FIRST_TOKEN_ID + (day - FIRST_TOKEN_ID) // 7),
         "sku_raw": lst(np.where(prod, sku, -1), typ=pa.int64()), "ts": lst(ts, typ=pa.int64()),
+        "name": lst(name_tokens(sku[prod]).reshape(-1), offs=n_offsets),
     }
     return pa.Table.from_pydict(cols, schema=USER_SEQUENCES.arrow_schema())
 

@@ -1,5 +1,5 @@
 """GRU-AE user model (`models/gru_ae.py`): presets and members as configured, concatenated fields, sampled
-softmax, padding invariance, cheap heads = masked loss."""
+softmax, padding invariance, cheap heads = masked loss, name codes as input and 16-position target."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
 from user_model_fixtures import SIZES, make_chunk, one_torch_thread  # noqa: F401  (autouse fixture)
 
-from ubp.tables import PAD_ID
+from ubp.tables import NAME_VOCAB_SIZE, PAD_ID
 
 TINY = dict(emb_dim=16, hidden=32, n_layers=2, dropout=0.0)
 
@@ -121,3 +121,41 @@ def test_cheap_heads_give_the_masked_padded_loss():
             ref += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[f][:, 1:].reshape(-1), ignore_index=PAD_ID)
     assert torch.allclose(loss, torch.as_tensor(ref), atol=1e-5)
     assert stats["event_type"]["count"] == int((lengths - 1).sum())  # every event + EOS is a target
+
+
+def test_name_codes_as_input_and_target_train_and_weigh_as_one_field():
+    from ubp.models.user_data import SequenceChunk
+    from user_model_fixtures import make_sequences
+
+    torch.manual_seed(0)
+    cfg = GRUAEConfig.preset("sku_text", SIZES | {"name": NAME_VOCAB_SIZE}, **TINY, max_len=10)
+    model = GRUAutoencoder(cfg)
+    chunk = SequenceChunk.from_arrow(make_sequences(16, seed=1, min_len=4, max_len=12), cfg.input_fields,
+                                     cfg.max_len, cfg.events)
+    b = chunk.collate(np.arange(len(chunk)))
+    assert b["name"].shape[-1] == 16 and model.heads["name"].out_features == 16 * NAME_VOCAB_SIZE
+    model.eval()
+    with torch.no_grad():  # the name loss: one mean over every (event, position), as if the 16 codes were one field
+        loss, stats = model(b)
+        hidden, targets, _ = model._decode(b)
+        y = targets["name"]  # [N, 16]
+        keep = (y != PAD_ID).any(-1)
+        logits = model.heads["name"](hidden[keep]).reshape(-1, NAME_VOCAB_SIZE)
+        ref = F.cross_entropy(logits, y[keep].reshape(-1))
+    assert torch.allclose(stats["name"]["loss"], ref, atol=1e-5)
+    assert stats["name"]["count"] == 16 * int((b["name"][:, 1:] != PAD_ID).any(-1).sum())  # every product event
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = float(loss)
+    for _ in range(60):
+        opt.zero_grad()
+        loss, _ = model(b)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    pred = model.eval().reconstruct(b)["name"]  # [B, T-1, 16]
+    target = b["name"][:, 1:]
+    assert pred.shape == target.shape and torch.equal(pred == PAD_ID, target == PAD_ID)
+    assert (pred == target)[target != PAD_ID].float().mean() > 0.1  # chance: 1 / 256
+    with pytest.raises(ValueError, match="events must be one of"):
+        GRUAEConfig.preset("sku_text", SIZES | {"name": NAME_VOCAB_SIZE}, events="buys")

@@ -11,6 +11,7 @@ from ubp.models.members import DEFAULT_MEMBERS, MEMBERS, Member, PostSpec, membe
 from user_model_fixtures import SIZES
 
 from ubp import registry
+from ubp.tables import NAME_VOCAB_SIZE
 
 
 def test_defaults_are_the_registry_members_served_one_first():
@@ -30,6 +31,7 @@ def test_lookup_and_unknown_names():
     ("day_event", ("event_type", "day"), (64, 128, 2, 0.5), PostSpec(pca_dim=0, row_norm=True)),
     ("week_all", ("week", "event_type", "category", "price", "sku", "url"), (512, 512, 3, 0.1), PostSpec(pca_dim=64)),
     ("all_fields", ("event_type", "category", "price", "sku", "url"), (512, 512, 3, 0.1), PostSpec(pca_dim=64)),
+    ("sku_text", ("event_type", "name"), (64, 128, 2, 0.5), PostSpec(pca_dim=64)),
 ])
 def test_members_follow_the_documented_table(name, fields, sizes, post):
     m = member(name)
@@ -38,9 +40,15 @@ def test_members_follow_the_documented_table(name, fields, sizes, post):
     assert m.post == post and not m.post.whiten  # centred, PCA when set, row L2
 
 
+def test_sku_text_reads_the_last_64_product_events_and_is_opt_in():
+    m = member("sku_text")
+    assert (m.model["events"], m.model["max_len"], m.model["max_epochs"], m.model["patience"]) == ("product", 66, 30, 5)
+    assert "sku_text" not in DEFAULT_MEMBERS  # the default runs (CI, the demo) do not train it
+
+
 def test_every_member_builds_a_config_and_cpu_sizes_only_shrink():
     for name, m in MEMBERS.items():
-        cfg = GRUAEConfig.preset(name, SIZES)
+        cfg = GRUAEConfig.preset(name, SIZES | {"name": NAME_VOCAB_SIZE})
         for key, full in m.model.items():
             assert getattr(cfg, key) == full, (name, key)
         assert set(m.cpu) <= set(m.model), name  # overrides only what the member sets

@@ -1,14 +1,17 @@
 """Batches of the user model (`models/user_data.py`): collate purity, BOS/EOS, truncation, the stable validation
-split, length bucketing, and the even shards of `stream_batches` for any world size."""
+split, length bucketing, the even shards of `stream_batches` for any world size, and the name codes of product
+events (placement, the product-events-only filter, tables without the column)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pytest
 import torch
 from ubp.models.user_data import SequenceChunk, bucket_batches, is_val_user, stream_batches
 from user_model_fixtures import make_chunk, make_sequences, one_torch_thread  # noqa: F401  (autouse fixture)
 
-from ubp.tables import BOS_ID, EOS_ID, PAD_ID
+from ubp.tables import BOS_ID, EOS_ID, EVENT_TYPE_CODE, EVENT_TYPES, FIRST_TOKEN_ID, PAD_ID
 
 
 def test_collate_is_pure_and_adds_bos_eos():
@@ -122,3 +125,51 @@ def test_select_keeps_only_the_selected_users_events():
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert len(chunk.select(np.zeros(len(chunk), bool))) == 0
+
+
+def _name_table(null_names: bool = False) -> pa.Table:
+    """Three hand-made users: 7 = visit, add (name A), search, buy (name B), visit; 8 = search, remove (a sku with no
+    name: 16 x PAD); 9 = a visit only. Name codes are stored for product events only, as the contract says."""
+    add, remove, buy, visit, search = (FIRST_TOKEN_ID + EVENT_TYPE_CODE[t] for t in EVENT_TYPES)
+    a, b, q = list(range(10, 26)), list(range(30, 46)), list(range(50, 66))
+    names = [a + b, [PAD_ID] * 16, []]
+    return pa.table({
+        "client_id": pa.array([7, 8, 9], pa.int64()), "n_events": pa.array([5, 2, 1], pa.int64()),
+        "event_type": pa.array([[visit, add, search, buy, visit], [search, remove], [visit]], pa.list_(pa.int32())),
+        "query": pa.array([q, q, []], pa.list_(pa.int32())),
+        "name": pa.array([None] * 3 if null_names else names, pa.list_(pa.int32())),
+    })
+
+
+def test_name_codes_sit_on_their_product_events():
+    b = SequenceChunk.from_arrow(_name_table(), ["event_type", "name", "query"]).collate([0, 1])
+    name, pad = b["name"], [PAD_ID] * 16
+    assert name.shape == (2, 7, 16)  # BOS + 5 events + EOS
+    assert [name[0, t].tolist() for t in range(7)] == [pad, pad, list(range(10, 26)), pad, list(range(30, 46)), pad,
+                                                       pad]
+    assert (name[1] == PAD_ID).all()  # the removed sku has no name
+    assert b["query"][0, 3].tolist() == list(range(50, 66)) and b["query"][1, 1].tolist() == list(range(50, 66))
+
+
+def test_product_events_only_then_the_newest_kept():
+    fields = ["event_type", "name", "query"]
+    chunk = SequenceChunk.from_arrow(_name_table(), fields, max_len=3, events="product")  # one event per user
+    assert chunk.client_id.tolist() == [7, 8]  # user 9 has no product event
+    b = chunk.collate([0, 1])
+    buy, remove = FIRST_TOKEN_ID + EVENT_TYPE_CODE["product_buy"], FIRST_TOKEN_ID + EVENT_TYPE_CODE["remove_from_cart"]
+    assert b["event_type"].tolist() == [[BOS_ID, buy, EOS_ID], [BOS_ID, remove, EOS_ID]]
+    assert b["name"][0, 1].tolist() == list(range(30, 46)) and (b["query"] == PAD_ID).all()
+    full = SequenceChunk.from_arrow(_name_table().slice(0, 2), fields, events="product")  # a sliced batch too
+    assert full.lengths.tolist() == [2, 1]
+    again = full.select(np.array([True, False])).collate([0])
+    assert again["name"][0, 1].tolist() == list(range(10, 26)) and again["name"][0, 2].tolist() == list(range(30, 46))
+
+
+def test_a_table_without_name_codes_reads_as_pad_and_a_misaligned_one_is_refused():
+    chunk = SequenceChunk.from_arrow(_name_table(null_names=True), ["event_type", "name"], events="product")
+    assert chunk.lengths.tolist() == [2, 1] and (chunk.collate([0, 1])["name"] == PAD_ID).all()
+    bad = _name_table().set_column(4, "name", pa.array([list(range(16)), [], []], pa.list_(pa.int32())))
+    with pytest.raises(ValueError, match="16 codes per product event"):
+        SequenceChunk.from_arrow(bad, ["event_type", "name"])
+    with pytest.raises(ValueError, match="events must be one of"):
+        SequenceChunk.from_arrow(_name_table(), ["event_type"], events="buys")

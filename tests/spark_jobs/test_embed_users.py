@@ -19,7 +19,7 @@ def _with_empty_users(table: pa.Table, ids: list[int]) -> pa.Table:
     rows = table.slice(0, len(ids)).to_pylist()
     for row, cid in zip(rows, ids, strict=True):
         row.update(client_id=cid, n_events=0, seq_len=0)
-        for c in ("event_type", "sku", "category", "price", "url", "query", "day", "week", "sku_raw", "ts"):
+        for c in ("event_type", "sku", "category", "price", "url", "query", "day", "week", "sku_raw", "ts", "name"):
             row[c] = []
     return pa.concat_tables([table, pa.Table.from_pylist(rows, schema=USER_SEQUENCES.arrow_schema())])
 

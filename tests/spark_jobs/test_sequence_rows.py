@@ -109,3 +109,19 @@ def test_written_files_carry_delta_statistics(tmp_path):
 def test_max_len_must_be_positive():
     with pytest.raises(ValueError, match="max_len"):
         spec(max_len=0)
+
+
+def test_product_events_carry_their_name_codes_and_no_other_event_does():
+    name = list(range(16))
+    names = {10: name, 11: [255, 256, None, *range(13)]}  # a code outside 0..255 or null -> OOV; 12: no name
+    rows = [ev(1, 0, 0, "add_to_cart", sku=10), ev(1, 0, 1, "page_visit", url=100),
+            ev(1, 0, 2, "search_query", query=[0]), ev(1, 0, 3, "product_buy", sku=11),
+            ev(1, 0, 4, "remove_from_cart", sku=12), ev(2, 0, 0, "page_visit", url=100)]
+    with_names = table(rows).append_column("name", pa.array(
+        [names.get(r[3]) if r[2] in (0, 1, 2) else None for r in rows], pa.list_(pa.int32())))
+    out = by_user(user_rows(with_names, spec(max_len=4)))  # the add (oldest) is cut: its codes go with it
+    tok = [c + FIRST_TOKEN_ID for c in range(13)]
+    assert out[1]["name"] == [255 + FIRST_TOKEN_ID, OOV_ID, OOV_ID, *tok] + [PAD_ID] * 16  # the buy, the remove
+    assert out[2]["name"] == []  # no product event
+    assert by_user(user_rows(with_names, spec()))[1]["name"][:16] == [c + FIRST_TOKEN_ID for c in name]
+    assert by_user(user_rows(table(rows), spec(max_len=4)))[1]["name"] == [PAD_ID] * 32  # events without the column

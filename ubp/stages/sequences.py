@@ -209,16 +209,21 @@ def _overwrite(prepared, spec, out_path: Path) -> str:
     from deltalake.transaction import AddAction, CommitProperties
 
     from ubp.spark_jobs.sequences import sequence_files, sequence_rows
+    from ubp.tables import USER_SEQUENCES
 
     dt = RsTable(str(out_path))  # the version the commit below builds on
     if not _files_committable(dt):
         log.info("user_sequences has writer features or constraints: writing through Spark's Delta writer")
         (sequence_rows(prepared, spec).write.format("delta").mode("overwrite").option("overwriteSchema", "false")
+         .option("mergeSchema", "true")  # a table from before a contract column (e.g. `name`) gains it
          .save(str(out_path)))
         return "spark"
     files = sequence_files(prepared, spec, str(out_path)).collect()  # one small row per written file
     adds = [AddAction(f["path"], f["size"], {}, f["modification_time"], True, f["stats"]) for f in files]
-    dt.create_write_transaction(adds, mode="overwrite", schema=dt.schema(),
+    schema = dt.schema()
+    if set(USER_SEQUENCES.column_names) - {f.name for f in schema.fields}:
+        schema = USER_SEQUENCES.arrow_schema()  # a table from before a contract column (e.g. `name`) gains it
+    dt.create_write_transaction(adds, mode="overwrite", schema=schema,
                                 commit_properties=CommitProperties(custom_metadata={"ubp.stage": "sequences"}))
     return "arrow"
 
@@ -236,7 +241,8 @@ def sequences(
     incremental: rebuild only users with events in [previous as-of, as_of) or ingested after the previous build
     (late arrivals), and MERGE them into the table; everyone else's row is left as it was (their `as_of` column
     keeps the build they last changed in; the table-level as-of is the `ubp.as_of` table property). Deleted bronze
-    events need a full rebuild.
+    events need a full rebuild, and so does a table built before a contract column existed (e.g. `name`, the
+    product-name codes): the merge keeps the table's columns, a full build adds the new ones.
     """
     from delta.tables import DeltaTable
 

@@ -32,14 +32,32 @@ from ubp.registry import PRIMARY_USER_MEMBER, user_kind
 log = get_logger(__name__)
 
 
-def _vocab_sizes(settings: Settings, vocab_version: str) -> dict[str, int]:
+def _vocab_sizes(settings: Settings, vocab_version: str, fields: set[str]) -> dict[str, int]:
+    """Embedding-table size per field of the vocabulary, plus the name alphabet when `fields` read name codes (only
+    then: the sizes are part of a model's shape, which a warm start compares with older versions')."""
     from ubp import reader
-    from ubp.tables import FIRST_TOKEN_ID
+    from ubp.tables import FIRST_TOKEN_ID, NAME_VOCAB_SIZE
 
     sizes = reader.vocab_sizes(settings.table_path("vocabularies"), vocab_version)
     for f in ("event_type", "sku", "category", "price", "url", "query", "day", "week"):
         sizes.setdefault(f, FIRST_TOKEN_ID)  # a field with no values yet: reserved ids only
+    if "name" in fields:
+        sizes["name"] = NAME_VOCAB_SIZE  # tokens by arithmetic (code + FIRST_TOKEN_ID), no vocabulary
     return sizes
+
+
+def _require_columns(path: Path, table_version: int, config: Any) -> None:
+    """A one-line error when the pinned `user_sequences` lacks a column the member reads: a table built before the
+    column joined the contract (e.g. `name`, read by `sku_text`) gains it on a full `ubp sequences` build."""
+    from deltalake import DeltaTable
+
+    from ubp.models.user_data import columns_for
+
+    have = {f.name for f in DeltaTable(str(path), version=table_version).schema().fields}
+    missing = [c for c in columns_for(config.input_fields + config.target_fields) if c not in have]
+    if missing:
+        raise UbpError(f"{path} has no column {', '.join(missing)} (built before it existed): rebuild it with "
+                       "`ubp sequences`")
 
 
 def _run_key(payload: dict[str, Any]) -> str:
@@ -100,10 +118,13 @@ def train_user_model(
         raise UbpError(f"--train-users must be at least 1, got {train_users}")
     sample_fraction = 1.0 if train_users is None else min(1.0, train_users / n_rows)
     try:
-        config = GRUAEConfig.preset(member, _vocab_sizes(settings, vocab_version),
+        sized = {**spec.model, **(overrides or {})}
+        config = GRUAEConfig.preset(member, _vocab_sizes(settings, vocab_version, {
+            *sized.get("input_fields", ()), *sized.get("target_fields", ())}),
                                     **{**(spec.cpu if scaled else {}), **(overrides or {})})
     except (ValueError, TypeError) as exc:
         raise UbpError(str(exc)) from exc
+    _require_columns(path, table_version, config)
     if max_epochs is not None:
         config.max_epochs = int(max_epochs)
     init_weights = None

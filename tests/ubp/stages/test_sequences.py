@@ -6,6 +6,7 @@ import pytest
 from sequences_fixtures import event, read_table, ts, write_bronze
 
 from ubp import reader
+from ubp.errors import UbpError
 from ubp.tables import FIRST_TOKEN_ID, OOV_ID, PAD_ID
 
 Q = list(range(16))
@@ -255,3 +256,37 @@ def test_bronze_is_read_over_exactly_the_files_of_the_pinned_version(spark, sett
     events, _, _ = _bronze(spark, settings)
     assert "event_date" in events.columns  # Delta's own reader (it keeps the partition columns)
     assert sorted(r.client_id for r in events.select("client_id").distinct().collect()) == [1, 4, 7]
+
+
+def test_product_events_carry_their_products_name_codes_and_an_old_table_gains_the_column(spark, settings):
+    """Name codes come from `products` by sku (token = code + FIRST_TOKEN_ID), 16 per product event; a sku with no
+    name, or missing from the catalog, gets 16 PAD; other events none. A table built before the column cannot train
+    `sku_text` (a clear error) and gains the column on the next full build."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+    from ubp.models.user_data import SequenceChunk
+
+    from ubp.stages.sequences import sequences
+    from ubp.stages.train_user_model import train_user_model
+
+    events = [
+        event("add_to_cart", 7, "2024-01-01 09:00:00", sku=10),
+        event("page_visit", 7, "2024-01-02 10:00:00", url=100),
+        event("search_query", 7, "2024-01-03 09:00:00", query=Q),
+        event("remove_from_cart", 7, "2024-01-04 09:00:00", sku=11),  # no name in the catalog
+        event("product_buy", 7, "2024-01-05 09:00:00", sku=12),  # not in the catalog
+    ]
+    write_bronze(spark, settings, events, [(10, 500, 7, Q[::-1]), (11, 501, 8, None)])
+    sequences(settings, as_of=AS_OF, max_len=8)
+    named = [c + FIRST_TOKEN_ID for c in Q[::-1]]
+    assert read_table(spark, settings, "user_sequences")[7]["name"] == named + [PAD_ID] * 32
+
+    path = settings.table_path("user_sequences")
+    old = pa.Table.from_batches(list(reader.iter_batches(path))).drop_columns(["name"])
+    write_deltalake(str(path), old, mode="overwrite", schema_mode="overwrite")  # as built before the column
+    with pytest.raises(UbpError, match="has no column name .* rebuild it with `ubp sequences`"):
+        train_user_model(settings, member="sku_text", max_epochs=1, show_progress=False)
+    assert sequences(settings, as_of=AS_OF, max_len=8)["writer"] == "arrow"  # a full build adds the column
+    (batch,) = reader.iter_batches(path, columns=["client_id", "event_type", "name"])
+    grid = SequenceChunk.from_arrow(batch, ("event_type", "name"), events="product").collate([0])["name"][0]
+    assert grid[1].tolist() == named and (grid[2:] == PAD_ID).all()  # BOS, add, remove, buy, EOS

@@ -1,5 +1,6 @@
 """Stage `train_user_model`: a tiny model overfits, every artifact is written, the same inputs reuse the version,
-the safe loader encodes centred latents, and a model trained on another vocabulary is refused."""
+the safe loader encodes centred latents, a model trained on another vocabulary is refused, and the opt-in `sku_text`
+member trains and embeds end to end."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from user_model_fixtures import one_torch_thread, write_lakehouse  # noqa: F401  (autouse fixture)
 
@@ -115,3 +117,34 @@ def test_a_next_event_member_trains_and_serves_row_normalised_vectors(settings):
     served = np.concatenate([r[2] for r in rows])
     assert served.shape == (30, 16)
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, rtol=1e-5)
+
+
+def test_sku_text_trains_on_product_events_and_embeds_their_users(spark, settings):
+    """The opt-in `sku_text` member end to end: trained on the name codes of product events (input and target),
+    served as PCA 64 of its latent, embedded by Spark into `user_member_profiles` for the users with a product
+    event, the same vectors as in-process encoding."""
+    from deltalake import DeltaTable
+    from ubp.models.infer_user import encode_batches, load_model
+
+    from ubp.reader import iter_batches
+    from ubp.stages.embed_users import embed_users
+    from ubp.stages.train_user_model import train_user_model
+
+    path = write_lakehouse(settings, n_users=24, seed=3, min_len=1, max_len=10)
+    overrides = dict(emb_dim=8, hidden=16, n_layers=1, dropout=0.0, batch_size=8)
+    result = train_user_model(settings, member="sku_text", max_epochs=1, overrides=overrides, val_fraction=0.2,
+                              show_progress=False)
+    config = json.loads((Path(result["model_dir"]) / "config.json").read_text())
+    assert (config["events"], config["max_len"], config["vocab_sizes"]["name"]) == ("product", 66, 260)
+    assert {"val_acc_event_type", "val_acc_name"} <= set(result["metrics"])
+    out = embed_users(settings, member="sku_text")
+    assert out["model_version"] == result["version"]
+    got = DeltaTable(str(settings.table_path("user_member_profiles"))).to_pyarrow_table().to_pylist()
+    model, _ = load_model(result["model_dir"], device="cpu")
+    ref = {int(c): z for cids, _, zs in encode_batches(model, iter_batches(path))
+           for c, z in zip(cids, zs, strict=True)}
+    table = pa.Table.from_batches(list(iter_batches(path, columns=["client_id", "name"])))
+    with_products = {c for c, n in zip(table["client_id"].to_pylist(), table["name"].to_pylist(), strict=True) if n}
+    assert {r["client_id"] for r in got} == set(ref) == with_products  # users without a product event: no row
+    for row in got:
+        np.testing.assert_allclose(np.asarray(row["embedding"]), ref[row["client_id"]], atol=1e-5)
