@@ -60,7 +60,7 @@ def write_sequences(spark, settings, items: list[dict], users: int = 72, seed: i
         n = len(skus)
         pad = [0] * n
         rows.append((u + 1, as_of, "v1", n, datetime.fromtimestamp(ts[0], UTC), datetime.fromtimestamp(ts[-1], UTC),
-                     n, [4] * n, pad, pad, pad, pad, [0] * (16 * n), pad, pad, skus, ts))
+                     n, [4] * n, pad, pad, pad, pad, [0] * (16 * n), pad, pad, skus, ts, None))  # no name codes
     (spark.createDataFrame(rows, USER_SEQUENCES.spark_schema()).write.format("delta").mode("overwrite")
      .save(str(settings.table_path("user_sequences"))))
 

@@ -35,7 +35,7 @@ def lakehouse(spark, settings):
     for u in range(1, 7):
         sku_raw = [-1, 10 + u % 2, 10 + u % 2]
         seqs.append((u, AS_OF, "voc", 3, day(-5), day(-3), 3, [7, 4, 6], [0, 5, 5], [0, 4, 4], [0, 4, 4], [4, 0, 0],
-                     [0] * 48, [4, 5, 5], [4, 4, 4], sku_raw, [0, 1, 2]))
+                     [0] * 48, [4, 5, 5], [4, 4, 4], sku_raw, [0, 1, 2], None))
     write_table(settings, USER_SEQUENCES, seqs)
     items = [(10, [1.0, 0.0, 0.0, 0.0], False, "item-v1", "item_vector_v1", "enc", AS_OF, NOW),
              (11, [0.0, 1.0, 0.0, 0.0], False, "item-v1", "item_vector_v1", "enc", AS_OF, NOW)]
