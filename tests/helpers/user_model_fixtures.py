@@ -212,3 +212,32 @@ def make_chunk(n: int = 12, seed: int = 0, max_len: int = 20, **kw):
 
     cfg = GRUAEConfig.preset("small", SIZES)
     return SequenceChunk.from_arrow(make_sequences(n, seed=seed, max_len=max_len, **kw), cfg.input_fields, 128)
+
+
+def encode_alone_and_in_batches(model, chunk) -> tuple[int, object]:
+    """Encode the shortest user alone, inside the whole padded batch and beside the longest user, and assert the
+    three vectors are equal (a user's profile must not depend on batch-mates or padding); returns (row, vector)."""
+    import torch
+
+    lengths = chunk.lengths
+    short, long_ = int(np.argmin(lengths)), int(np.argmax(lengths))
+    assert lengths[long_] > lengths[short] + 5
+    with torch.no_grad():
+        alone = model.encode(chunk.collate([short]))[0]
+        in_batch = model.encode(chunk.collate(np.arange(len(chunk))))[short]  # padded to the longest batch-mate
+        reordered = model.encode(chunk.collate([long_, short]))[1]
+    assert torch.allclose(alone, in_batch, atol=1e-5)
+    assert torch.allclose(alone, reordered, atol=1e-5)
+    return short, alone
+
+
+def write_version(vdir: Path, model, member: str) -> Path:
+    """A registry-like version directory of `model`: config.json, weights.safetensors, model.json."""
+    import json
+
+    from ubp.models.common import save_weights
+
+    (vdir / "config.json").write_text(json.dumps(model.config.to_dict()))
+    save_weights(model, vdir / "weights.safetensors")
+    (vdir / "model.json").write_text(json.dumps({"vocab_version": "v-test", "member": member}))
+    return vdir

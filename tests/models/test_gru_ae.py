@@ -10,7 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
-from user_model_fixtures import SIZES, make_chunk, one_torch_thread  # noqa: F401  (autouse fixture)
+from user_model_fixtures import (  # noqa: F401  (one_torch_thread: autouse fixture)
+    SIZES,
+    encode_alone_and_in_batches,
+    make_chunk,
+    one_torch_thread,
+)
 
 from ubp.tables import NAME_VOCAB_SIZE, PAD_ID
 
@@ -84,15 +89,7 @@ def test_sampled_softmax_trains_big_heads_and_validates_with_the_full_softmax():
 def test_padding_does_not_change_the_latent():
     cfg, model = _model()
     chunk = make_chunk(12, min_len=1, max_len=30)
-    lengths = chunk.lengths
-    short, long_ = int(np.argmin(lengths)), int(np.argmax(lengths))
-    assert lengths[long_] > lengths[short] + 5
-    with torch.no_grad():
-        alone = model.encode(chunk.collate([short]))[0]
-        in_batch = model.encode(chunk.collate(np.arange(len(chunk))))[short]  # batch-mates up to 15x longer
-        reordered = model.encode(chunk.collate([long_, short]))[1]
-    assert torch.allclose(alone, in_batch, atol=1e-5)
-    assert torch.allclose(alone, reordered, atol=1e-5)
+    short, alone = encode_alone_and_in_batches(model, chunk)
     # the trap this guards against: an unpacked GRU over right-padded input does change the state
     b = chunk.collate(np.arange(len(chunk)))
     with torch.no_grad():

@@ -4,12 +4,9 @@ version's serving transform (fitted on the training users, capped) is applied un
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from ubp.models.common import save_weights
 from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
 from ubp.models.infer_user import (
     encode_arrow,
@@ -20,7 +17,7 @@ from ubp.models.infer_user import (
 )
 from ubp.models.members import PostSpec
 from ubp.models.user_data import SequenceChunk
-from user_model_fixtures import SIZES, make_sequences, one_torch_thread  # noqa: F401  (autouse fixture)
+from user_model_fixtures import SIZES, make_sequences, one_torch_thread, write_version  # noqa: F401  (autouse)
 
 
 @pytest.fixture
@@ -29,10 +26,7 @@ def version(tmp_path):
     torch.manual_seed(0)
     cfg = GRUAEConfig.preset("small", SIZES, emb_dim=8, hidden=16, n_layers=1, dropout=0.0)
     model = GRUAutoencoder(cfg).eval()
-    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
-    save_weights(model, tmp_path / "weights.safetensors")
-    (tmp_path / "model.json").write_text(json.dumps({"vocab_version": "v-test", "member": "small"}))
-    return tmp_path, model
+    return write_version(tmp_path, model, "small"), model
 
 
 def test_load_gives_the_same_network_and_the_manifest(version):
@@ -88,9 +82,7 @@ def test_a_next_event_version_loads_and_encodes_in_row_order(tmp_path):
     torch.manual_seed(0)
     cfg = GRUAEConfig.preset("next_sku", SIZES, emb_dim=16, hidden=16, n_heads=2, n_layers=1)
     original = NextEventTransformer(cfg).eval()
-    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
-    save_weights(original, tmp_path / "weights.safetensors")
-    (tmp_path / "model.json").write_text(json.dumps({"vocab_version": "v-test", "member": "next_sku"}))
+    write_version(tmp_path, original, "next_sku")
     model, _ = load_model(tmp_path, device="cpu")
     assert type(model) is NextEventTransformer and model.config == cfg
     table = make_sequences(23, seed=4, min_len=1, max_len=30)
