@@ -31,13 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+from ubp.models.user_data import CODE_FIELDS, EVENT_FILTERS, TOKEN_FIELDS
 
 from ubp.tables import OOV_ID, PAD_ID, QUERY_CODES
 
-TOKEN_FIELDS: tuple[str, ...] = ("event_type", "sku", "category", "price", "url", "day", "week")
-CODE_FIELDS: tuple[str, ...] = ("query", "name")  # 16 codes per event
-ALL_FIELDS: tuple[str, ...] = (*TOKEN_FIELDS, *CODE_FIELDS)
-EVENT_FILTERS: tuple[str, ...] = ("all", "product")
+ALL_FIELDS: tuple[str, ...] = (*TOKEN_FIELDS, *CODE_FIELDS)  # the batch fields (`models.user_data`)
 
 
 ARCHS: tuple[str, ...] = ("gru_ae", "next_event")
@@ -161,6 +159,11 @@ def target_width(f: str) -> int:
     return QUERY_CODES if f in CODE_FIELDS else 1
 
 
+def field_logits(head: nn.Linear, h: torch.Tensor, f: str) -> torch.Tensor:
+    """[n, H] -> [n, K, V_f] logits of field f's head (K = `target_width(f)` positions)."""
+    return head(h).reshape(h.shape[0], target_width(f), -1)
+
+
 def uses_sampled_softmax(config: GRUAEConfig, f: str) -> bool:
     """Whether field f's head trains with a sampled softmax: only single-target heads with > 4x
     `sampled_negatives` classes."""
@@ -200,7 +203,7 @@ def heads_loss(heads: nn.ModuleDict, hidden: torch.Tensor, targets: dict[str, to
             loss = F.cross_entropy(logits.float(), torch.zeros_like(y[:, 0]))  # the target is column 0
             correct = (logits.argmax(-1) == 0).sum()
         else:
-            logits = heads[f](h).reshape(h.shape[0], y.shape[1], -1)  # [n, K, V_f]
+            logits = field_logits(heads[f], h, f)  # [n, K, V_f]
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
                                    ignore_index=PAD_ID)  # mean over every (position, code) with a target
             correct = ((logits.argmax(-1) == y) & keep).sum()
@@ -223,10 +226,6 @@ class GRUAutoencoder(nn.Module):
         # a code field's head scores its 16 positions at once: [H] -> [16 * V]
         self.heads = nn.ModuleDict(
             {f: nn.Linear(c.hidden, c.vocab_sizes[f] * target_width(f)) for f in c.target_fields})
-
-    def _logits(self, f: str, h: torch.Tensor) -> torch.Tensor:
-        """[n, H] -> [n, K, V_f] logits (K = `target_width(f)` positions)."""
-        return self.heads[f](h).reshape(h.shape[0], target_width(f), self.config.vocab_sizes[f])
 
     # -- helpers --------------------------------------------------------------------------------------------
     @staticmethod
@@ -281,9 +280,6 @@ class GRUAutoencoder(nn.Module):
         hidden, targets, _ = self._decode(batch)
         return heads_loss(self.heads, hidden, targets, self.config, sampled=self.training)
 
-    def _sampled(self, f: str) -> bool:
-        return uses_sampled_softmax(self.config, f)
-
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Teacher-forced reconstruction: predicted ids [B, T-1] per target field ([B, T-1, 16] for a code field)
@@ -296,7 +292,7 @@ class GRUAutoencoder(nn.Module):
             pred = torch.full((B * T1, K), PAD_ID, dtype=torch.long, device=hidden.device)
             mask = (tgt != PAD_ID).any(-1)  # [N]
             if mask.any():
-                p = self._logits(f, hidden[mask]).argmax(-1)  # [n, K]
+                p = field_logits(self.heads[f], hidden[mask], f).argmax(-1)  # [n, K]
                 pred[flat_packed[mask]] = torch.where(tgt[mask] != PAD_ID, p, torch.full_like(p, PAD_ID))
             pred = pred.reshape(B, T1, K) if K > 1 else pred.reshape(B, T1)  # sorted order
             inverse = torch.empty_like(order)

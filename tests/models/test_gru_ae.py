@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder, uses_sampled_softmax
 from user_model_fixtures import (  # noqa: F401  (one_torch_thread: autouse fixture)
     SIZES,
     encode_alone_and_in_batches,
@@ -68,7 +68,8 @@ def test_sampled_softmax_trains_big_heads_and_validates_with_the_full_softmax():
     cfg = GRUAEConfig.preset("small", sizes, **TINY, sampled_negatives=64)
     model = GRUAutoencoder(cfg)
     b = make_chunk(10, seed=3, max_len=15).collate(np.arange(10))
-    assert model._sampled("sku") and model._sampled("url") and not model._sampled("category")
+    assert uses_sampled_softmax(cfg, "sku") and uses_sampled_softmax(cfg, "url")
+    assert not uses_sampled_softmax(cfg, "category")
     model.train()
     loss, stats = model(b)
     loss.backward()
