@@ -12,6 +12,8 @@ Members (each skipped with a warning when its table is missing):
 - `aggregates`: gold `user_aggregates` through a quantile transform;
 - `factors`: the ALS member (`ubp.tables.USER_FACTORS`);
 - `stats`: the seed's statistics beyond the aggregates (gold `user_stats`, `spark_jobs/stats.py`), quantile only;
+- `text`: mean MiniLM embedding of the texts of the user's recent items (gold `user_text`,
+  `spark_jobs/text_profile.py`), PCA;
 - `items`: mean of the item vectors (gold `item_vectors`) of the user's most recent skus (`user_sequences.sku_raw`).
 
 Two builds of the same rows: `combine` holds the members in memory (evaluation-sized populations, `ubp evaluate`);
@@ -633,12 +635,18 @@ def factors_path(settings) -> Path:
     return settings.table_path("user_factors")
 
 
-def _select_factors(settings, as_of: datetime | None = None) -> Selection:
-    path = factors_path(settings)
+def text_path(settings) -> Path:
+    return settings.table_path("user_text")
+
+
+def _select_built(settings, table: str, name: str, as_of: datetime | None = None) -> Selection:
+    """A member table the ensemble stage builds (`user_factors`, `user_text`: client_id, embedding, model_version,
+    as_of, n_events): the latest build at or before `as_of`."""
+    path = settings.table_path(table)
     if not _exists(path):
-        raise FileNotFoundError(f"user_factors: no table at {path}")
+        raise FileNotFoundError(f"{table}: no table at {path}")
     version, at = _pick(_versions(path), None, as_of)
-    return Selection("factors", path, "embedding", "model_version", version, at, version)
+    return Selection(name, path, "embedding", "model_version", version, at, version)
 
 
 def select_member(settings, name: str, as_of: datetime | None = None) -> Selection:
@@ -650,7 +658,9 @@ def select_member(settings, name: str, as_of: datetime | None = None) -> Selecti
     if name in ("aggregates", "stats"):
         return _select_features(settings, f"user_{name}", name, as_of)
     if name == "factors":
-        return _select_factors(settings, as_of)
+        return _select_built(settings, "user_factors", "factors", as_of)
+    if name == "text":
+        return _select_built(settings, "user_text", "text", as_of)
     raise KeyError(name)
 
 
@@ -678,7 +688,11 @@ def load_stats_member(settings, as_of: datetime | None = None) -> Member:
 
 
 def load_factors_member(settings, as_of: datetime | None = None) -> Member:
-    return read_member(_select_factors(settings, as_of))
+    return read_member(_select_built(settings, "user_factors", "factors", as_of))
+
+
+def load_text_member(settings, as_of: datetime | None = None) -> Member:
+    return read_member(_select_built(settings, "user_text", "text", as_of))
 
 
 def load_item_member(settings, as_of: datetime | None = None, recent: int = 20) -> Member:

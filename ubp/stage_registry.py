@@ -65,8 +65,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("item_vectors", "ubp.stages.item_vectors:item_vectors", reads=("item_content",),
           writes=("item_vectors",), spark=True, gpu=False),
     Stage("ensemble", "ubp.stages.ensemble:ensemble",
-          reads=("user_profiles", "user_aggregates", "events", "products", "user_sequences", "item_vectors"),
-          writes=("user_factors", "user_stats", "user_profiles_ensemble"), spark=True, gpu=False, as_of=True),
+          reads=("user_profiles", "user_aggregates", "events", "products", "user_sequences", "item_content",
+                 "item_vectors"),
+          writes=("user_factors", "user_stats", "user_text", "user_profiles_ensemble"), spark=True, gpu=False,
+          as_of=True),
     Stage("evaluate", "ubp.stages.evaluate:evaluate", reads=("events", "products", "product_text"),
           writes=(), spark=True, gpu=True, in_run=False),  # rebuilds every table in its own namespace
     Stage("publish", "ubp.stages.publish:publish", reads=tuple(FEATURE_VIEWS.values()),

@@ -306,6 +306,24 @@ USER_STATS = _t(
     doc="Statistics ensemble member (the seed's recency, gaps, conversion, popularity, price groups beyond "
         "user_aggregates), written by the ensemble stage.",
 )
+USER_TEXT = _t(
+    "user_text", "gold", "ensemble",
+    [
+        ("client_id", "bigint", False, "user id"),
+        ("as_of", "timestamp", False, "the user_sequences build the recent skus come from (events strictly before it)"),
+        ("n_events", "bigint", False, "events before as_of"),
+        ("embedding", "array<float>", False, "mean of the item_content embeddings (source text) of the user's "
+         "most recent distinct skus"),
+        ("n_items", "int", False, "items pooled (at most the recent cut, 20)"),
+        ("text_share", "float", False, "share of the user's recent distinct skus whose content is text"),
+        ("encoder", "string", False, "encoder of the pooled embeddings (item_content.encoder)"),
+        ("model_version", "string", False, "text-r<recent>-<hash of the encoder, cut, pooled sources and the "
+         "item_content keys> (spark_jobs.text_profile)"),
+        ("created_at", "timestamp", False, "when the row was written"),
+    ],
+    doc="Text ensemble member: per user, the mean MiniLM embedding of the texts of the most recent items; users "
+        "whose recent items have no text have no row. Written by the ensemble stage, one build per as_of.",
+)
 ITEM_CONTENT = _t(
     "item_content", "silver", "item_content",
     [
@@ -337,7 +355,8 @@ TABLES: dict[str, Table] = {
     t.name: t
     for t in (
         EVENTS, PRODUCTS, PRODUCT_TEXT, QUARANTINE, INGEST_RUNS, VOCABULARIES, USER_SEQUENCES,
-        USER_AGGREGATES, USER_FACTORS, USER_STATS, USER_PROFILES, USER_MEMBER_PROFILES, USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
+        USER_AGGREGATES, USER_FACTORS, USER_STATS, USER_TEXT, USER_PROFILES, USER_MEMBER_PROFILES,
+        USER_PROFILES_ENSEMBLE, ITEM_CONTENT, ITEM_VECTORS,
     )
 }
 # Profile tables that `ubp export` / `ubp publish` / `ubp evaluate` accept.

@@ -40,6 +40,8 @@ EXAMPLES: dict[str, str] = {
                      "FROM user_profiles GROUP BY 1, 2",
     "user_profiles_ensemble": "SELECT client_id, size(embedding) AS dim FROM user_profiles_ensemble "
                               "WHERE client_id = 42",
+    "user_text": "SELECT as_of, model_version, count(*) AS users, avg(n_items) AS items, avg(text_share) AS text_share "
+                 "FROM user_text GROUP BY 1, 2 ORDER BY 1",
     "item_content": "SELECT encoder, source, count(*) AS items FROM item_content GROUP BY 1, 2",
     "item_vectors": "SELECT is_cold, count(*) AS items FROM item_vectors GROUP BY is_cold",
 }

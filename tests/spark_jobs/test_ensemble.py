@@ -42,6 +42,12 @@ def test_recipe_lists_the_next_event_members_opt_in():
         assert name not in recipe.enabled
 
 
+def test_recipe_lists_the_text_member_opt_in_with_pca_128():
+    recipe = load_recipe()
+    spec = recipe.spec("text")
+    assert (spec.transform, spec.pca_dim, spec.enabled) == ("pca", 128, False) and "text" not in recipe.enabled
+
+
 def test_statistics_are_quantile_transformed_only():
     """The seed's recipe: statistics through the uniform quantile transform, no L2 and no PCA, so they keep their
     weight next to unit-norm blocks; the stored transform reproduces sklearn's and is robust to outliers."""

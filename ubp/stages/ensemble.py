@@ -1,7 +1,8 @@
-"""Stages `ensemble` (gold user_profiles_ensemble), its factorisation member `factorize` (gold user_factors) and its
-statistics member `compute_stats` (gold user_stats).
+"""Stages `ensemble` (gold user_profiles_ensemble), its factorisation member `factorize` (gold user_factors), its
+statistics member `compute_stats` (gold user_stats) and its text member `compute_text` (gold user_text).
 
-The ensemble combines every available member (GRU profiles, aggregates, factors, item-vector pooling) at one as-of;
+The ensemble combines every available member (GRU profiles, aggregates, factors, statistics, item-vector and text
+pooling, as the recipe enables them) at one as-of;
 `evaluate` builds it in its own namespace through the same function.
 """
 
@@ -127,6 +128,83 @@ def compute_stats(settings: Settings, as_of: datetime | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# text member
+# ------------------------------------------------------------------------------------------------------------
+def _skip_text(reason: str, as_of: datetime | None) -> dict:
+    log.warning("text member skipped: %s", reason)
+    return {"stage": "compute_text", "rows": {"user_text": 0}, "as_of": as_of and as_of.isoformat(),
+            "skipped": True, "reason": reason}
+
+
+def _sequences_as_of(path: Path, seqs) -> datetime | None:
+    """The as-of of the user_sequences build: its table property (an incremental build keeps unchanged users' rows
+    at the build they last changed in), else the newest row's."""
+    from pyspark.sql import functions as F
+
+    from ubp.reader import table_properties
+    from ubp.stages.sequences import PROP_AS_OF
+
+    prop = table_properties(path).get(PROP_AS_OF)
+    return _utc(datetime.fromisoformat(prop) if prop else seqs.agg(F.max("as_of")).first()[0])
+
+
+def compute_text(settings: Settings, as_of: datetime | None = None, recent: int = 20) -> dict:
+    """Text member -> gold `user_text`: per user, the mean item_content text embedding of the `recent` most recent
+    distinct skus in silver `user_sequences` (`spark_jobs/text_profile.py`; Spark end to end, nothing per user in
+    the driver).
+
+    The rows take the as-of of the user_sequences build, which must not be after `as_of` (None: that build's).
+    Idempotent: a table already holding this (version, as-of) build is left alone; a new version for the same
+    as-of (another encoder or changed item content) replaces that as-of's rows. Without `item_content` or
+    `user_sequences`, or without any text item, the member is skipped with a warning."""
+    from pyspark.sql import functions as F
+
+    from ubp.spark_jobs.ensemble import _exists, _versions, text_path
+    from ubp.spark_jobs.session import get_spark
+    from ubp.spark_jobs.text_profile import SOURCES, content_fingerprint, text_version, user_text
+    from ubp.stages.sequences import _ensure, _read_pinned
+
+    t0 = time.time()
+    as_of = _utc(as_of)
+    content_path, seq_path = settings.table_path("item_content"), settings.table_path("user_sequences")
+    for name, p, command in (("item_content", content_path, "item-content"),
+                             ("user_sequences", seq_path, "sequences")):
+        if not _exists(p):
+            return _skip_text(f"no {name} table at {p} (run `ubp {command}`)", as_of)
+    spark = get_spark(settings)
+    seqs, _ = _read_pinned(spark, seq_path, "user_sequences")
+    content, _ = _read_pinned(spark, content_path, "item_content")
+    built = _sequences_as_of(seq_path, seqs)
+    if built is None:
+        return _skip_text("user_sequences is empty", as_of)
+    if as_of is not None and built > as_of:
+        return _skip_text(f"user_sequences is built at {built.isoformat()}, after the as-of {as_of.isoformat()}: "
+                          f"rebuild it with `ubp sequences --as-of {as_of.isoformat()}`", as_of)
+    fingerprint = content_fingerprint(content, SOURCES)
+    if fingerprint["items"] == 0:
+        return _skip_text("item_content has no text items (a catalog without product text)", built)
+    version = text_version(fingerprint, recent, SOURCES)
+    path = text_path(settings)
+    if _exists(path) and (version, built) in _versions(path):
+        n = spark.read.format("delta").load(str(path)).where(F.col("model_version") == version).count()
+        log.info("user_text: %s already built for %s (%d rows)", version, built.isoformat(), n)
+        return {"stage": "compute_text", "rows": {"user_text": n}, "as_of": built.isoformat(), "version": version,
+                "skipped": True}
+    at = _spark_ts(built)
+    rows = user_text(seqs.where(F.col("as_of") <= F.lit(at)), content, at, version, recent, SOURCES)
+    _ensure(spark, "user_text", path)
+    ts = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    (rows.write.format("delta").mode("overwrite").option("replaceWhere", f"as_of = timestamp'{ts}'")
+     .save(str(path)))
+    n = spark.read.format("delta").load(str(path)).where(F.col("model_version") == version).count()
+    log.info("user_text: %d users, %s (%d text items), as of %s (%.1fs)", n, version, fingerprint["items"],
+             built.isoformat(), time.time() - t0)
+    return {"stage": "compute_text", "rows": {"user_text": n}, "as_of": built.isoformat(), "version": version,
+            "text_items": fingerprint["items"], "encoders": fingerprint["encoders"], "recent": recent,
+            "seconds": round(time.time() - t0, 1)}
+
+
+# ------------------------------------------------------------------------------------------------------------
 # ensemble
 # ------------------------------------------------------------------------------------------------------------
 def _default_as_of(settings: Settings) -> datetime | None:
@@ -224,15 +302,16 @@ def ensemble(
     factors: bool = True,
     factor_method: str = "svd",
     stats: bool = True,
+    text: bool = True,
     fit_rows: int = 100_000,
     recipe: str | Path | None = None,
 ) -> dict:
     """Build gold `user_profiles_ensemble` from every available member at `as_of`, by the merge recipe
     (`ubp/ensemble_recipe.toml`, or the file `recipe`).
 
-    as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation and statistics
-    members are computed for that as-of when missing (and in the member list). Members whose table is absent or
-    has no rows for the as-of are skipped (warning).
+    as_of None: the as-of of the current GRU profiles (else the aggregates'). The factorisation, statistics and
+    text members are computed for that as-of when missing (and in the member list). Members whose table is absent
+    or has no rows for the as-of are skipped (warning).
     """
     from ubp.spark_jobs.ensemble import build_streamed, ensemble_version, load_recipe, member_frames
     from ubp.spark_jobs.session import get_spark
@@ -247,6 +326,7 @@ def ensemble(
     if factors and "factors" in names:
         factor_info = factorize(settings, as_of=as_of, method=factor_method)
     stats_info = compute_stats(settings, as_of=as_of) if stats and "stats" in names else None
+    text_info = compute_text(settings, as_of=as_of) if text and "text" in names else None
     frames = member_frames(get_spark(settings), settings, as_of=as_of, names=names)
     if not frames:
         raise UbpError(f"no ensemble member has rows for as_of {as_of.isoformat()}")
@@ -275,5 +355,7 @@ def ensemble(
         out["rows"]["user_factors"] = factor_info["rows"]["user_factors"]
     if stats_info:
         out["rows"]["user_stats"] = stats_info["rows"]["user_stats"]
+    if text_info:
+        out["rows"]["user_text"] = text_info["rows"]["user_text"]
     log.info("ensemble %s: %d users x %d columns, members %s", version, rows, build.columns, list(layout))
     return out

@@ -1,5 +1,5 @@
 """Stage `ensemble` on a tiny hand-made lakehouse: every member block, the missing-user fill, float16, <= 2048
-columns, an idempotent write, and the challenge export of the ensemble table."""
+columns, an idempotent write, the challenge export of the ensemble table, and the opt-in text member."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from target_fixtures import AS_OF, day, write_bronze, write_table
 
-from ubp.tables import ITEM_VECTORS, USER_AGGREGATES, USER_PROFILES, USER_SEQUENCES
+from ubp.tables import ITEM_CONTENT, ITEM_VECTORS, USER_AGGREGATES, USER_PROFILES, USER_SEQUENCES
 
 NOW = datetime(2030, 1, 1)
 
@@ -112,3 +112,67 @@ def test_ensemble_stage_writes_a_valid_table(spark, lakehouse):
     assert np.isfinite(emb).all() and emb.shape[1] <= 2048
     np.testing.assert_allclose(emb[0], x[df["client_id"].to_numpy() == 3][0], atol=1e-3)
     assert json.dumps(res, default=str)
+
+
+TEXT_CONTENT = {10: [1.0, 0.0, 0.0, 0.0], 11: [0.0, 1.0, 0.0, 0.0], 12: [0.0, 0.0, 2.0, 0.0],
+                14: [0.0, 0.0, 0.0, 1.0]}  # 14: a name-code item
+TEXT_SKUS = {1: [10, 11], 2: [11], 3: [14], 4: [10, 12, 11, 10], 5: [-1], 6: [13, 12]}  # 13: no content
+
+
+def test_text_member_in_the_ensemble_and_idempotent(spark, lakehouse, tmp_path):
+    """The recipe with `text` enabled: the ensemble stage builds gold user_text for its as-of and adds the PCA'd
+    block (users without text content filled, flagged); a re-run changes nothing; changed item content is a new
+    version that replaces that as-of's rows; without item_content the member is skipped, no crash."""
+    from ubp.spark_jobs.ensemble import load_recipe, load_text_member
+
+    from ubp.stages.ensemble import compute_text, ensemble
+
+    assert compute_text(lakehouse, as_of=AS_OF)["skipped"] is True  # no item_content yet
+    seqs = []
+    for u, skus in TEXT_SKUS.items():
+        n = len(skus)
+        seqs.append((u, AS_OF, "voc", n, day(-5), day(-3), n, [4] * n, [0] * n, [0] * n, [0] * n, [0] * n, [],
+                     [4] * n, [4] * n, skus, list(range(n)), None))
+    write_table(lakehouse, USER_SEQUENCES, seqs)
+
+    def content(hash_of_10: str = "a") -> None:
+        rows = [(s, hash_of_10 if s == 10 else f"h{s}", "codes" if s == 14 else "minilm",
+                 "name_codes" if s == 14 else "text", v, NOW) for s, v in TEXT_CONTENT.items()]
+        write_table(lakehouse, ITEM_CONTENT, rows)
+
+    content()
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[members.aggregates]\ntransform = "quantile"\n\n'
+                      '[members.text]\ntransform = "pca"\npca_dim = 2\n')
+    assert load_recipe(recipe).enabled == ("aggregates", "text")
+    out = ensemble(lakehouse, as_of=AS_OF, recipe=recipe)
+    lay = out["members"]["text"]
+    assert out["rows"]["user_text"] == 4  # users 3 (name codes only) and 5 (no sku) have no row
+    assert (lay["transform"], lay["width"], lay["covered"], lay["filled"]) == ("pca", 2, 4, 2)
+    text = load_text_member(lakehouse, datetime.fromisoformat(out["as_of"]))
+    assert text.client_ids.tolist() == [1, 2, 4, 6] and text.version.startswith("text-r20-")
+    want = [[0.5, 0.5, 0, 0], [0, 1, 0, 0], [1 / 3, 1 / 3, 2 / 3, 0], [0, 0, 2, 0]]
+    np.testing.assert_allclose(text.values, want, atol=1e-6)
+    from ubp.reader import iter_batches
+
+    df = __import__("pyarrow").Table.from_batches(
+        list(iter_batches(lakehouse.table_path("user_profiles_ensemble")))).to_pandas().sort_values("client_id")
+    x = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    assert df["client_id"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert x[:, lay["indicator_column"]].tolist() == [1, 1, 0, 1, 0, 1]
+    block = x[[0, 1, 3, 5], lay["start"]: lay["start"] + lay["width"]]  # covered users: PCA'd, unit rows
+    np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1, atol=2e-3)
+    # a re-run: nothing rebuilt (the user_text table is not written), nothing duplicated
+    from ubp.delta_log import latest_version
+
+    written = latest_version(lakehouse.table_path("user_text"))
+    again = ensemble(lakehouse, as_of=AS_OF, recipe=recipe)
+    assert again["version"] == out["version"] and again["rows"] == out["rows"]
+    assert latest_version(lakehouse.table_path("user_text")) == written
+    # item 10's text changed: a new version replaces the as-of's rows
+    content("b")
+    res = compute_text(lakehouse, as_of=AS_OF)
+    assert res["version"] != text.version and res["rows"]["user_text"] == 4 and "skipped" not in res
+    rows = spark.read.format("delta").load(str(lakehouse.table_path("user_text")))
+    assert rows.count() == 4
+    assert {r[0] for r in rows.select("model_version").distinct().collect()} == {res["version"]}
