@@ -30,7 +30,8 @@ def ensemble_cmd(
     ctx: typer.Context,
     as_of: str | None = typer.Option(None, "--as-of", help="Members' as-of (default: the current GRU profiles')."),
     member: list[str] | None = typer.Option(
-        None, "--member", help="Member to include (repeatable): gru, gru_<member>, aggregates, factors, stats, items. "
+        None, "--member", help="Member to include (repeatable): gru, gru_<member>, aggregates, factors, stats, items, "
+                               "text. "
                                "Default: the recipe's enabled members."
     ),
     pca: list[str] | None = typer.Option(None, "--pca", help="Per-member PCA width NAME=DIM (repeatable)."),
@@ -57,9 +58,9 @@ def evaluate_cmd(
     ctx: typer.Context,
     profiles: list[str] | None = typer.Option(
         None, "--profiles",
-        help="Profiles to score (repeatable): gru, gru_<member>, aggregates, factors, stats, items, ensemble, "
-             "user_profiles, user_profiles_ensemble. Default: all members and the ensemble. The random baseline is "
-             "always scored.",
+        help="Profiles to score (repeatable): gru, gru_<member>, aggregates, factors, stats, items, text, "
+             "ensemble, user_profiles, user_profiles_ensemble. Default: the recipe's enabled members and the "
+             "ensemble. The random baseline is always scored.",
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (user split and probe init)."),
     as_of: str | None = typer.Option(None, "--as-of", help="Default: last purchase - 14 days (the challenge's)."),

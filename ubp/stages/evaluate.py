@@ -16,7 +16,7 @@ from pathlib import Path
 from ubp.config import Settings
 from ubp.errors import UbpError
 from ubp.log import get_logger
-from ubp.stages.ensemble import _read_bronze, _spark_ts, _utc, ensemble
+from ubp.stages.ensemble import _read_bronze, _spark_ts, _utc, compute_stats, compute_text, ensemble
 
 log = get_logger(__name__)
 
@@ -37,12 +37,14 @@ def gru_profile_name(member: str) -> str:
 
 
 def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, members: tuple[str, ...],
-                    max_epochs: int | None, items: bool = True, ensemble_step: bool = True) -> dict:
+                    max_epochs: int | None, items: bool = True, ensemble_step: bool = True,
+                    built: tuple[str, ...] = ()) -> dict:
     """Run the upstream stages in the evaluation namespace. Steps done before (recorded) are skipped.
 
     `max_epochs` caps both the user models and the item model (None: their members'/presets' defaults). Each
     GRU-AE member in `members` is trained (promoted in the namespace) and embedded; `items` / `ensemble_step`
-    skip the item model and the ensemble when the evaluation does not score them."""
+    skip the item model and the ensemble when the evaluation does not score them. `built`: the opt-in members the
+    ensemble stage computes (`stats`, `text`) to build for the as-of, as the ensemble would with them enabled."""
     from ubp.stages.aggregates import aggregates
     from ubp.stages.embed_users import embed_users
     from ubp.stages.item_content import item_content
@@ -80,10 +82,15 @@ def _build_profiles(es: Settings, as_of: datetime, rebuild: bool, members: tuple
         if trained:
             step(f"embed_users{suffix}", embed_users, model_version=trained.get("version"),
                  member=member)
-    if items and step("item_content", item_content):
+    content = (items or "text" in built) and step("item_content", item_content)
+    if items and content:
         item = step("train_item_model", train_item_model, max_epochs=max_epochs)
         if item:
             step("item_vectors", item_vectors, model_version=item.get("version"))
+    if "stats" in built:
+        step("stats", compute_stats, as_of=as_of)
+    if "text" in built and content:
+        step("text", compute_text, as_of=as_of)
     if ensemble_step:
         step("ensemble", ensemble, as_of=as_of)
     return done
@@ -134,9 +141,10 @@ def evaluate(
 ) -> dict:
     """The challenge protocol on the lakehouse; returns the results and writes `reports/<date>/report.md`.
 
-    profiles: which representations to score (member names gru/aggregates/factors/items, `gru_<member>` for the
-    other GRU-AE members, "ensemble", or the table names user_profiles / user_profiles_ensemble); None = all. The
-    random baseline is always scored. members: the GRU-AE members built (default `DEFAULT_MEMBERS`).
+    profiles: which representations to score (member names gru/aggregates/factors, the recipe's opt-in members
+    stats/items/text, `gru_<member>` for the other GRU-AE members, "ensemble", or the table names user_profiles /
+    user_profiles_ensemble); None = the recipe's enabled members and the ensemble. The random baseline is always
+    scored. members: the GRU-AE members built (default `DEFAULT_MEMBERS`).
     compare: (a, b) profile pairs to compare on the same test users with a paired per-user bootstrap (`n_boot`
     draws; default: every GRU profile vs aggregates, vs the older `gru_small` when scored, the ensemble vs each
     member and vs itself without each member: the ablation's interval).
@@ -149,7 +157,14 @@ def evaluate(
     from ubp.models.probe import ProbeConfig, fit_probe
     from ubp.report import write_report
     from ubp.spark_jobs import targets as T
-    from ubp.spark_jobs.ensemble import MEMBERS, align, combine, load_members, load_profile_member
+    from ubp.spark_jobs.ensemble import (
+        MEMBERS,
+        align,
+        combine,
+        load_members,
+        load_profile_member,
+        load_recipe,
+    )
 
     t_start = time.time()
     spark, events, products = _read_bronze(settings)
@@ -160,12 +175,15 @@ def evaluate(
     gru_names = [gru_profile_name(m) for m in members]
     wanted = {"user_profiles": "gru", "user_profiles_ensemble": "ensemble"}
     names = [wanted.get(p, p) for p in profiles] if profiles else [*MEMBERS, *gru_names[1:], "ensemble"]
-    known = {*MEMBERS, "ensemble", *gru_names}
+    # the recipe's opt-in members (stats, items, text), scored when named; the opt-in user models are `gru_<member>`
+    opt_in = {n for n in load_recipe().members if n not in MEMBERS and not n.startswith("gru_")}
+    known = {*MEMBERS, *opt_in, "ensemble", *gru_names}
     unknown = {n for n in names if n not in known and not n.startswith("gru_")}
     if unknown:
         raise UbpError(f"unknown profiles {sorted(unknown)}; choose from {sorted(known | set(wanted))}")
     steps = (_build_profiles(es, as_of, rebuild, members, max_epochs, items="items" in names or "ensemble" in names,
-                             ensemble_step="ensemble" in names) if build else {})
+                             ensemble_step="ensemble" in names,
+                             built=tuple(n for n in ("stats", "text") if n in names)) if build else {})
     at = _spark_ts(as_of)
 
     # labels of every task from three small collects; population = users with any event before as_of
@@ -177,8 +195,8 @@ def evaluate(
         pop = np.sort(np.random.default_rng(0).choice(pop, max_users, replace=False))
 
     # representations
-    loaded = load_members(es, as_of=as_of, names=tuple(dict.fromkeys([*MEMBERS, *(n for n in names
-                                                                               if n.startswith("gru_"))])))
+    extra = [n for n in names if n.startswith("gru_") or n in opt_in]
+    loaded = load_members(es, as_of=as_of, names=tuple(dict.fromkeys([*MEMBERS, *extra])))
     members_in = [m for m in loaded if m.name in MEMBERS]  # the ensemble's default set, for the ablation
     reps: dict[str, np.ndarray] = {}
     fill: dict[str, int] = {}

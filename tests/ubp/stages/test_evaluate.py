@@ -81,3 +81,22 @@ def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_pa
     # serving (root namespace) gold tables were not touched
     assert not settings.table_path("user_profiles").exists()
     assert not settings.table_path("user_profiles_ensemble").exists()
+
+
+def test_evaluate_scores_an_opt_in_member_by_name(spark, settings, tmp_path):
+    """`--profiles text`: a recipe member that is off by default (gold user_text in the namespace) is loaded and
+    scored on its own."""
+    from ubp.stages.evaluate import eval_namespace, evaluate
+    from ubp.tables import USER_TEXT
+
+    _lakehouse(spark, settings)
+    es = settings.with_namespace(eval_namespace(AS_OF))
+    _members(spark, es)
+    rng = np.random.default_rng(1)
+    rows = [(u, AS_OF, 2, [1.0 if u % 2 else -1.0, *rng.normal(0, 0.3, 7).tolist()], 1, 1.0, "minilm", "text-test",
+             NOW) for u in range(N_USERS)]  # dimension 0: the future churn label
+    write_table(es, USER_TEXT, rows)
+    out = evaluate(settings, as_of=AS_OF, build=False, profiles=["text"], seeds=(0,), probes=("logreg",),
+                   probe_epochs=3, report_dir=tmp_path / "report")
+    assert set(out["results"]) == {"text", "random"} and out["members"]["text"]["version"] == "text-test"
+    assert out["results"]["text"]["churn"]["logreg"]["auroc_mean"] > 0.9
