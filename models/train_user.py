@@ -85,7 +85,8 @@ def _reader(job: TrainJob):
 def evaluate(model: torch.nn.Module, batches, device: torch.device) -> dict[str, float]:
     """Validation loss (sum over fields of the token-weighted mean CE, as in training) and per-field accuracy."""
     model.eval()
-    fields = list(unwrap(model).config.target_fields)
+    cfg = unwrap(model).config
+    fields = [*cfg.target_fields, *(f"bag_{f}" for f in getattr(cfg, "bag_fields", ()))]
     sums = {f: [0.0, 0.0, 0.0] for f in fields}  # loss*count, correct, count
     with torch.no_grad():
         for batch in batches:

@@ -157,3 +157,55 @@ def test_name_codes_as_input_and_target_train_and_weigh_as_one_field():
     assert (pred == target)[target != PAD_ID].float().mean() > 0.1  # chance: 1 / 256
     with pytest.raises(ValueError, match="events must be one of"):
         GRUAEConfig.preset("sku_text", SIZES | {"name": NAME_VOCAB_SIZE}, events="buys")
+
+
+def test_bag_targets_count_ids_and_give_the_multinomial_loss():
+    from ubp.models.gru_ae import bag_counts
+
+    ids = torch.tensor([[1, 5, 5, 7, 2, 0], [1, 9, 2, 0, 0, 0], [1, 2, 0, 0, 0, 0]])  # BOS .. EOS PAD
+    counts = bag_counts(ids, 8)  # 9 is past the vocabulary: OOV (3); BOS, EOS, PAD not counted
+    assert counts[0].tolist() == [0, 0, 0, 0, 0, 2, 0, 1] and counts[1].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
+    assert counts[2].sum() == 0
+    cfg, model = _model(bag_fields=("sku", "category"))
+    assert cfg.to_dict()["bag_fields"] == ["sku", "category"]
+    assert GRUAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert "bag_fields" not in _model()[0].to_dict()  # a member without bags keeps its config.json and run key
+    b = make_chunk(10, seed=3, max_len=15).collate(np.arange(10))
+    with torch.no_grad():
+        loss, stats = model(b)
+        z = model.encode(b)
+        ref = 0.0
+        for f in ("sku", "category"):
+            c = bag_counts(b[f], cfg.vocab_sizes[f])
+            logp = F.log_softmax(model.bags[f](z), -1)
+            has = c.sum(-1) > 0
+            ref += float((-(c * logp).sum(-1) / c.sum(-1).clamp(min=1))[has].mean())
+            assert stats[f"bag_{f}"]["count"] == int(has.sum())
+        rest = sum(float(stats[f]["loss"]) for f in cfg.target_fields)
+    assert abs(float(loss) - rest - ref) < 1e-4
+    with pytest.raises(ValueError, match="bag fields"):
+        GRUAEConfig.preset("day_event", SIZES, bag_fields=("sku",))  # not an input of day_event
+
+
+def test_bag_targets_make_the_latent_say_which_items():
+    """Trained with a bag target, the latent names one of the user's own skus far more often than the best
+    constant guess (the sku in most users' bags)."""
+    from ubp.models.gru_ae import bag_counts
+
+    b = make_chunk(48, seed=7, min_len=6, max_len=14).collate(np.arange(48))
+    cfg, model = _model(seed=2, bag_fields=("sku",))
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(80):
+        opt.zero_grad()
+        loss, _ = model(b)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        _, stats = model(b)
+    c = bag_counts(b["sku"], cfg.vocab_sizes["sku"])
+    has = c.sum(-1) > 0
+    constant = float((c[has] > 0).float().mean(0).max())  # hit rate of always naming the most shared sku
+    hit = float(stats["bag_sku"]["correct"]) / stats["bag_sku"]["count"]
+    assert hit > constant + 0.2, (hit, constant)
