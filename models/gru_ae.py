@@ -63,7 +63,6 @@ class GRUAEConfig:
     patience: int = 5
     arch: str = "gru_ae"  # gru_ae | next_event; a config saved before archs existed is a GRU-AE
     n_heads: int = 4  # next_event only: attention heads per layer
-    bag_fields: tuple[str, ...] = ()  # gru_ae only: input token fields whose bag of ids the latent also predicts
 
     @classmethod
     def preset(cls, name: str, vocab_sizes: dict[str, int], **overrides) -> GRUAEConfig:
@@ -81,7 +80,6 @@ class GRUAEConfig:
     def __post_init__(self) -> None:
         self.input_fields = tuple(self.input_fields)
         self.target_fields = tuple(self.target_fields)
-        self.bag_fields = tuple(self.bag_fields)
         unknown = [f for f in (*self.input_fields, *self.target_fields) if f not in ALL_FIELDS]
         if unknown:
             raise ValueError(f"unknown fields {unknown}; known: {ALL_FIELDS}")
@@ -98,11 +96,6 @@ class GRUAEConfig:
             raise ValueError(f"arch must be one of {ARCHS}, not {self.arch!r}")
         if self.arch == "next_event" and any(f in CODE_FIELDS for f in self.target_fields):
             raise ValueError("a next-event model predicts token fields only, not the 16 codes of a code field")
-        bad_bags = [f for f in self.bag_fields if f not in self.input_fields or f in CODE_FIELDS]
-        if bad_bags:
-            raise ValueError(f"bag fields must be token fields among the inputs, not {bad_bags}")
-        if self.bag_fields and self.arch != "gru_ae":
-            raise ValueError("bag targets are a GRU-AE option")
         if self.arch == "next_event" and (self.n_heads < 1 or self.hidden % self.n_heads):
             raise ValueError(f"hidden {self.hidden} must be a multiple of n_heads {self.n_heads}")
 
@@ -116,10 +109,6 @@ class GRUAEConfig:
             del d["arch"], d["n_heads"]
         if self.events == "all":
             del d["events"]
-        if self.bag_fields:
-            d["bag_fields"] = list(self.bag_fields)
-        else:
-            del d["bag_fields"]
         return d
 
     @classmethod
@@ -223,29 +212,6 @@ def heads_loss(heads: nn.ModuleDict, hidden: torch.Tensor, targets: dict[str, to
     return total, stats
 
 
-def bag_counts(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[B, T] token ids -> [B, V] how often each id occurs in the row (PAD, BOS, EOS not counted; ids past the
-    vocabulary count as OOV)."""
-    ids = torch.where(ids < vocab_size, ids, torch.full_like(ids, OOV_ID))
-    real = (ids >= OOV_ID).to(torch.float32)  # PAD, BOS, EOS sit below OOV_ID
-    return torch.zeros(ids.shape[0], vocab_size, device=ids.device).scatter_add_(1, ids, real)
-
-
-def bag_loss(head: nn.Linear, latent: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Multinomial log-likelihood of a user's bag of ids under softmax(head(latent)) [B, V], per id normalised by
-    the user's bag size and averaged over users with a non-empty bag: the latent must say WHICH items (categories)
-    the user touched and how often, which the sequence reconstruction spreads over many steps."""
-    n = counts.sum(-1)  # [B]
-    keep = n > 0
-    if not bool(keep.any()):
-        return latent.new_zeros(()), {"loss": latent.new_zeros(()), "correct": latent.new_zeros(()), "count": 0}
-    logp = F.log_softmax(head(latent[keep]).float(), dim=-1)  # [b, V]
-    c = counts[keep]
-    loss = -((c * logp).sum(-1) / n[keep]).mean()
-    correct = (c.gather(1, logp.argmax(-1, keepdim=True)) > 0).sum()  # top-1 id is in the bag
-    return loss, {"loss": loss.detach(), "correct": correct.detach(), "count": int(keep.sum())}
-
-
 class GRUAutoencoder(nn.Module):
     def __init__(self, config: GRUAEConfig) -> None:
         super().__init__()
@@ -260,8 +226,6 @@ class GRUAutoencoder(nn.Module):
         # a code field's head scores its 16 positions at once: [H] -> [16 * V]
         self.heads = nn.ModuleDict(
             {f: nn.Linear(c.hidden, c.vocab_sizes[f] * target_width(f)) for f in c.target_fields})
-        if c.bag_fields:  # only then: the weights of a model without bags keep their keys
-            self.bags = nn.ModuleDict({f: nn.Linear(c.hidden, c.vocab_sizes[f]) for f in c.bag_fields})
 
     # -- helpers --------------------------------------------------------------------------------------------
     @staticmethod
@@ -308,24 +272,19 @@ class GRUAutoencoder(nn.Module):
             t = b[f][:, 1:].reshape(B * T1, -1).index_select(0, flat_packed)  # [N, K]: K = 16 or 1
             t = t if f in CODE_FIELDS else t[:, 0]  # [N, 16] or [N]
             targets[f] = torch.where(t < self.config.vocab_sizes[f], t, torch.full_like(t, OOV_ID))
-        return out.data, targets, (b, lengths, order, flat_packed, B, T1, latent)
+        return out.data, targets, (b, lengths, order, flat_packed, B, T1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
         """Training loss (sum over fields of the mean CE on non-pad targets; a code field's mean runs over its
-        positions too; plus each bag field's `bag_loss`) and per-field stats {field: {"loss", "correct", "count"}}
-        for accuracy (count: targets; `bag_<field>`: users)."""
-        hidden, targets, (b, *_, latent) = self._decode(batch)
-        total, stats = heads_loss(self.heads, hidden, targets, self.config, sampled=self.training)
-        for f in self.config.bag_fields:
-            loss, stats[f"bag_{f}"] = bag_loss(self.bags[f], latent, bag_counts(b[f], self.config.vocab_sizes[f]))
-            total = total + loss
-        return total, stats
+        positions too) and per-field stats {field: {"loss", "correct", "count"}} for accuracy (count: targets)."""
+        hidden, targets, _ = self._decode(batch)
+        return heads_loss(self.heads, hidden, targets, self.config, sampled=self.training)
 
     @torch.no_grad()
     def reconstruct(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Teacher-forced reconstruction: predicted ids [B, T-1] per target field ([B, T-1, 16] for a code field)
         for positions 1..T-1 (the targets of `forward`), PAD where the target is PAD, in the batch's row order."""
-        hidden, targets, (b, lengths, order, flat_packed, B, T1, _) = self._decode(batch)
+        hidden, targets, (b, lengths, order, flat_packed, B, T1) = self._decode(batch)
         out = {}
         for f, tgt in targets.items():
             tgt = tgt.reshape(tgt.shape[0], -1)  # [N, K]: K = 16 for a code field, else 1

@@ -85,8 +85,7 @@ def _reader(job: TrainJob):
 def evaluate(model: torch.nn.Module, batches, device: torch.device) -> dict[str, float]:
     """Validation loss (sum over fields of the token-weighted mean CE, as in training) and per-field accuracy."""
     model.eval()
-    cfg = unwrap(model).config
-    fields = [*cfg.target_fields, *(f"bag_{f}" for f in getattr(cfg, "bag_fields", ()))]
+    fields = list(unwrap(model).config.target_fields)
     sums = {f: [0.0, 0.0, 0.0] for f in fields}  # loss*count, correct, count
     with torch.no_grad():
         for batch in batches:
