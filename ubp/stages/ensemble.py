@@ -148,7 +148,15 @@ def _sequences_as_of(path: Path, seqs) -> datetime | None:
     return _utc(datetime.fromisoformat(prop) if prop else seqs.agg(F.max("as_of")).first()[0])
 
 
-def compute_text(settings: Settings, as_of: datetime | None = None, recent: int = 20) -> dict:
+def _build_rows(spark, path: Path, version: str, at: datetime) -> int:
+    """Rows of one (version, as-of) build of a member table: a version can hold several as-ofs."""
+    from pyspark.sql import functions as F
+
+    df = spark.read.format("delta").load(str(path))
+    return df.where((F.col("model_version") == version) & (F.col("as_of") == F.lit(at))).count()
+
+
+def compute_text(settings: Settings, as_of: datetime | None = None, recent: int | None = None) -> dict:
     """Text member -> gold `user_text`: per user, the mean item_content text embedding of the `recent` most recent
     distinct skus in silver `user_sequences` (`spark_jobs/text_profile.py`; Spark end to end, nothing per user in
     the driver).
@@ -156,15 +164,17 @@ def compute_text(settings: Settings, as_of: datetime | None = None, recent: int 
     The rows take the as-of of the user_sequences build, which must not be after `as_of` (None: that build's).
     Idempotent: a table already holding this (version, as-of) build is left alone; a new version for the same
     as-of (another encoder or changed item content) replaces that as-of's rows. Without `item_content` or
-    `user_sequences`, or without any text item, the member is skipped with a warning."""
+    `user_sequences`, or without any text item, the member is skipped with a warning. `recent` None:
+    `text_profile.RECENT`."""
     from pyspark.sql import functions as F
 
     from ubp.spark_jobs.ensemble import _exists, _versions, text_path
     from ubp.spark_jobs.session import get_spark
-    from ubp.spark_jobs.text_profile import SOURCES, content_fingerprint, text_version, user_text
+    from ubp.spark_jobs.text_profile import RECENT, SOURCES, content_fingerprint, text_version, user_text
     from ubp.stages.sequences import _ensure, _read_pinned
 
     t0 = time.time()
+    recent = RECENT if recent is None else recent
     as_of = _utc(as_of)
     content_path, seq_path = settings.table_path("item_content"), settings.table_path("user_sequences")
     for name, p, command in (("item_content", content_path, "item-content"),
@@ -185,18 +195,18 @@ def compute_text(settings: Settings, as_of: datetime | None = None, recent: int 
         return _skip_text("item_content has no text items (a catalog without product text)", built)
     version = text_version(fingerprint, recent, SOURCES)
     path = text_path(settings)
+    at = _spark_ts(built)
     if _exists(path) and (version, built) in _versions(path):
-        n = spark.read.format("delta").load(str(path)).where(F.col("model_version") == version).count()
+        n = _build_rows(spark, path, version, at)
         log.info("user_text: %s already built for %s (%d rows)", version, built.isoformat(), n)
         return {"stage": "compute_text", "rows": {"user_text": n}, "as_of": built.isoformat(), "version": version,
                 "skipped": True}
-    at = _spark_ts(built)
     rows = user_text(seqs.where(F.col("as_of") <= F.lit(at)), content, at, version, recent, SOURCES)
     _ensure(spark, "user_text", path)
     ts = at.strftime("%Y-%m-%d %H:%M:%S.%f")
     (rows.write.format("delta").mode("overwrite").option("replaceWhere", f"as_of = timestamp'{ts}'")
      .save(str(path)))
-    n = spark.read.format("delta").load(str(path)).where(F.col("model_version") == version).count()
+    n = _build_rows(spark, path, version, at)
     log.info("user_text: %d users, %s (%d text items), as of %s (%.1fs)", n, version, fingerprint["items"],
              built.isoformat(), time.time() - t0)
     return {"stage": "compute_text", "rows": {"user_text": n}, "as_of": built.isoformat(), "version": version,
