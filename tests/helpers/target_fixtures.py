@@ -59,3 +59,36 @@ def write_bronze(settings, spec: list[tuple], products: list[tuple]) -> None:
     now = datetime(2030, 1, 1)
     write_table(settings, EVENTS, event_rows(spec))
     write_table(settings, PRODUCTS, [(s, c, p, [0] * 16, "/raw/p.parquet", now) for s, c, p in products])
+
+
+PLANTED_USERS = 120
+
+
+def write_planted_evaluation(settings):
+    """A lakehouse for the evaluation tests, written with delta-rs: every user buys before the as-of; users with
+    u % 2 == 1 churn, the others buy category u % 3 in the window. In the evaluation namespace (returned): a `gru`
+    member that carries both labels plus noise and an `aggregates` member of pure noise."""
+    import numpy as np
+
+    from ubp.stages.evaluate import eval_namespace
+    from ubp.tables import USER_AGGREGATES, USER_PROFILES
+
+    spec = []
+    for u in range(PLANTED_USERS):
+        spec += [("page_visit", u, day(-6), None, 5), ("product_buy", u, day(-5), 100 + (u * 7) % 3, None)]
+        if u % 2 == 0:
+            spec.append(("product_buy", u, day(3), 100 + u % 3, None))
+    write_bronze(settings, spec, [(100, 0, 10), (101, 1, 20), (102, 2, 30)])
+    es = settings.with_namespace(eval_namespace(AS_OF))
+    rng = np.random.default_rng(0)
+    prof, agg = [], []
+    for u in range(PLANTED_USERS):
+        planted = np.zeros(8)
+        planted[0] = 1.0 if u % 2 else -1.0  # the future churn label
+        planted[1 + u % 3] = 1.0 if u % 2 == 0 else 0.0  # the future category
+        prof.append((u, [float(v) for v in planted + rng.normal(0, 0.3, 8)], "user-test", "user_profile_v1", AS_OF, 2,
+                     AS_OF))
+        agg.append((u, AS_OF, 2, [float(v) for v in rng.normal(size=5)], "f-test"))  # pure noise
+    for table, rows in ((USER_PROFILES, prof), (USER_AGGREGATES, agg)):
+        write_table(es, table, rows)
+    return es

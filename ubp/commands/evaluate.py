@@ -76,6 +76,10 @@ def evaluate_cmd(
     probes: str = typer.Option("mlp,logreg", "--probes", help="Comma-separated probes; the first is the main one "
                                "(mlp: the challenge's MLP shape; logreg: logistic regression)."),
     n_boot: int = typer.Option(200, "--n-boot", min=10, help="Paired bootstrap draws per comparison."),
+    probe_hidden: int = typer.Option(
+        256, "--probe-hidden", min=8, help="The MLP probe's width (the challenge's is 2048: on 10,000 users it "
+        "changes which profile wins, docs/evaluation.md; ~8x the CPU time of 256)."),
+    probe_threads: int = typer.Option(1, "--probe-threads", min=1, help="torch threads of the probes."),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default reports/<date>)."),
     truth: Path | None = typer.Option(None, "--truth", help="Demo truth folder (default: <raw>/_truth if found)."),
 ) -> None:
@@ -96,7 +100,7 @@ def evaluate_cmd(
                    build=not no_build, rebuild=rebuild, members=tuple(members) if members else None,
                    max_epochs=max_epochs,
                    ablation=not no_ablation, max_users=max_users, report_dir=out, truth_dir=truth,
-                   probes=probe_list, n_boot=n_boot)
+                   probes=probe_list, n_boot=n_boot, probe_hidden=probe_hidden, probe_threads=probe_threads)
     probe = res["probes"][0]
     typer.echo(f"evaluation at {res['as_of']} on {res['rows']['population']} users ({res['seconds']} s)")
     for name, rep in res["results"].items():

@@ -7,44 +7,15 @@ import json
 
 import numpy as np
 import pandas as pd
-from target_fixtures import AS_OF, day, write_bronze, write_table
+from target_fixtures import AS_OF, PLANTED_USERS, write_planted_evaluation, write_table
 
-from ubp.tables import USER_AGGREGATES, USER_PROFILES
-
-N_USERS = 120
-NOW = AS_OF
-
-
-def _lakehouse(spark, settings):
-    """Every user buys before the as-of; users with u % 2 == 1 churn; the others buy category u % 3 in the window."""
-    spec = []
-    for u in range(N_USERS):
-        spec += [("page_visit", u, day(-6), None, 5), ("product_buy", u, day(-5), 100 + (u * 7) % 3, None)]
-        if u % 2 == 0:
-            spec.append(("product_buy", u, day(3), 100 + u % 3, None))
-    write_bronze(settings, spec, [(100, 0, 10), (101, 1, 20), (102, 2, 30)])
-
-
-def _members(spark, es):
-    rng = np.random.default_rng(0)
-    prof, agg = [], []
-    for u in range(N_USERS):
-        planted = np.zeros(8)
-        planted[0] = 1.0 if u % 2 else -1.0  # the future churn label
-        planted[1 + u % 3] = 1.0 if u % 2 == 0 else 0.0  # the future category
-        prof.append((u, [float(v) for v in planted + rng.normal(0, 0.3, 8)], "user-test", "user_profile_v1", AS_OF, 2,
-                     NOW))
-        agg.append((u, AS_OF, 2, [float(v) for v in rng.normal(size=5)], "f-test"))  # pure noise
-    for table, rows in ((USER_PROFILES, prof), (USER_AGGREGATES, agg)):
-        write_table(es, table, rows)
+N_USERS = PLANTED_USERS
 
 
 def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_path):
-    from ubp.stages.evaluate import eval_namespace, evaluate
+    from ubp.stages.evaluate import evaluate
 
-    _lakehouse(spark, settings)
-    es = settings.with_namespace(eval_namespace(AS_OF))
-    _members(spark, es)
+    write_planted_evaluation(settings)
     truth = tmp_path / "truth"
     truth.mkdir()
     pd.DataFrame({"client_id": np.arange(N_USERS), "segment": np.arange(N_USERS) % 3}).to_parquet(
@@ -86,15 +57,13 @@ def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_pa
 def test_evaluate_scores_an_opt_in_member_by_name(spark, settings, tmp_path):
     """`--profiles text`: a recipe member that is off by default (gold user_text in the namespace) is loaded and
     scored on its own."""
-    from ubp.stages.evaluate import eval_namespace, evaluate
+    from ubp.stages.evaluate import evaluate
     from ubp.tables import USER_TEXT
 
-    _lakehouse(spark, settings)
-    es = settings.with_namespace(eval_namespace(AS_OF))
-    _members(spark, es)
+    es = write_planted_evaluation(settings)
     rng = np.random.default_rng(1)
     rows = [(u, AS_OF, 2, [1.0 if u % 2 else -1.0, *rng.normal(0, 0.3, 7).tolist()], 1, 1.0, "minilm", "text-test",
-             NOW) for u in range(N_USERS)]  # dimension 0: the future churn label
+             AS_OF) for u in range(N_USERS)]  # dimension 0: the future churn label
     write_table(es, USER_TEXT, rows)
     out = evaluate(settings, as_of=AS_OF, build=False, profiles=["text"], seeds=(0,), probes=("logreg",),
                    probe_epochs=3, report_dir=tmp_path / "report")
