@@ -77,8 +77,8 @@ def evaluate_cmd(
                                "(mlp: the challenge's MLP shape; logreg: logistic regression)."),
     n_boot: int = typer.Option(200, "--n-boot", min=10, help="Paired bootstrap draws per comparison."),
     probe_hidden: int = typer.Option(
-        256, "--probe-hidden", min=8, help="The MLP probe's width (the challenge's is 2048: on 10,000 users it "
-        "changes which profile wins, docs/evaluation.md; ~8x the CPU time of 256)."),
+        256, "--probe-hidden", min=8, help="The MLP probe's width (the challenge's is 2048, ~8x the CPU time of 256; "
+        "docs/evaluation.md compares the two)."),
     probe_threads: int = typer.Option(1, "--probe-threads", min=1, help="torch threads of the probes."),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default reports/<date>)."),
     truth: Path | None = typer.Option(None, "--truth", help="Demo truth folder (default: <raw>/_truth if found)."),
