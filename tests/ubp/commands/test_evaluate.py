@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from target_fixtures import write_planted_evaluation
+from target_fixtures import AS_OF, write_planted_evaluation
 from typer.testing import CliRunner
 
 
@@ -15,7 +15,7 @@ def test_evaluate_cli_probe_width(spark, settings, tmp_path):
     write_planted_evaluation(settings)
     out = tmp_path / "report"
     r = CliRunner().invoke(app, ["--lakehouse", str(settings.lakehouse), "evaluate", "--no-build", "--as-of",
-                                 "2025-01-15T00:00:00", "--profiles", "gru", "--seeds", "0", "--probes", "mlp",
+                                 AS_OF.isoformat(), "--profiles", "gru", "--seeds", "0", "--probes", "mlp",
                                  "--no-ablation", "--probe-hidden", "16", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "mean score (mlp)" in r.output

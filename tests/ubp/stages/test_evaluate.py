@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 from target_fixtures import AS_OF, PLANTED_USERS, write_planted_evaluation, write_table
 
-N_USERS = PLANTED_USERS
-
 
 def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_path):
     from ubp.stages.evaluate import evaluate
@@ -18,13 +16,13 @@ def test_evaluate_finds_planted_signal_and_writes_report(spark, settings, tmp_pa
     write_planted_evaluation(settings)
     truth = tmp_path / "truth"
     truth.mkdir()
-    pd.DataFrame({"client_id": np.arange(N_USERS), "segment": np.arange(N_USERS) % 3}).to_parquet(
+    pd.DataFrame({"client_id": np.arange(PLANTED_USERS), "segment": np.arange(PLANTED_USERS) % 3}).to_parquet(
         truth / "users.parquet")
     out = evaluate(settings, as_of=AS_OF, build=False, seeds=(0, 1), probes=("mlp", "logreg"), probe_hidden=32,
                    probe_epochs=3, report_dir=tmp_path / "report", truth_dir=truth)
     res = out["results"]
     assert set(out["tasks"]) == {"churn", "conversion", "category", "sku", "price"}  # no new skus in the window
-    assert out["tasks"]["churn"]["users"] == N_USERS and out["rows"]["population"] == N_USERS
+    assert out["tasks"]["churn"]["users"] == PLANTED_USERS and out["rows"]["population"] == PLANTED_USERS
     assert {"gru", "aggregates", "ensemble", "random", "ensemble - gru", "ensemble - aggregates"} <= set(res)
     assert res["gru"]["churn"]["mlp"]["auroc_mean"] > 0.9
     assert res["gru"]["category"]["logreg"]["auroc_mean"] > 0.8
@@ -63,7 +61,7 @@ def test_evaluate_scores_an_opt_in_member_by_name(spark, settings, tmp_path):
     es = write_planted_evaluation(settings)
     rng = np.random.default_rng(1)
     rows = [(u, AS_OF, 2, [1.0 if u % 2 else -1.0, *rng.normal(0, 0.3, 7).tolist()], 1, 1.0, "minilm", "text-test",
-             AS_OF) for u in range(N_USERS)]  # dimension 0: the future churn label
+             AS_OF) for u in range(PLANTED_USERS)]  # dimension 0: the future churn label
     write_table(es, USER_TEXT, rows)
     out = evaluate(settings, as_of=AS_OF, build=False, profiles=["text"], seeds=(0,), probes=("logreg",),
                    probe_epochs=3, report_dir=tmp_path / "report")
