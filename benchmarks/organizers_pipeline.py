@@ -244,6 +244,8 @@ def main() -> None:
     ap.add_argument("--sets", default="", help="comma list of embedding sets to train (default: all)")
     ap.add_argument("--no-train", action="store_true", help="only tabulate the runs already in WORK/scores")
     ap.add_argument("--also", type=Path, nargs="*", default=[], help="other datasets' WORK dirs to tabulate with")
+    ap.add_argument("--with-table", type=Path, default=None,
+                    help="a previous report's .json: its datasets are tabulated too (their WORK dirs need not exist)")
     args = ap.parse_args()
     work, repo = args.work.resolve(), args.recsys2025.resolve()
     logs = work / "logs"
@@ -296,7 +298,7 @@ def main() -> None:
         export_aggregates(lakehouse, common, emb / "ubp_aggregates")
 
     if args.no_train:
-        return report([work, *args.also], args.report)
+        return report([work, *args.also], args.report, args.with_table)
     jobs = [(name, r, TASKS if name != "baseline_relevant" else TASKS[1:])
             for r in range(args.reps) for name in ("baseline", *tables, "ubp_aggregates", "baseline_relevant")
             if not (name == "baseline_relevant" and r > 0) and (not args.sets or name in args.sets.split(","))]
@@ -309,12 +311,16 @@ def main() -> None:
             log(f"{name}: {scores}")
     timings[f"their training, {len(jobs)} runs, {args.parallel} at a time"] = time.monotonic() - t0
     (work / "timings.json").write_text(json.dumps(timings, indent=1))
-    report([work, *args.also], args.report)
+    report([work, *args.also], args.report, args.with_table)
 
 
-def report(works: list[Path], out: Path | None) -> None:
-    """Tabulate every finished run (`<work>/scores/<set>_r<k>/scores.json`) of one or more datasets."""
+def report(works: list[Path], out: Path | None, previous: Path | None = None) -> None:
+    """Tabulate every finished run (`<work>/scores/<set>_r<k>/scores.json`) of one or more datasets, plus the
+    datasets of a previous report's json (a dataset scored again in `works` replaces its earlier scores)."""
     runs: dict[str, dict[str, dict]] = {"baseline": {}}
+    if previous is not None:
+        for name, by_data in json.loads(previous.read_text()).items():
+            runs.setdefault(name, {}).update(by_data)
     for work in works:
         for f in sorted((work / "scores").glob("*_r*/scores.json")):
             name = f.parent.name.rsplit("_r", 1)[0]

@@ -44,6 +44,8 @@ def dag_runs(tmp_path_factory) -> dict:
         "UBP_AIRFLOW_RETRY_DELAY_S": "1",
         "UBP_SPARK_DRIVER_MEMORY": "1g",
         "UBP_FEAST_ONLINE": "sqlite",
+        # the Feast registry TTL a re-publish waits out (tests/conftest.py): the default 60 s cost two minutes here
+        "UBP_FEAST_CACHE_TTL_S": os.environ.get("UBP_FEAST_CACHE_TTL_S", "1"),
         "PYSPARK_PYTHON": sys.executable,
     })
     log = work / "run.log"
