@@ -19,7 +19,8 @@ Steps (each one skipped when its output exists, so a broken run resumes):
 Usage:
     python benchmarks/organizers_pipeline.py --recsys2025 CHECKOUT --org-python ENV/bin/python --work DIR \
         --raw DEMO_RAW [--members day_event] [--ensemble-members aggregates,factors] [--max-epochs N] \
-        [--also OTHER_WORK ...] [--report docs/evaluation/organizers_table.md] [--no-train]
+        [--also OTHER_WORK ...] [--with-table docs/evaluation/organizers_table.json] \
+        [--report docs/evaluation/organizers_table.md] [--no-train]
 Set-up of their environment and the current table: docs/evaluation/organizers.md.
 """
 
