@@ -8,12 +8,12 @@ the other tests (and so `sys.modules` shows exactly what parsing imported).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -72,8 +72,7 @@ print("@@" + json.dumps(out))
 
 
 def _parse(tmp_path: Path, **env_extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "UBP_"))}
-    env.update({
+    env = subprocess_env(**{
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),

@@ -5,10 +5,11 @@ parsed DagBag (failure injection, the as-of) are checked in test_dagbag.py."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from subprocess_env import subprocess_env
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -67,8 +68,7 @@ def test_landing_partitions_and_config_validation(tmp_path):
     (tmp_path / "flat").mkdir()
     for day in ("2025-06-30", "2025-07-01"):
         (tmp_path / "dated" / day).mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "UBP_"))}
-    env.update({"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+    env = subprocess_env(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
     proc = subprocess.run([sys.executable, "-c", HELPERS, str(DAGS), str(tmp_path)], capture_output=True, text=True,
                           env=env, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-5000:]

@@ -17,12 +17,12 @@ The script is `tests/helpers/dag_run_script.py`; the tests below assert on the J
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,7 @@ SCRIPT = REPO / "tests" / "helpers" / "dag_run_script.py"  # run as its own proc
 @pytest.fixture(scope="module")
 def dag_runs(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("dag_run")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "UBP_"))}
-    env.update({
+    env = subprocess_env(**{
         "AIRFLOW_HOME": str(work / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -44,8 +43,6 @@ def dag_runs(tmp_path_factory) -> dict:
         "UBP_AIRFLOW_RETRY_DELAY_S": "1",
         "UBP_SPARK_DRIVER_MEMORY": "1g",
         "UBP_FEAST_ONLINE": "sqlite",
-        # the Feast registry TTL a re-publish waits out (tests/conftest.py): the default 60 s cost two minutes here
-        "UBP_FEAST_CACHE_TTL_S": os.environ.get("UBP_FEAST_CACHE_TTL_S", "1"),
         "PYSPARK_PYTHON": sys.executable,
     })
     log = work / "run.log"

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "helpers" / "cluster_dag_script.py"
@@ -84,8 +85,7 @@ def submit_env(cluster, tmp_path_factory) -> tuple[dict[str, str], Path]:
     (conf_dir / "spark-defaults.conf").write_text(SPARK_DEFAULTS)
     (conf_dir / "log4j2.properties").write_text(LOG4J2)
     host, port = cluster.master_url.removeprefix("spark://").rsplit(":", 1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "UBP_", "SPARK_", "PYSPARK_"))}
-    env.update({
+    env = subprocess_env(("AIRFLOW", "UBP_", "SPARK_", "PYSPARK_"), **{
         "AIRFLOW_HOME": str(work / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -101,7 +101,7 @@ def submit_env(cluster, tmp_path_factory) -> tuple[dict[str, str], Path]:
         "UBP_SPARK_DRIVER_MEMORY": "1g",  # the --full set-up's local session only
         "PYSPARK_PYTHON": sys.executable,
         # spark-submit on PATH (the venv's), its Spark home and the cluster's configuration
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "SPARK_HOME": str(spark_home()),
         "SPARK_CONF_DIR": str(conf_dir),
         "SPARK_LOCAL_IP": "127.0.0.1",
