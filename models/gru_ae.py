@@ -8,9 +8,9 @@ its product's 16 name codes, a time token), summed (`combine="sum"`) or concaten
 seed's day+event member). A GRU encoder reads `BOS e1 .. en EOS`; the top layer's final hidden state is the latent.
 A GRU decoder, started from the encoder's hidden state and with the latent added to every input, rebuilds
 `e1 .. en EOS` from `BOS e1 .. en` (teacher forcing). Loss = sum over target fields of the cross-entropy on non-pad
-targets; a time field (day or week) can be a target like any other, and so can the name codes: one head scores all
-16 positions (16 x the name alphabet) and the field's loss is the mean over the positions, so 16 codes weigh as one
-field.
+targets (with `loss_norm`, each divided by the log of its field's classes); a time field (day or week) can be a
+target like any other, and so can the name codes: one head scores all 16 positions (16 x the name alphabet) and the
+field's loss is the mean over the positions, so 16 codes weigh as one field.
 
 Unlike the seed code, both GRUs run on packed sequences, so pad steps never touch a hidden state and a user's
 latent does not depend on who else is in the batch; and the output heads run only on the packed (non-pad)
@@ -25,6 +25,7 @@ incl. BOS/EOS). See `models.user_data.collate`. The member presets (which fields
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -57,6 +58,7 @@ class GRUAEConfig:
     combine: str = "sum"  # sum | concat: how an event's field embeddings become one input vector
     events: str = "all"  # all | product: which events a sequence keeps (`models.user_data.SequenceChunk`)
     sampled_negatives: int = 0  # > 0: sampled softmax in training for heads with > 4x this many classes
+    loss_norm: bool = False  # each field's cross-entropy / log(its classes): every field's uniform-guess loss is 1
     lr: float = 1e-3
     batch_size: int = 256
     max_epochs: int = 30
@@ -109,6 +111,8 @@ class GRUAEConfig:
             del d["arch"], d["n_heads"]
         if self.events == "all":
             del d["events"]
+        if not self.loss_norm:
+            del d["loss_norm"]
         return d
 
     @classmethod
@@ -207,8 +211,10 @@ def heads_loss(heads: nn.ModuleDict, hidden: torch.Tensor, targets: dict[str, to
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
                                    ignore_index=PAD_ID)  # mean over every (position, code) with a target
             correct = ((logits.argmax(-1) == y) & keep).sum()
-        total = total + loss
         stats[f] = {"loss": loss.detach(), "correct": correct.detach(), "count": n}
+        if config.loss_norm:  # a 5,000-way sku head no longer outweighs a 10-way week head by its alphabet alone
+            loss = loss / math.log(max(config.vocab_sizes[f], 2))
+        total = total + loss
     return total, stats
 
 

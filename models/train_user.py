@@ -83,9 +83,11 @@ def _reader(job: TrainJob):
 
 
 def evaluate(model: torch.nn.Module, batches, device: torch.device) -> dict[str, float]:
-    """Validation loss (sum over fields of the token-weighted mean CE, as in training) and per-field accuracy."""
+    """Validation loss (sum over fields of the token-weighted mean CE, each divided by log(its classes) with
+    `loss_norm`, as in training), per-field mean CE and accuracy."""
     model.eval()
-    fields = list(unwrap(model).config.target_fields)
+    config = unwrap(model).config
+    fields = list(config.target_fields)
     sums = {f: [0.0, 0.0, 0.0] for f in fields}  # loss*count, correct, count
     with torch.no_grad():
         for batch in batches:
@@ -103,7 +105,7 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device) -> dict[str,
         if count:
             out[f"val_loss_{f}"] = loss_sum / count
             out[f"val_acc_{f}"] = correct / count
-            total += loss_sum / count
+            total += loss_sum / count / (math.log(max(config.vocab_sizes[f], 2)) if config.loss_norm else 1.0)
     out["val_loss"] = total if any(flat[3 * i + 2] for i in range(len(fields))) else math.nan
     return out
 

@@ -87,6 +87,24 @@ def test_sampled_softmax_trains_big_heads_and_validates_with_the_full_softmax():
     assert abs(float(ref) - np.log(4000)) < 1.0  # an untrained full softmax sits near log(V)
 
 
+def test_loss_norm_weighs_every_field_by_the_log_of_its_classes():
+    _, plain = _model()
+    _, normed = _model(loss_norm=True)  # the same weights (same seed), the loss normalised per field
+    b = make_chunk(8, seed=5).collate(np.arange(8))
+    with torch.no_grad():
+        loss, stats = plain(b)
+        loss_n, stats_n = normed(b)
+    assert stats.keys() == stats_n.keys()
+    assert all(torch.allclose(stats[f]["loss"], stats_n[f]["loss"]) for f in stats)  # per-field stats stay raw CE
+    assert torch.allclose(loss, sum(v["loss"] for v in stats.values()))
+    expect = sum(v["loss"] / np.log(SIZES[f]) for f, v in stats.items())
+    assert torch.allclose(loss_n, expect.float(), atol=1e-5)
+    assert float(loss_n) < float(loss) / 2  # untrained: each normalised field sits near 1
+    # off by default and then absent from the saved config: an existing member's training run key is unchanged
+    assert "loss_norm" not in plain.config.to_dict() and normed.config.to_dict()["loss_norm"] is True
+    assert GRUAEConfig.from_dict(normed.config.to_dict()) == normed.config
+
+
 def test_padding_does_not_change_the_latent():
     cfg, model = _model()
     chunk = make_chunk(12, min_len=1, max_len=30)

@@ -165,3 +165,27 @@ def test_resume_after_sigkill(settings):
     lines = [json.loads(x) for x in (vdir / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == EPOCHS + 1 and "latent_health" in lines[-1]  # one line per epoch, then the latent health
     assert (vdir / "weights.safetensors").exists()
+
+
+def test_validation_loss_is_the_training_objective_with_loss_norm():
+    """Early stopping watches the loss the model trains on: with `loss_norm` each field's CE / log(its classes)."""
+    import torch
+    from ubp.models.gru_ae import GRUAEConfig, GRUAutoencoder
+    from ubp.models.train_user import evaluate
+    from user_model_fixtures import SIZES, make_chunk
+
+    batch = make_chunk(8, seed=5).collate(np.arange(8))
+    out = {}
+    for norm in (False, True):
+        torch.manual_seed(0)
+        model = GRUAutoencoder(GRUAEConfig.preset("small", SIZES, emb_dim=16, hidden=32, dropout=0.0,
+                                                  loss_norm=norm))
+        out[norm] = evaluate(model, [batch], torch.device("cpu"))
+        with torch.no_grad():
+            loss, _ = model.eval()(batch)
+        assert out[norm]["val_loss"] == pytest.approx(float(loss), rel=1e-5)  # one batch: the model's own loss
+    fields = ("event_type", "sku", "category", "price", "url")
+    assert out[False]["val_loss"] == pytest.approx(sum(out[False][f"val_loss_{f}"] for f in fields), rel=1e-6)
+    assert out[True]["val_loss"] == pytest.approx(
+        sum(out[True][f"val_loss_{f}"] / np.log(SIZES[f]) for f in fields), rel=1e-6)
+    assert all(out[True][f"val_loss_{f}"] == pytest.approx(out[False][f"val_loss_{f}"]) for f in fields)
