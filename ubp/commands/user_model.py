@@ -36,6 +36,9 @@ def train_cmd(
     full_size: bool = typer.Option(False, "--full-size", help="Large members at full size even without a GPU."),
     train_users: int | None = typer.Option(None, "--train-users", min=1,
                                            help="Train on a stable hashed sample of about N users (at scale)."),
+    loss_norm: bool = typer.Option(False, "--loss-norm",
+                                   help="Divide each field's loss by log(its classes), so the sku/url heads do "
+                                        "not outweigh time and event type (docs/members.md)."),
 ) -> None:
     """Train one user-model member (GRU-AE or next-event transformer) on the current `user_sequences` (resumes
     after a kill).
@@ -45,9 +48,9 @@ def train_cmd(
     from ubp.cli import settings_of
     from ubp.stages.train_user_model import train_user_model
 
-    overrides = {"batch_size": batch_size} if batch_size else None
+    overrides = {**({"batch_size": batch_size} if batch_size else {}), **({"loss_norm": True} if loss_norm else {})}
     _echo(train_user_model(settings_of(ctx), member=member, max_epochs=epochs, seed=seed, promote=promote,
-                           overrides=overrides, val_fraction=val_fraction, force=force,
+                           overrides=overrides or None, val_fraction=val_fraction, force=force,
                            init_from=init_from, full_size=full_size, train_users=train_users))
 
 
