@@ -186,6 +186,12 @@ def sampled_logits(head: nn.Linear, h: torch.Tensor, y: torch.Tensor, n_negative
     return torch.cat([pos, negl], dim=1)
 
 
+def loss_weight(config: GRUAEConfig, f: str) -> float:
+    """A target field's weight in the summed loss: 1 / log(its classes) with `loss_norm` (a uniform guess then scores
+    1 on every field), else 1."""
+    return 1.0 / math.log(max(config.vocab_sizes[f], 2)) if config.loss_norm else 1.0
+
+
 def heads_loss(heads: nn.ModuleDict, hidden: torch.Tensor, targets: dict[str, torch.Tensor], config: GRUAEConfig,
                sampled: bool) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
     """Sum over target fields of the mean cross-entropy of `heads[f](hidden)` [N, H] on the non-PAD targets ([N],
@@ -212,9 +218,7 @@ def heads_loss(heads: nn.ModuleDict, hidden: torch.Tensor, targets: dict[str, to
                                    ignore_index=PAD_ID)  # mean over every (position, code) with a target
             correct = ((logits.argmax(-1) == y) & keep).sum()
         stats[f] = {"loss": loss.detach(), "correct": correct.detach(), "count": n}
-        if config.loss_norm:  # a 5,000-way sku head no longer outweighs a 10-way week head by its alphabet alone
-            loss = loss / math.log(max(config.vocab_sizes[f], 2))
-        total = total + loss
+        total = total + loss * loss_weight(config, f)
     return total, stats
 
 

@@ -42,7 +42,7 @@ from ubp.models.common import (
     to_device,
     unwrap,
 )
-from ubp.models.gru_ae import GRUAEConfig
+from ubp.models.gru_ae import GRUAEConfig, loss_weight
 from ubp.models.user_data import columns_for, prefetch, stream_batches
 from ubp.models.user_model import build_user_model
 
@@ -105,7 +105,7 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device) -> dict[str,
         if count:
             out[f"val_loss_{f}"] = loss_sum / count
             out[f"val_acc_{f}"] = correct / count
-            total += loss_sum / count / (math.log(max(config.vocab_sizes[f], 2)) if config.loss_norm else 1.0)
+            total += loss_sum / count * loss_weight(config, f)
     out["val_loss"] = total if any(flat[3 * i + 2] for i in range(len(fields))) else math.nan
     return out
 
