@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 
@@ -26,3 +27,11 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err and "java" not in err.lower()
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def printed_json(out: str) -> dict:
+    """The indented JSON document a command prints (`typer.echo(json.dumps(..., indent=2))`), without the log or
+    progress lines around it."""
+    lines = out.splitlines()
+    doc = "\n".join(lines[lines.index("{"):])
+    return json.loads(doc[: doc.rindex("}") + 1])

@@ -48,7 +48,11 @@ def train_cmd(
     from ubp.cli import settings_of
     from ubp.stages.train_user_model import train_user_model
 
-    overrides = {**({"batch_size": batch_size} if batch_size else {}), **({"loss_norm": True} if loss_norm else {})}
+    overrides: dict = {}  # GRUAEConfig fields the options change; none: the member's own config
+    if batch_size:
+        overrides["batch_size"] = batch_size
+    if loss_norm:
+        overrides["loss_norm"] = True
     _echo(train_user_model(settings_of(ctx), member=member, max_epochs=epochs, seed=seed, promote=promote,
                            overrides=overrides or None, val_fraction=val_fraction, force=force,
                            init_from=init_from, full_size=full_size, train_users=train_users))

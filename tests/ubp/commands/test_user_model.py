@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli_helpers import run_cli
+from cli_helpers import printed_json, run_cli
 from user_model_fixtures import one_torch_thread, write_lakehouse  # noqa: F401  (autouse fixture)
-
-
-def _result(out: str) -> dict:
-    """The command's JSON result: the indented object at the end of stdout (progress lines may come first)."""
-    return json.loads(out[out.index("{\n"):])
 
 
 def test_loss_norm_flag_trains_a_normalised_version(settings, monkeypatch, capsys):
@@ -21,11 +16,11 @@ def test_loss_norm_flag_trains_a_normalised_version(settings, monkeypatch, capsy
             "--promote", "never")
     code, out, err = run_cli(monkeypatch, capsys, *args, "--loss-norm")
     assert code == 0, err
-    normed = _result(out)
+    normed = printed_json(out)
     config = json.loads((Path(normed["model_dir"]) / "config.json").read_text())
     assert config["loss_norm"] is True and config["batch_size"] == 4
     code, out, err = run_cli(monkeypatch, capsys, *args)  # without the flag: the member's own loss, another run
     assert code == 0, err
-    plain = _result(out)
+    plain = printed_json(out)
     assert plain["version"] != normed["version"]
     assert "loss_norm" not in json.loads((Path(plain["model_dir"]) / "config.json").read_text())

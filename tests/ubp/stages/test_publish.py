@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from cli_helpers import printed_json
 from publish_fixtures import (  # noqa: F401  (redis_url is a fixture)
     AS_OF_2,
     DIM,
@@ -207,9 +208,7 @@ def test_cli_publish_profile_similar(lake):
     res = runner.invoke(app, [*base, "publish", "--view", "user_profile", "--view", "item_vector", "--view",
                               "user_profile_ensemble"])
     assert res.exit_code == 0, res.output
-    lines = res.output.splitlines()
-    doc = "\n".join(lines[lines.index("{"):])  # the JSON document the command prints (after any log lines)
-    assert json.loads(doc[: doc.rindex("}") + 1])["rows"]["user_profile"] == 6
+    assert printed_json(res.output)["rows"]["user_profile"] == 6
     res = runner.invoke(app, [*base, "profile", "5"])
     assert res.exit_code == 0, res.output
     row = json.loads(res.output.strip().splitlines()[-1])
